@@ -1,0 +1,311 @@
+//! Commands (one per Raft entry), their outcomes, and deterministic refusals.
+
+use serde::{Deserialize, Serialize};
+
+/// One Raft entry's payload: the command and the proposer's wall-clock time.
+///
+/// `now_ms` is read once, by the node that proposes the entry, and travels in the log, so
+/// every node applies the same time. It is used for history timestamps, failback delays and
+/// quarantine cooldowns (anti-flap policy), never for leases (safety), which use the
+/// leader's monotonic clock and never touch the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub now_ms: u64,
+    pub cmd: Command,
+}
+
+/// Every change to the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    // --- operator commands -----------------------------------------------------------
+    AddServer {
+        name: String,
+        main: bool,
+        kinds: Vec<String>,
+    },
+    RemoveServer {
+        name: String,
+    },
+    CreateRole {
+        name: String,
+        kind: String,
+        servers: Vec<String>,
+        failback: bool,
+        failback_delay_ms: u64,
+        database: Option<String>,
+    },
+    DeleteRole {
+        name: String,
+    },
+    AddRoleServer {
+        role: String,
+        server: String,
+        /// 1-based; `None` appends.
+        position: Option<u32>,
+    },
+    RemoveRoleServer {
+        role: String,
+        server: String,
+    },
+    MoveRoleServer {
+        role: String,
+        server: String,
+        up: bool,
+    },
+    SetRole {
+        role: String,
+        failback: Option<bool>,
+        failback_delay_ms: Option<u64>,
+        /// `Some(None)` clears the database.
+        database: Option<Option<String>>,
+    },
+    DrainServer {
+        name: String,
+    },
+    ResumeServer {
+        name: String,
+    },
+    MoveRole {
+        role: String,
+        server: String,
+    },
+
+    // --- agent and controller commands -------------------------------------------------
+    /// An agent opened a session (or came back after being declared down): the server
+    /// exists from now on, with these kinds, and is up.
+    RegisterAgent {
+        server: String,
+        kinds: Vec<String>,
+        main: bool,
+    },
+    /// The controller found these servers' leases expired (plus grace). Their agents have
+    /// fenced themselves; their roles move at once.
+    ServersDown {
+        servers: Vec<String>,
+    },
+    /// The agent of `server`, holding `epoch` of `role`, stopped it, as asked by a
+    /// handover (or a delete).
+    Released {
+        role: String,
+        server: String,
+        epoch: u64,
+    },
+    /// The role kept crashing on `server` under `epoch`: quarantine the pair until
+    /// `now + cooldown_ms` and move the role on. The agent has stopped the process.
+    RoleFailed {
+        role: String,
+        server: String,
+        epoch: u64,
+        reason: String,
+        cooldown_ms: u64,
+    },
+    /// Re-evaluate time-based placement (failback delays, quarantine ends) at `now_ms`.
+    Tick,
+    /// Cluster-wide settings that must be the same on every node, so they travel in the
+    /// log (the leader proposes its configured values when they differ).
+    Configure {
+        history_max: u32,
+    },
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::AddServer { .. } => "add_server",
+            Command::RemoveServer { .. } => "remove_server",
+            Command::CreateRole { .. } => "create_role",
+            Command::DeleteRole { .. } => "delete_role",
+            Command::AddRoleServer { .. } => "add_role_server",
+            Command::RemoveRoleServer { .. } => "remove_role_server",
+            Command::MoveRoleServer { .. } => "move_role_server",
+            Command::SetRole { .. } => "set_role",
+            Command::DrainServer { .. } => "drain_server",
+            Command::ResumeServer { .. } => "resume_server",
+            Command::MoveRole { .. } => "move_role",
+            Command::RegisterAgent { .. } => "register_agent",
+            Command::ServersDown { .. } => "servers_down",
+            Command::Released { .. } => "released",
+            Command::RoleFailed { .. } => "role_failed",
+            Command::Tick => "tick",
+            Command::Configure { .. } => "configure",
+        }
+    }
+}
+
+impl Command {
+    /// Every check that needs no state: names, sizes, limits, list shape. The service
+    /// runs it before proposing, so malformed input never reaches the log; `apply` runs
+    /// it again (the log is the authority), followed by the checks against the state.
+    pub fn validate(&self) -> Result<(), Refusal> {
+        use crate::names::{check_database, check_delay, check_kinds, check_name};
+        match self {
+            Command::AddServer { name, kinds, .. } => {
+                check_name("server", name)?;
+                check_kinds(kinds)?;
+            }
+            Command::RemoveServer { name }
+            | Command::DrainServer { name }
+            | Command::ResumeServer { name } => check_name("server", name)?,
+            Command::CreateRole {
+                name,
+                kind,
+                servers,
+                failback_delay_ms,
+                database,
+                ..
+            } => {
+                check_name("role", name)?;
+                if !kind.is_empty() {
+                    check_name("kind", kind)?;
+                }
+                if servers.is_empty() {
+                    return Err(Refusal::invalid(format!(
+                        "role {name:?} needs at least one server"
+                    )));
+                }
+                if servers.len() > crate::SERVERS_PER_ROLE_MAX {
+                    return Err(Refusal::invalid(format!(
+                        "role {name:?} lists {} servers; the limit is {}",
+                        servers.len(),
+                        crate::SERVERS_PER_ROLE_MAX
+                    )));
+                }
+                for (i, s) in servers.iter().enumerate() {
+                    check_name("server", s)?;
+                    if servers[..i].contains(s) {
+                        return Err(Refusal::invalid(format!(
+                            "server {s:?} appears twice in role {name:?}'s list"
+                        )));
+                    }
+                }
+                check_delay(*failback_delay_ms)?;
+                if let Some(db) = database {
+                    check_database(db)?;
+                }
+            }
+            Command::DeleteRole { name } => check_name("role", name)?,
+            Command::AddRoleServer { role, server, .. }
+            | Command::RemoveRoleServer { role, server }
+            | Command::MoveRoleServer { role, server, .. }
+            | Command::MoveRole { role, server } => {
+                check_name("role", role)?;
+                check_name("server", server)?;
+            }
+            Command::SetRole {
+                role,
+                failback_delay_ms,
+                database,
+                ..
+            } => {
+                check_name("role", role)?;
+                if let Some(d) = failback_delay_ms {
+                    check_delay(*d)?;
+                }
+                if let Some(Some(db)) = database {
+                    check_database(db)?;
+                }
+            }
+            Command::RegisterAgent { server, kinds, .. } => {
+                check_name("server", server)?;
+                check_kinds(kinds)?;
+            }
+            Command::Configure { history_max } => {
+                if !crate::HISTORY_MAX_RANGE.contains(history_max) {
+                    return Err(Refusal::invalid(format!(
+                        "history size {history_max} is outside {}..={}",
+                        crate::HISTORY_MAX_RANGE.start(),
+                        crate::HISTORY_MAX_RANGE.end()
+                    )));
+                }
+            }
+            Command::ServersDown { .. }
+            | Command::Released { .. }
+            | Command::RoleFailed { .. }
+            | Command::Tick => {}
+        }
+        Ok(())
+    }
+}
+
+/// Why a role moved. Recorded in the history with every assignment change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cause {
+    /// The active server's lease ran out.
+    LeaseExpired,
+    /// The active server was drained for scheduled downtime.
+    Maintenance,
+    /// A higher-priority server came back and failback is on.
+    Failback,
+    /// The role crashed too often on its server.
+    RoleFailed,
+    /// An operator moved the role.
+    Operator,
+    /// First placement, or an edit of the role's list or kind.
+    Placement,
+}
+
+impl Cause {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Cause::LeaseExpired => "lease_expired",
+            Cause::Maintenance => "maintenance",
+            Cause::Failback => "failback",
+            Cause::RoleFailed => "role_failed",
+            Cause::Operator => "operator",
+            Cause::Placement => "placement",
+        }
+    }
+}
+
+/// What an accepted command did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// One line for the operator: "role cam-1 created".
+    pub summary: String,
+}
+
+/// The class of a refusal; maps one to one onto gRPC status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalKind {
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+}
+
+/// A deterministic refusal: the command was invalid against the state it met, and changed
+/// nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Refusal {
+            kind: RefusalKind::NotFound,
+            message: m.into(),
+        }
+    }
+    pub fn exists(m: impl Into<String>) -> Self {
+        Refusal {
+            kind: RefusalKind::AlreadyExists,
+            message: m.into(),
+        }
+    }
+    pub fn precondition(m: impl Into<String>) -> Self {
+        Refusal {
+            kind: RefusalKind::FailedPrecondition,
+            message: m.into(),
+        }
+    }
+    pub fn invalid(m: impl Into<String>) -> Self {
+        Refusal {
+            kind: RefusalKind::InvalidArgument,
+            message: m.into(),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! # baton-core: the directory's domain, as pure functions
+//!
+//! Everything the directory *decides* lives here: which servers and roles exist, which
+//! server runs each role, with which epoch, and why. Nothing here does I/O, reads a clock
+//! or spawns a task: time arrives as numbers inside commands, so every decision can be
+//! replayed and tested exhaustively.
+//!
+//! ## The replicated state machine
+//!
+//! The directory is a Raft log of [`Command`]s. Each entry is applied with
+//! [`State::apply`], a deterministic function of (state, log index, entry): every node
+//! that applies the same log reaches the same state, byte for byte. An entry that makes no
+//! sense (an unknown role, a duplicate server, a bad order) is a *refusal*: a typed,
+//! deterministic result that leaves the state exactly as it was. Refusals are returned to
+//! the client; they are never errors of the node. Failures of the node itself (I/O,
+//! corruption) never reach this crate.
+//!
+//! ## Placement
+//!
+//! A role has an ordered server list (priority order). Its active server is the first
+//! *eligible* server: up (its agent holds a lease), not in maintenance, able to run the
+//! role's kind, and not quarantined for this role. Placement runs inside `apply`, after
+//! every command, so it is part of the replicated state and never depends on which node
+//! computes it. It is *sticky*: a running role stays where it is while that server stays
+//! eligible, unless failback is on and a higher-priority server has been eligible for
+//! the role's failback delay.
+//!
+//! ## Epochs (invariant 1, single active)
+//!
+//! Every assignment of a role to a server takes a fresh epoch from one counter shared by
+//! all roles, so an epoch names exactly one (role, server) assignment and is never reused,
+//! even if a role is deleted and created again. A move always gets a larger epoch than
+//! every one before it. A role process is started with its epoch; anything that compares
+//! epochs (a journal, a database) can fence an older holder.
+//!
+//! A role moves in one of two ways:
+//! - **Failover**: the server was declared down (its lease ran out plus a grace). Its agent
+//!   has fenced itself by then (see `baton-agent`), so the next server is assigned at once.
+//! - **Graceful handover** (maintenance, failback, operator move, list edits): the role is
+//!   first *released*: it leaves the old server's assignment set, the old agent stops the
+//!   process and acknowledges with [`Command::Released`], and only then is the next server
+//!   assigned, with a new epoch. If the old agent never acknowledges, its lease runs out and
+//!   the failover path completes the move.
+//!
+//! ## Liveness is not replicated per heartbeat
+//!
+//! Renewals live in the leader's memory; only their consequences are Raft writes:
+//! [`Command::RegisterAgent`] when an agent (re)appears and [`Command::ServersDown`] when
+//! the controller finds a lease expired. [`controller`] holds those decisions as pure
+//! functions of (last-seen times, now).
+
+pub mod command;
+pub mod controller;
+pub mod names;
+mod placement;
+pub mod state;
+
+pub use command::{Cause, Command, Entry, Outcome, Refusal, RefusalKind};
+pub use state::{Event, Release, Role, RoleState, Server, ServerStatus, State};
+
+/// The kind a role gets when none is given.
+pub const DEFAULT_KIND: &str = "default";
+/// Longest name of a server, role or kind, in bytes.
+pub const NAME_MAX_BYTES: usize = 64;
+/// Longest database name, in bytes.
+pub const DATABASE_MAX_BYTES: usize = 256;
+/// Most servers one role may list: placement scans the list on every apply.
+pub const SERVERS_PER_ROLE_MAX: usize = 32;
+/// Most kinds one server may advertise.
+pub const KINDS_PER_SERVER_MAX: usize = 32;
+/// Most servers and most roles the directory holds (each). A bound on snapshot size and on
+/// the work of one apply.
+pub const OBJECTS_MAX: usize = 100_000;
+/// History events kept in the replicated state; older ones are dropped (and so compacted
+/// away with the next snapshot).
+pub const HISTORY_MAX_DEFAULT: usize = 1_000;
+/// Bounds of a configured history size.
+pub const HISTORY_MAX_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
+/// Longest failback delay accepted: a day.
+pub const FAILBACK_DELAY_MAX_MS: u64 = 86_400_000;

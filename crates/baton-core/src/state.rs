@@ -1,0 +1,1001 @@
+//! The replicated state and its deterministic `apply`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Cause, Command, Entry, Outcome, Refusal};
+use crate::names::{
+    check_database, check_delay, check_kinds, check_name, database_host, is_local_database,
+};
+use crate::{DEFAULT_KIND, HISTORY_MAX_DEFAULT, OBJECTS_MAX, SERVERS_PER_ROLE_MAX};
+
+/// A server's liveness as the directory has *decided* it (a replicated fact, unlike the
+/// leader's in-memory last-seen times).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerStatus {
+    /// Known (added by an operator) but no agent has registered yet.
+    Unknown,
+    /// An agent registered and has not been declared down since.
+    Up,
+    /// The controller declared its lease expired.
+    Down,
+}
+
+impl ServerStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ServerStatus::Unknown => "unknown",
+            ServerStatus::Up => "up",
+            ServerStatus::Down => "down",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    pub name: String,
+    /// Hosts a directory node too.
+    pub main: bool,
+    /// Kinds of role this server can run; empty means any.
+    pub kinds: BTreeSet<String>,
+    pub maintenance: bool,
+    pub status: ServerStatus,
+    /// Wall-clock time (from the log) since which the server has been up and out of
+    /// maintenance; the failback delay counts from here.
+    pub eligible_since_ms: u64,
+}
+
+impl Server {
+    pub(crate) fn runs_kind(&self, kind: &str) -> bool {
+        self.kinds.is_empty() || self.kinds.contains(kind)
+    }
+}
+
+/// A graceful handover in progress: the active server has been asked to stop the role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub cause: Cause,
+    /// The server the role is meant for once released (placement is computed again then).
+    pub to: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    pub name: String,
+    pub kind: String,
+    /// Priority order: the first is the primary.
+    pub servers: Vec<String>,
+    pub failback: bool,
+    pub failback_delay_ms: u64,
+    pub database: Option<String>,
+    /// The server holding `epoch`, if any.
+    pub active: Option<String>,
+    /// Epoch of the current (or last) assignment; 0 = never assigned.
+    pub epoch: u64,
+    pub release: Option<Release>,
+    /// server -> wall-clock ms until which the role may not run there.
+    pub quarantine: BTreeMap<String, u64>,
+    /// Why the role is where it is, or why it is not running.
+    pub reason: String,
+    /// Deleted by an operator while it ran: it is being stopped on its server, and
+    /// disappears once that server acknowledges (or is declared down). Until then the
+    /// name cannot be reused, so a re-created role never runs beside the old one.
+    #[serde(default)]
+    pub deleting: bool,
+    /// server -> end of this role's last quarantine there, kept until the failback delay
+    /// has run out after it: a server counts as eligible for failback only from then.
+    #[serde(default)]
+    pub recovered: BTreeMap<String, u64>,
+}
+
+/// The role's state as users see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleState {
+    Running,
+    Handover,
+    Unassigned,
+    Deleting,
+}
+
+impl RoleState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RoleState::Running => "running",
+            RoleState::Handover => "handover",
+            RoleState::Unassigned => "unassigned",
+            RoleState::Deleting => "deleting",
+        }
+    }
+}
+
+impl Role {
+    pub fn state(&self) -> RoleState {
+        if self.deleting {
+            return RoleState::Deleting;
+        }
+        match (&self.active, &self.release) {
+            (Some(_), Some(_)) => RoleState::Handover,
+            (Some(_), None) => RoleState::Running,
+            (None, _) => RoleState::Unassigned,
+        }
+    }
+}
+
+/// One assignment change, kept in the replicated history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub revision: u64,
+    pub time_ms: u64,
+    pub role: String,
+    pub cause: Cause,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub epoch: u64,
+    pub detail: String,
+}
+
+/// The whole replicated state. Serialized as the snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Log index of the last applied entry: the directory's revision.
+    pub revision: u64,
+    /// Number of voters in the last applied membership.
+    pub voters: u32,
+    /// The last epoch handed out; epochs are never reused.
+    pub last_epoch: u64,
+    pub servers: BTreeMap<String, Server>,
+    pub roles: BTreeMap<String, Role>,
+    pub history: VecDeque<Event>,
+    pub history_max: usize,
+    /// The latest proposer time applied (max of the entries' `now_ms`): "now" for checks
+    /// that need a time but are not placement (an operator move to a quarantined server).
+    #[serde(default)]
+    pub now_ms: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            revision: 0,
+            voters: 0,
+            last_epoch: 0,
+            servers: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_max: HISTORY_MAX_DEFAULT,
+            now_ms: 0,
+        }
+    }
+}
+
+/// One role assigned to a server, as the agent needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub role: String,
+    pub epoch: u64,
+    pub kind: String,
+    pub database: Option<String>,
+}
+
+impl State {
+    /// Apply one log entry at `index`. Deterministic; a refusal leaves `self` untouched
+    /// apart from `revision`, which always advances to `index`.
+    pub fn apply(&mut self, index: u64, entry: &Entry) -> Result<Outcome, Refusal> {
+        debug_assert!(
+            index > self.revision || self.revision == 0,
+            "log index went back"
+        );
+        // Validate against an untouched state first, then mutate: a refusal may never
+        // leave half a change behind. A refused entry still advances the revision.
+        if let Err(r) = self.check(&entry.cmd) {
+            self.revision = index;
+            return Err(r);
+        }
+        // `check` finds every refusal before anything changes; after it passed, `mutate`
+        // cannot fail, so the state is changed in place (no copy per command).
+        self.revision = index;
+        self.now_ms = self.now_ms.max(entry.now_ms);
+        let outcome = self.mutate(entry.now_ms, &entry.cmd);
+        self.place_affected(entry.now_ms, &entry.cmd);
+        Ok(outcome)
+    }
+
+    /// Record a membership change (applied from a Raft membership entry).
+    pub fn apply_membership(&mut self, index: u64, voters: u32) {
+        self.revision = index;
+        self.voters = voters;
+    }
+
+    /// Record an entry that carries no command (a leader's blank entry).
+    pub fn apply_blank(&mut self, index: u64) {
+        self.revision = index;
+    }
+
+    /// The roles `server` must run now: active there and not being released.
+    pub fn assignments(&self, server: &str) -> Vec<Assignment> {
+        self.roles
+            .values()
+            .filter(|r| r.active.as_deref() == Some(server) && r.release.is_none())
+            .map(|r| Assignment {
+                role: r.name.clone(),
+                epoch: r.epoch,
+                kind: r.kind.clone(),
+                database: r.database.clone(),
+            })
+            .collect()
+    }
+
+    /// The roles `server` must stop and acknowledge with `Released` (graceful handover).
+    pub fn releasing(&self, server: &str) -> Vec<Assignment> {
+        self.roles
+            .values()
+            .filter(|r| r.active.as_deref() == Some(server) && r.release.is_some())
+            .map(|r| Assignment {
+                role: r.name.clone(),
+                epoch: r.epoch,
+                kind: r.kind.clone(),
+                database: r.database.clone(),
+            })
+            .collect()
+    }
+
+    /// Roles whose active server is `server` (including ones being handed over).
+    pub fn roles_on(&self, server: &str) -> Vec<String> {
+        self.roles
+            .values()
+            .filter(|r| r.active.as_deref() == Some(server))
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// Known servers not in `role`'s list, sorted.
+    pub fn candidates(&self, role: &str) -> Result<Vec<String>, Refusal> {
+        let r = self.role(role)?;
+        Ok(self
+            .servers
+            .keys()
+            .filter(|s| !r.servers.contains(s))
+            .cloned()
+            .collect())
+    }
+
+    /// A role that may be edited: it exists and is not being deleted.
+    fn live_role(&self, name: &str) -> Result<&Role, Refusal> {
+        let r = self.role(name)?;
+        if r.deleting {
+            return Err(Refusal::precondition(format!(
+                "role {name:?} is being deleted (it still stops on {})",
+                r.active.as_deref().unwrap_or("its server")
+            )));
+        }
+        Ok(r)
+    }
+
+    pub fn role(&self, name: &str) -> Result<&Role, Refusal> {
+        self.roles
+            .get(name)
+            .ok_or_else(|| Refusal::not_found(format!("role {name:?} does not exist")))
+    }
+
+    fn server(&self, name: &str) -> Result<&Server, Refusal> {
+        self.servers
+            .get(name)
+            .ok_or_else(|| Refusal::not_found(format!("server {name:?} does not exist")))
+    }
+
+    /// All validation that can be done without changing anything.
+    fn check(&self, cmd: &Command) -> Result<(), Refusal> {
+        cmd.validate()?;
+        match cmd {
+            Command::AddServer { name, kinds, .. } => {
+                check_name("server", name)?;
+                check_kinds(kinds)?;
+                if self.servers.contains_key(name) {
+                    return Err(Refusal::exists(format!("server {name:?} already exists")));
+                }
+                if self.servers.len() >= OBJECTS_MAX {
+                    return Err(Refusal::precondition(format!(
+                        "the directory holds {OBJECTS_MAX} servers, its limit"
+                    )));
+                }
+            }
+            Command::RemoveServer { name } => {
+                self.server(name)?;
+                let users: Vec<&str> = self
+                    .roles
+                    .values()
+                    .filter(|r| r.servers.contains(name))
+                    .map(|r| r.name.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    return Err(Refusal::precondition(format!(
+                        "server {name:?} is listed by role(s) {}; remove it from them first",
+                        users.join(", ")
+                    )));
+                }
+                // A role may still be held by a server just taken out of its list (a
+                // handover waiting for the acknowledgement). Removing the server would
+                // leave nobody to acknowledge and no lease to expire: the role would be
+                // stuck. Wait for the move (or the lease) first.
+                let held = self.roles_on(name);
+                if !held.is_empty() {
+                    return Err(Refusal::precondition(format!(
+                        "server {name:?} still runs role(s) {} (being handed over); wait until they have moved",
+                        held.join(", ")
+                    )));
+                }
+            }
+            Command::CreateRole {
+                name,
+                kind,
+                servers,
+                failback_delay_ms,
+                database,
+                ..
+            } => {
+                check_name("role", name)?;
+                if !kind.is_empty() {
+                    check_name("kind", kind)?;
+                }
+                if let Some(old) = self.roles.get(name) {
+                    if old.deleting {
+                        return Err(Refusal::exists(format!(
+                            "role {name:?} is being deleted and still stops on {}; create it again once it has stopped",
+                            old.active.as_deref().unwrap_or("its server")
+                        )));
+                    }
+                    return Err(Refusal::exists(format!("role {name:?} already exists")));
+                }
+                if self.roles.len() >= OBJECTS_MAX {
+                    return Err(Refusal::precondition(format!(
+                        "the directory holds {OBJECTS_MAX} roles, its limit"
+                    )));
+                }
+                if servers.is_empty() {
+                    return Err(Refusal::invalid(format!(
+                        "role {name:?} needs at least one server"
+                    )));
+                }
+                check_delay(*failback_delay_ms)?;
+                self.check_server_list(name, servers)?;
+                self.check_database(name, database.as_deref(), servers)?;
+            }
+            Command::DeleteRole { name } => {
+                self.role(name)?;
+            }
+            Command::AddRoleServer {
+                role,
+                server,
+                position,
+            } => {
+                let r = self.live_role(role)?;
+                self.server(server)?;
+                if r.servers.contains(server) {
+                    return Err(Refusal::exists(format!(
+                        "server {server:?} is already in role {role:?}'s list"
+                    )));
+                }
+                if let Some(p) = position
+                    && (*p == 0 || *p as usize > r.servers.len() + 1)
+                {
+                    return Err(Refusal::invalid(format!(
+                        "position {p} is out of range: role {role:?} has {} server(s), so positions run from 1 to {}",
+                        r.servers.len(),
+                        r.servers.len() + 1
+                    )));
+                }
+                let mut list = r.servers.clone();
+                list.push(server.clone());
+                self.check_server_list(role, &list)?;
+                self.check_database(role, r.database.as_deref(), &list)?;
+            }
+            Command::RemoveRoleServer { role, server } => {
+                let r = self.live_role(role)?;
+                if !r.servers.contains(server) {
+                    return Err(Refusal::not_found(format!(
+                        "server {server:?} is not in role {role:?}'s list"
+                    )));
+                }
+                if r.servers.len() == 1 {
+                    return Err(Refusal::precondition(format!(
+                        "server {server:?} is the last server of role {role:?}; a role needs at least one (delete the role instead)"
+                    )));
+                }
+            }
+            Command::MoveRoleServer { role, server, up } => {
+                let r = self.live_role(role)?;
+                let Some(i) = r.servers.iter().position(|s| s == server) else {
+                    return Err(Refusal::not_found(format!(
+                        "server {server:?} is not in role {role:?}'s list"
+                    )));
+                };
+                if *up && i == 0 {
+                    return Err(Refusal::precondition(format!(
+                        "server {server:?} is already first in role {role:?}'s list"
+                    )));
+                }
+                if !*up && i + 1 == r.servers.len() {
+                    return Err(Refusal::precondition(format!(
+                        "server {server:?} is already last in role {role:?}'s list"
+                    )));
+                }
+            }
+            Command::SetRole {
+                role,
+                failback_delay_ms,
+                database,
+                ..
+            } => {
+                let r = self.live_role(role)?;
+                if let Some(d) = failback_delay_ms {
+                    check_delay(*d)?;
+                }
+                if let Some(db) = database {
+                    self.check_database(role, db.as_deref(), &r.servers)?;
+                }
+            }
+            Command::DrainServer { name } | Command::ResumeServer { name } => {
+                self.server(name)?;
+            }
+            Command::MoveRole { role, server } => {
+                let r = self.live_role(role)?;
+                let s = self.server(server)?;
+                if !r.servers.contains(server) {
+                    return Err(Refusal::precondition(format!(
+                        "server {server:?} is not in role {role:?}'s list; add it first"
+                    )));
+                }
+                if r.active.as_deref() == Some(server.as_str()) && r.release.is_none() {
+                    return Err(Refusal::precondition(format!(
+                        "role {role:?} already runs on {server:?}"
+                    )));
+                }
+                if let Some(reason) = self.ineligible(r, s, self.now_ms) {
+                    return Err(Refusal::precondition(format!(
+                        "cannot move role {role:?} to {server:?}: {reason}"
+                    )));
+                }
+                // With failback on, a higher-priority eligible server would take the
+                // role straight back: refuse rather than bounce it.
+                if r.failback
+                    && let Some(above) = r
+                        .servers
+                        .iter()
+                        .take_while(|x| *x != server)
+                        .find(|x| self.eligible_now(role, x, self.now_ms))
+                {
+                    return Err(Refusal::precondition(format!(
+                        "role {role:?} has failback on and {above:?} ranks above {server:?} and is eligible: the role would move back at once; turn failback off first"
+                    )));
+                }
+            }
+            Command::RegisterAgent { server, kinds, .. } => {
+                check_name("server", server)?;
+                check_kinds(kinds)?;
+                if !self.servers.contains_key(server) && self.servers.len() >= OBJECTS_MAX {
+                    return Err(Refusal::precondition(format!(
+                        "the directory holds {OBJECTS_MAX} servers, its limit"
+                    )));
+                }
+            }
+            Command::ServersDown { .. }
+            | Command::Released { .. }
+            | Command::RoleFailed { .. }
+            | Command::Tick => {}
+            Command::Configure { history_max } => {
+                if !crate::HISTORY_MAX_RANGE.contains(history_max) {
+                    return Err(Refusal::invalid(format!(
+                        "history size {history_max} is outside {}..={}",
+                        crate::HISTORY_MAX_RANGE.start(),
+                        crate::HISTORY_MAX_RANGE.end()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_server_list(&self, role: &str, servers: &[String]) -> Result<(), Refusal> {
+        if servers.len() > SERVERS_PER_ROLE_MAX {
+            return Err(Refusal::invalid(format!(
+                "role {role:?} lists {} servers; the limit is {SERVERS_PER_ROLE_MAX}",
+                servers.len()
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for s in servers {
+            check_name("server", s)?;
+            if !seen.insert(s) {
+                return Err(Refusal::invalid(format!(
+                    "server {s:?} appears twice in role {role:?}'s list"
+                )));
+            }
+            let srv = self.server(s)?;
+            if srv.main && self.voters < 3 {
+                return Err(Refusal::precondition(format!(
+                    "server {s:?} hosts a directory node, and the directory has {} voter(s): configure directory failover first (3 or more directory nodes) before a role may list a main server",
+                    self.voters
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_database(
+        &self,
+        role: &str,
+        database: Option<&str>,
+        servers: &[String],
+    ) -> Result<(), Refusal> {
+        let Some(db) = database else { return Ok(()) };
+        check_database(db)?;
+        let host = database_host(db);
+        if servers.len() > 1
+            && (is_local_database(db) || servers.iter().any(|s| s.eq_ignore_ascii_case(host)))
+        {
+            return Err(Refusal::precondition(format!(
+                "role {role:?} has {} servers and its database {db:?} lives on one of them: move the role database to a remote server first",
+                servers.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Change the state; called only after `check` passed, on a scratch copy.
+    fn mutate(&mut self, now_ms: u64, cmd: &Command) -> Outcome {
+        let summary = match cmd {
+            Command::AddServer { name, main, kinds } => {
+                self.servers.insert(
+                    name.clone(),
+                    Server {
+                        name: name.clone(),
+                        main: *main,
+                        kinds: kinds.iter().cloned().collect(),
+                        maintenance: false,
+                        status: ServerStatus::Unknown,
+                        eligible_since_ms: now_ms,
+                    },
+                );
+                format!("server {name} added")
+            }
+            Command::RemoveServer { name } => {
+                self.servers.remove(name);
+                format!("server {name} removed")
+            }
+            Command::CreateRole {
+                name,
+                kind,
+                servers,
+                failback,
+                failback_delay_ms,
+                database,
+            } => {
+                let kind = if kind.is_empty() { DEFAULT_KIND } else { kind };
+                self.roles.insert(
+                    name.clone(),
+                    Role {
+                        name: name.clone(),
+                        kind: kind.to_string(),
+                        servers: servers.clone(),
+                        failback: *failback,
+                        failback_delay_ms: *failback_delay_ms,
+                        database: database.clone(),
+                        active: None,
+                        epoch: 0,
+                        release: None,
+                        quarantine: BTreeMap::new(),
+                        reason: "no eligible server yet".into(),
+                        deleting: false,
+                        recovered: BTreeMap::new(),
+                    },
+                );
+                format!("role {name} created")
+            }
+            Command::DeleteRole { name } => {
+                let r = self.roles.get_mut(name).expect("checked");
+                match r.active.clone() {
+                    None => {
+                        self.roles.remove(name);
+                        format!("role {name} deleted")
+                    }
+                    Some(on) => {
+                        // Like a handover with no target: the holder stops it and
+                        // acknowledges (or its lease runs out); only then is the role
+                        // gone and its name free again.
+                        r.deleting = true;
+                        if r.release.is_none() {
+                            r.release = Some(Release {
+                                cause: Cause::Operator,
+                                to: None,
+                            });
+                        }
+                        r.reason = format!("being deleted: stopping on {on}");
+                        format!("role {name} deleted; it stops on {on} first")
+                    }
+                }
+            }
+            Command::AddRoleServer {
+                role,
+                server,
+                position,
+            } => {
+                let r = self.roles.get_mut(role).expect("checked");
+                let at = position.map_or(r.servers.len(), |p| p as usize - 1);
+                r.servers.insert(at, server.clone());
+                format!(
+                    "server {server} added to role {role} at position {}",
+                    at + 1
+                )
+            }
+            Command::RemoveRoleServer { role, server } => {
+                let r = self.roles.get_mut(role).expect("checked");
+                r.servers.retain(|s| s != server);
+                r.quarantine.remove(server);
+                r.recovered.remove(server);
+                format!("server {server} removed from role {role}")
+            }
+            Command::MoveRoleServer { role, server, up } => {
+                let r = self.roles.get_mut(role).expect("checked");
+                let i = r.servers.iter().position(|s| s == server).expect("checked");
+                let j = if *up { i - 1 } else { i + 1 };
+                r.servers.swap(i, j);
+                format!(
+                    "server {server} is now at position {} of role {role}",
+                    j + 1
+                )
+            }
+            Command::SetRole {
+                role,
+                failback,
+                failback_delay_ms,
+                database,
+            } => {
+                let r = self.roles.get_mut(role).expect("checked");
+                if let Some(f) = failback {
+                    r.failback = *f;
+                }
+                if let Some(d) = failback_delay_ms {
+                    r.failback_delay_ms = *d;
+                }
+                if let Some(db) = database {
+                    r.database = db.clone();
+                }
+                format!("role {role} updated")
+            }
+            Command::DrainServer { name } => {
+                let s = self.servers.get_mut(name).expect("checked");
+                s.maintenance = true;
+                format!("server {name} drained")
+            }
+            Command::ResumeServer { name } => {
+                let s = self.servers.get_mut(name).expect("checked");
+                if s.maintenance {
+                    s.maintenance = false;
+                    s.eligible_since_ms = now_ms;
+                }
+                format!("server {name} resumed")
+            }
+            Command::MoveRole { role, server } => {
+                let r = self.roles.get_mut(role).expect("checked");
+                match &r.active {
+                    Some(from) if from != server => {
+                        r.release = Some(Release {
+                            cause: Cause::Operator,
+                            to: Some(server.clone()),
+                        });
+                        r.reason = format!("operator move from {from} to {server}");
+                    }
+                    _ => {
+                        // Nothing runs (or the role is being released already): assign
+                        // directly, or retarget the release.
+                        if r.active.is_some() {
+                            r.release = Some(Release {
+                                cause: Cause::Operator,
+                                to: Some(server.clone()),
+                            });
+                        } else {
+                            self.assign(role, Some(server.clone()), Cause::Operator, now_ms, "");
+                        }
+                    }
+                }
+                format!("role {role} moving to {server}")
+            }
+            Command::RegisterAgent {
+                server,
+                kinds,
+                main,
+            } => {
+                let s = self
+                    .servers
+                    .entry(server.clone())
+                    .or_insert_with(|| Server {
+                        name: server.clone(),
+                        main: *main,
+                        kinds: BTreeSet::new(),
+                        maintenance: false,
+                        status: ServerStatus::Unknown,
+                        eligible_since_ms: now_ms,
+                    });
+                s.kinds = kinds.iter().cloned().collect();
+                s.main = s.main || *main;
+                if s.status != ServerStatus::Up {
+                    s.status = ServerStatus::Up;
+                    s.eligible_since_ms = now_ms;
+                }
+                format!("server {server} is up")
+            }
+            Command::ServersDown { servers } => {
+                let mut downed = Vec::new();
+                for name in servers {
+                    if let Some(s) = self.servers.get_mut(name)
+                        && s.status == ServerStatus::Up
+                    {
+                        s.status = ServerStatus::Down;
+                        downed.push(name.clone());
+                    }
+                }
+                // Roles on a down server: their agent has fenced itself, so the role is
+                // free, whether it was running or being released.
+                let roles: Vec<String> = self
+                    .roles
+                    .values()
+                    .filter(|r| r.active.as_ref().is_some_and(|a| downed.contains(a)))
+                    .map(|r| r.name.clone())
+                    .collect();
+                for role in roles {
+                    let r = self.roles.get_mut(&role).expect("listed");
+                    let cause = r
+                        .release
+                        .as_ref()
+                        .map_or(Cause::LeaseExpired, |rel| rel.cause);
+                    let from = r.active.take();
+                    r.release = None;
+                    if self.finish_delete(&role, from.clone(), now_ms) {
+                        continue;
+                    }
+                    let target = self.first_eligible(&role, now_ms);
+                    self.assign_from(&role, from, target, cause, now_ms, "lease expired");
+                }
+                format!("server(s) {} down", downed.join(", "))
+            }
+            Command::Released {
+                role,
+                server,
+                epoch,
+            } => {
+                let Some(r) = self.roles.get_mut(role) else {
+                    return Outcome {
+                        summary: format!("role {role} is gone"),
+                    };
+                };
+                if r.epoch != *epoch
+                    || r.release.is_none()
+                    || r.active.as_deref() != Some(server.as_str())
+                {
+                    // A late or duplicate acknowledgement, or not from the holder.
+                    return Outcome {
+                        summary: format!("stale release of {role} epoch {epoch}"),
+                    };
+                }
+                let rel = r.release.take().expect("checked");
+                let from = r.active.take();
+                if self.finish_delete(role, from.clone(), now_ms) {
+                    return Outcome {
+                        summary: format!("role {role} stopped and deleted"),
+                    };
+                }
+                let target = match rel.to {
+                    Some(to) if self.eligible_now(role, &to, now_ms) => Some(to),
+                    _ => self.first_eligible(role, now_ms),
+                };
+                self.assign_from(role, from, target, rel.cause, now_ms, "");
+                format!("role {role} released")
+            }
+            Command::RoleFailed {
+                role,
+                server,
+                epoch,
+                reason,
+                cooldown_ms,
+            } => {
+                let Some(r) = self.roles.get_mut(role) else {
+                    return Outcome {
+                        summary: format!("role {role} is gone"),
+                    };
+                };
+                if r.epoch != *epoch || r.active.as_deref() != Some(server.as_str()) {
+                    return Outcome {
+                        summary: format!("stale failure report of {role} epoch {epoch}"),
+                    };
+                }
+                r.quarantine
+                    .insert(server.clone(), now_ms.saturating_add(*cooldown_ms));
+                // The agent reports a failure only once it has stopped the process.
+                let from = r.active.take();
+                r.release = None;
+                if self.finish_delete(role, from.clone(), now_ms) {
+                    return Outcome {
+                        summary: format!("role {role} stopped and deleted"),
+                    };
+                }
+                let target = self.first_eligible(role, now_ms);
+                self.assign_from(role, from, target, Cause::RoleFailed, now_ms, reason);
+                format!("role {role} failed on {server}: {reason}")
+            }
+            Command::Tick => "tick".into(),
+            Command::Configure { history_max } => {
+                self.history_max = *history_max as usize;
+                while self.history.len() > self.history_max {
+                    self.history.pop_front();
+                }
+                format!("history size set to {history_max}")
+            }
+        };
+        Outcome { summary }
+    }
+
+    /// A role being deleted has stopped on `from`: remove it for good. Returns whether
+    /// the role was being deleted.
+    fn finish_delete(&mut self, role: &str, from: Option<String>, now_ms: u64) -> bool {
+        let Some(r) = self.roles.get(role) else {
+            return false;
+        };
+        if !r.deleting {
+            return false;
+        }
+        let epoch = r.epoch;
+        self.roles.remove(role);
+        self.record(Event {
+            revision: self.revision,
+            time_ms: now_ms,
+            role: role.to_string(),
+            cause: Cause::Operator,
+            from,
+            to: None,
+            epoch,
+            detail: "deleted".into(),
+        });
+        true
+    }
+
+    /// Why `server` cannot run `role` at `now_ms`, or `None` when it can.
+    fn ineligible(&self, role: &Role, server: &Server, now_ms: u64) -> Option<String> {
+        if server.status != ServerStatus::Up {
+            return Some(format!(
+                "server {} is {}",
+                server.name,
+                server.status.as_str()
+            ));
+        }
+        if server.maintenance {
+            return Some(format!("server {} is in maintenance", server.name));
+        }
+        if !server.runs_kind(&role.kind) {
+            return Some(format!(
+                "server {} does not run kind {}",
+                server.name, role.kind
+            ));
+        }
+        if let Some(until) = role.quarantine.get(&server.name)
+            && *until > now_ms
+        {
+            return Some(format!(
+                "role {} is quarantined on {} (it crashed too often)",
+                role.name, server.name
+            ));
+        }
+        None
+    }
+
+    pub(crate) fn eligible_now(&self, role: &str, server: &str, now_ms: u64) -> bool {
+        match (self.roles.get(role), self.servers.get(server)) {
+            (Some(r), Some(s)) => {
+                r.servers.iter().any(|x| x == server) && self.ineligible(r, s, now_ms).is_none()
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn first_eligible(&self, role: &str, now_ms: u64) -> Option<String> {
+        let r = self.roles.get(role)?;
+        r.servers
+            .iter()
+            .find(|s| self.eligible_now(role, s, now_ms))
+            .cloned()
+    }
+
+    /// Why no server of `role` is eligible (for the role's `reason`).
+    pub(crate) fn why_unplaced(&self, role: &Role, now_ms: u64) -> String {
+        let reasons: Vec<String> = role
+            .servers
+            .iter()
+            .filter_map(|s| match self.servers.get(s) {
+                Some(srv) => self.ineligible(role, srv, now_ms),
+                None => Some(format!("server {s} does not exist")),
+            })
+            .collect();
+        format!("no eligible server: {}", reasons.join("; "))
+    }
+
+    /// Assign `role` (which runs nowhere) to `target` with a fresh epoch.
+    pub(crate) fn assign(
+        &mut self,
+        role: &str,
+        target: Option<String>,
+        cause: Cause,
+        now_ms: u64,
+        detail: &str,
+    ) {
+        self.assign_from(role, None, target, cause, now_ms, detail)
+    }
+
+    fn assign_from(
+        &mut self,
+        role: &str,
+        from: Option<String>,
+        target: Option<String>,
+        cause: Cause,
+        now_ms: u64,
+        detail: &str,
+    ) {
+        let epoch = if target.is_some() {
+            self.last_epoch += 1;
+            self.last_epoch
+        } else {
+            self.roles[role].epoch
+        };
+        let why = match &target {
+            Some(_) => None,
+            None => Some(self.why_unplaced(&self.roles[role], now_ms)),
+        };
+        let r = self.roles.get_mut(role).expect("assign: role exists");
+        debug_assert!(r.active.is_none(), "assign over a running role");
+        r.active = target.clone();
+        r.epoch = epoch;
+        r.release = None;
+        r.reason = match (&target, why) {
+            (Some(t), _) => format!("{} ({})", cause_text(cause, t), from_text(&from)),
+            (None, Some(w)) => w,
+            (None, None) => String::new(),
+        };
+        if from.is_none() && target.is_none() {
+            return; // nothing moved: no history
+        }
+        self.record(Event {
+            revision: self.revision,
+            time_ms: now_ms,
+            role: role.to_string(),
+            cause,
+            from,
+            to: target,
+            epoch,
+            detail: detail.to_string(),
+        });
+    }
+
+    fn record(&mut self, ev: Event) {
+        self.history.push_back(ev);
+        while self.history.len() > self.history_max {
+            self.history.pop_front();
+        }
+    }
+}
+
+fn cause_text(cause: Cause, to: &str) -> String {
+    match cause {
+        Cause::LeaseExpired => format!("moved to {to} after its server's lease expired"),
+        Cause::Maintenance => format!("moved to {to} for maintenance"),
+        Cause::Failback => format!("returned to {to} (failback)"),
+        Cause::RoleFailed => format!("moved to {to} after crashing"),
+        Cause::Operator => format!("moved to {to} by an operator"),
+        Cause::Placement => format!("placed on {to}"),
+    }
+}
+
+fn from_text(from: &Option<String>) -> String {
+    match from {
+        Some(f) => format!("from {f}"),
+        None => "was not running".into(),
+    }
+}

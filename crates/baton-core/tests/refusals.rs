@@ -1,0 +1,672 @@
+//! Every refusal of every command (invariant 6, clear refusal): the exact message, the
+//! kind (which becomes the gRPC status), and no change to the state apart from
+//! `revision`, which `Dir::refuse` checks on every call.
+
+mod common;
+
+use baton_core::RefusalKind::{AlreadyExists, FailedPrecondition, InvalidArgument, NotFound};
+use baton_core::{
+    Command, DATABASE_MAX_BYTES, FAILBACK_DELAY_MAX_MS, KINDS_PER_SERVER_MAX, NAME_MAX_BYTES,
+    SERVERS_PER_ROLE_MAX,
+};
+use common::*;
+
+const REMOTE_DB: &str = "move the role database to a remote server first";
+
+/// Three servers up, role r on [a, b].
+fn setup() -> Dir {
+    let mut d = Dir::new();
+    d.up(&["a", "b", "c"]).role("r", &["a", "b"]);
+    d
+}
+
+#[test]
+fn a_refusal_advances_only_the_revision() {
+    let mut d = setup();
+    let before = d.state.clone();
+    let err = d.apply(delete_role("nope")).unwrap_err();
+    assert_eq!(err.message, "role \"nope\" does not exist");
+    assert_eq!(d.state.revision, d.index);
+    assert!(d.state.revision > before.revision);
+    let mut after = d.state.clone();
+    after.revision = before.revision;
+    assert_eq!(after, before);
+}
+
+// --- unknown and duplicate objects -------------------------------------------------------
+
+#[test]
+fn unknown_role() {
+    let mut d = setup();
+    let msg = "role \"x\" does not exist";
+    for cmd in [
+        delete_role("x"),
+        add_role_server("x", "c", None),
+        remove_role_server("x", "a"),
+        move_up("x", "b"),
+        move_down("x", "a"),
+        set_failback("x", true, None),
+        set_database("x", None),
+        move_role("x", "a"),
+    ] {
+        d.refuse_with(cmd, NotFound, msg);
+    }
+    assert!(d.state.candidates("x").is_err());
+}
+
+#[test]
+fn unknown_server() {
+    let mut d = setup();
+    let msg = "server \"x\" does not exist";
+    for cmd in [
+        remove_server("x"),
+        drain("x"),
+        resume("x"),
+        add_role_server("r", "x", None),
+        create_role("r2", &["a", "x"]),
+        move_role("r", "x"),
+    ] {
+        d.refuse_with(cmd, NotFound, msg);
+    }
+}
+
+#[test]
+fn duplicate_server_and_role() {
+    let mut d = setup();
+    d.refuse_with(
+        add_server("a"),
+        AlreadyExists,
+        "server \"a\" already exists",
+    );
+    d.refuse_with(
+        create_role("r", &["c"]),
+        AlreadyExists,
+        "role \"r\" already exists",
+    );
+    d.refuse_with(
+        add_role_server("r", "b", None),
+        AlreadyExists,
+        "server \"b\" is already in role \"r\"'s list",
+    );
+}
+
+#[test]
+fn server_listed_twice() {
+    let mut d = setup();
+    d.refuse_with(
+        create_role("r2", &["a", "b", "a"]),
+        InvalidArgument,
+        "server \"a\" appears twice in role \"r2\"'s list",
+    );
+    d.refuse_with(
+        create_role("r2", &["c", "c"]),
+        InvalidArgument,
+        "server \"c\" appears twice in role \"r2\"'s list",
+    );
+}
+
+#[test]
+fn empty_server_list() {
+    let mut d = setup();
+    d.refuse_with(
+        create_role("r2", &[]),
+        InvalidArgument,
+        "role \"r2\" needs at least one server",
+    );
+}
+
+#[test]
+fn too_many_servers_in_a_list() {
+    let mut d = Dir::new();
+    let names: Vec<String> = (0..=SERVERS_PER_ROLE_MAX)
+        .map(|i| format!("s{i}"))
+        .collect();
+    for n in &names {
+        d.ok(add_server(n));
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    d.refuse_with(
+        create_role("r", &refs),
+        InvalidArgument,
+        "role \"r\" lists 33 servers; the limit is 32",
+    );
+    d.ok(create_role("r", &refs[..SERVERS_PER_ROLE_MAX]));
+    d.refuse_with(
+        add_role_server("r", "s32", None),
+        InvalidArgument,
+        "role \"r\" lists 33 servers; the limit is 32",
+    );
+}
+
+// --- names -------------------------------------------------------------------------------
+
+#[test]
+fn bad_names_are_refused_everywhere_a_name_is_created() {
+    let long = "x".repeat(NAME_MAX_BYTES + 1);
+    let cases: [(&str, String); 7] = [
+        ("", "{what} name is empty".into()),
+        (
+            &long,
+            "{what} name is 65 bytes long; the limit is 64".to_string(),
+        ),
+        (
+            "a b",
+            "{what} name \"a b\" contains ' '; names may not contain whitespace, control characters or commas".into(),
+        ),
+        (
+            "a\tb",
+            "{what} name \"a\\tb\" contains '\\t'; names may not contain whitespace, control characters or commas".into(),
+        ),
+        (
+            "a\u{7}",
+            "{what} name \"a\\u{7}\" contains '\\u{7}'; names may not contain whitespace, control characters or commas".into(),
+        ),
+        (
+            "a,b",
+            "{what} name \"a,b\" contains ','; names may not contain whitespace, control characters or commas".into(),
+        ),
+        (
+            "a\u{a0}b",
+            "{what} name \"a\\u{a0}b\" contains '\\u{a0}'; names may not contain whitespace, control characters or commas".into(),
+        ),
+    ];
+    let mut d = setup();
+    for (bad, template) in &cases {
+        let server = template.replace("{what}", "server");
+        let role = template.replace("{what}", "role");
+        let kind = template.replace("{what}", "kind");
+        d.refuse_with(add_server(bad), InvalidArgument, &server);
+        d.refuse_with(register(bad, &[]), InvalidArgument, &server);
+        d.refuse_with(create_role(bad, &["a"]), InvalidArgument, &role);
+        if !bad.is_empty() {
+            // An empty kind means the default kind.
+            d.refuse_with(
+                create_role_full("r2", bad, &["a"], false, 0, None),
+                InvalidArgument,
+                &kind,
+            );
+        }
+        d.refuse_with(
+            Command::AddServer {
+                name: s("d"),
+                main: false,
+                kinds: vec![s("ok"), bad.to_string()],
+            },
+            InvalidArgument,
+            &kind,
+        );
+        d.refuse_with(register("d", &["ok", bad]), InvalidArgument, &kind);
+    }
+}
+
+#[test]
+fn names_at_the_limits_are_accepted() {
+    let mut d = Dir::new();
+    let longest = "x".repeat(NAME_MAX_BYTES);
+    d.ok(add_server(&longest));
+    d.ok(register("café-1", &["kind.é"]));
+    d.ok(create_role_full(
+        &longest,
+        &longest,
+        &[&longest, "café-1"],
+        false,
+        0,
+        None,
+    ));
+    assert_eq!(d.get(&longest).kind, longest);
+    // An empty kind is the default kind.
+    d.ok(create_role("r", &["café-1"]));
+    assert_eq!(d.get("r").kind, baton_core::DEFAULT_KIND);
+}
+
+#[test]
+fn too_many_kinds() {
+    let mut d = Dir::new();
+    let kinds: Vec<String> = (0..=KINDS_PER_SERVER_MAX)
+        .map(|i| format!("k{i}"))
+        .collect();
+    let refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    d.refuse_with(
+        register("a", &refs),
+        InvalidArgument,
+        "33 kinds given; the limit is 32",
+    );
+    d.refuse_with(
+        Command::AddServer {
+            name: s("a"),
+            main: false,
+            kinds: kinds.clone(),
+        },
+        InvalidArgument,
+        "33 kinds given; the limit is 32",
+    );
+    d.ok(register("a", &refs[..KINDS_PER_SERVER_MAX]));
+}
+
+// --- list edits ----------------------------------------------------------------------------
+
+#[test]
+fn moving_the_first_up_or_the_last_down() {
+    let mut d = setup();
+    d.ok(add_role_server("r", "c", None));
+    d.refuse_with(
+        move_up("r", "a"),
+        FailedPrecondition,
+        "server \"a\" is already first in role \"r\"'s list",
+    );
+    d.refuse_with(
+        move_down("r", "c"),
+        FailedPrecondition,
+        "server \"c\" is already last in role \"r\"'s list",
+    );
+    d.refuse_with(
+        move_up("r", "x"),
+        NotFound,
+        "server \"x\" is not in role \"r\"'s list",
+    );
+    d.ok(move_up("r", "c"));
+    d.ok(move_down("r", "a"));
+    assert_eq!(d.get("r").servers, strings(&["c", "a", "b"]));
+}
+
+#[test]
+fn a_single_server_cannot_move_either_way() {
+    let mut d = setup();
+    d.role("solo", &["c"]);
+    d.refuse_with(
+        move_up("solo", "c"),
+        FailedPrecondition,
+        "server \"c\" is already first in role \"solo\"'s list",
+    );
+    d.refuse_with(
+        move_down("solo", "c"),
+        FailedPrecondition,
+        "server \"c\" is already last in role \"solo\"'s list",
+    );
+}
+
+#[test]
+fn removing_the_last_server_of_a_role() {
+    let mut d = setup();
+    d.ok(remove_role_server("r", "b"));
+    d.refuse_with(
+        remove_role_server("r", "a"),
+        FailedPrecondition,
+        "server \"a\" is the last server of role \"r\"; a role needs at least one (delete the role instead)",
+    );
+    d.refuse_with(
+        remove_role_server("r", "b"),
+        NotFound,
+        "server \"b\" is not in role \"r\"'s list",
+    );
+}
+
+#[test]
+fn positions_out_of_range() {
+    let mut d = setup();
+    for p in [0, 4, u32::MAX] {
+        d.refuse_with(
+            add_role_server("r", "c", Some(p)),
+            InvalidArgument,
+            &format!(
+                "position {p} is out of range: role \"r\" has 2 server(s), so positions run from 1 to 3"
+            ),
+        );
+    }
+    d.ok(add_role_server("r", "c", Some(3)));
+    assert_eq!(d.get("r").servers, strings(&["a", "b", "c"]));
+    d.ok(remove_role_server("r", "c"));
+    d.ok(add_role_server("r", "c", Some(1)));
+    assert_eq!(d.get("r").servers, strings(&["c", "a", "b"]));
+    d.ok(remove_role_server("r", "c"));
+    d.ok(add_role_server("r", "c", Some(2)));
+    assert_eq!(d.get("r").servers, strings(&["a", "c", "b"]));
+}
+
+#[test]
+fn removing_a_server_listed_by_roles() {
+    let mut d = setup();
+    d.role("q", &["c", "b"]);
+    d.refuse_with(
+        remove_server("b"),
+        FailedPrecondition,
+        "server \"b\" is listed by role(s) q, r; remove it from them first",
+    );
+    d.refuse_with(
+        remove_server("c"),
+        FailedPrecondition,
+        "server \"c\" is listed by role(s) q; remove it from them first",
+    );
+    d.ok(add_server("idle"));
+    d.ok(remove_server("idle"));
+    assert!(!d.state.servers.contains_key("idle"));
+}
+
+// --- role database seed rule ----------------------------------------------------------------
+
+fn local_db_message(role: &str, n: usize, db: &str) -> String {
+    format!(
+        "role {role:?} has {n} servers and its database {db:?} lives on one of them: {REMOTE_DB}"
+    )
+}
+
+#[test]
+fn local_database_refused_on_create_with_several_servers() {
+    let mut d = setup();
+    for db in [
+        "(local)",
+        "(LOCAL)",
+        "(Local)\\SQLEXPRESS",
+        "(lOcAl)x",
+        "a",
+        "b",
+    ] {
+        d.refuse_with(
+            create_role_full("r2", "", &["a", "b"], false, 0, Some(db)),
+            FailedPrecondition,
+            &local_db_message("r2", 2, db),
+        );
+    }
+    // One server: nothing to fail over to, so a local database is fine.
+    d.ok(create_role_full(
+        "r2",
+        "",
+        &["a"],
+        false,
+        0,
+        Some("(local)"),
+    ));
+    d.ok(create_role_full("r3", "", &["a"], false, 0, Some("a")));
+    // A remote database is fine with any number of servers; "(loca" is not local.
+    d.ok(create_role_full(
+        "r4",
+        "",
+        &["a", "b"],
+        false,
+        0,
+        Some("db-host\\INST"),
+    ));
+    d.ok(create_role_full(
+        "r5",
+        "",
+        &["a", "b"],
+        false,
+        0,
+        Some("(loca"),
+    ));
+    d.ok(create_role_full("r6", "", &["a", "b"], false, 0, Some("c")));
+}
+
+#[test]
+fn local_database_refused_when_adding_a_second_server() {
+    let mut d = setup();
+    d.ok(create_role_full(
+        "r2",
+        "",
+        &["a"],
+        false,
+        0,
+        Some("(local)"),
+    ));
+    d.refuse_with(
+        add_role_server("r2", "b", None),
+        FailedPrecondition,
+        &local_db_message("r2", 2, "(local)"),
+    );
+    d.ok(create_role_full("r3", "", &["a"], false, 0, Some("a")));
+    d.refuse_with(
+        add_role_server("r3", "b", Some(1)),
+        FailedPrecondition,
+        &local_db_message("r3", 2, "a"),
+    );
+    // A database on the server about to be added is local too.
+    d.ok(create_role_full("r4", "", &["a"], false, 0, Some("c")));
+    d.refuse_with(
+        add_role_server("r4", "c", None),
+        FailedPrecondition,
+        &local_db_message("r4", 2, "c"),
+    );
+    // Moving the database away first makes the edit possible.
+    d.ok(set_database("r2", Some("db-host")));
+    d.ok(add_role_server("r2", "b", None));
+}
+
+#[test]
+fn local_database_refused_by_set_role() {
+    let mut d = setup();
+    d.ok(add_role_server("r", "c", None));
+    for db in ["(local)\\SQLEXPRESS", "c"] {
+        d.refuse_with(
+            set_database("r", Some(db)),
+            FailedPrecondition,
+            &local_db_message("r", 3, db),
+        );
+    }
+    // The refusal is whole: the failback part of the same SetRole is not applied.
+    d.refuse_with(
+        Command::SetRole {
+            role: s("r"),
+            failback: Some(true),
+            failback_delay_ms: Some(5),
+            database: Some(Some(s("(local)"))),
+        },
+        FailedPrecondition,
+        &local_db_message("r", 3, "(local)"),
+    );
+    assert!(!d.get("r").failback);
+    d.ok(set_database("r", Some("db-host")));
+    assert_eq!(d.get("r").database.as_deref(), Some("db-host"));
+    d.ok(set_database("r", None));
+    assert_eq!(d.get("r").database, None);
+}
+
+#[test]
+fn malformed_database_names() {
+    let mut d = setup();
+    let long = "d".repeat(DATABASE_MAX_BYTES + 1);
+    let cases = [
+        ("", "database name is empty".to_string()),
+        (
+            long.as_str(),
+            "database name is 257 bytes long; the limit is 256".to_string(),
+        ),
+        (
+            "a\nb",
+            "database name \"a\\nb\" contains a control character".to_string(),
+        ),
+    ];
+    for (db, msg) in &cases {
+        d.refuse_with(
+            create_role_full("r2", "", &["a"], false, 0, Some(db)),
+            InvalidArgument,
+            msg,
+        );
+        d.refuse_with(set_database("r", Some(db)), InvalidArgument, msg);
+    }
+    // Spaces are allowed in database names, and the longest one.
+    d.ok(set_database("r", Some("db host\\SQL EXPRESS")));
+    d.ok(set_database("r", Some(&"d".repeat(DATABASE_MAX_BYTES))));
+}
+
+// --- main servers and directory failover ----------------------------------------------------
+
+fn main_message(server: &str, voters: u32) -> String {
+    format!(
+        "server {server:?} hosts a directory node, and the directory has {voters} voter(s): configure directory failover first (3 or more directory nodes) before a role may list a main server"
+    )
+}
+
+#[test]
+fn main_server_needs_directory_failover() {
+    for voters in [0, 1, 2] {
+        let mut d = Dir::with_voters(voters);
+        d.ok(add_main_server("m"));
+        d.ok(add_server("a"));
+        d.ok(Command::RegisterAgent {
+            server: s("m2"),
+            kinds: vec![],
+            main: true,
+        });
+        d.refuse_with(
+            create_role("r", &["a", "m"]),
+            FailedPrecondition,
+            &main_message("m", voters),
+        );
+        // A single-server role on a main server is refused just the same.
+        d.refuse_with(
+            create_role("r", &["m2"]),
+            FailedPrecondition,
+            &main_message("m2", voters),
+        );
+        d.ok(create_role("r", &["a"]));
+        d.refuse_with(
+            add_role_server("r", "m", Some(1)),
+            FailedPrecondition,
+            &main_message("m", voters),
+        );
+        assert_eq!(d.get("r").servers, strings(&["a"]));
+    }
+    for voters in [3, 5] {
+        let mut d = Dir::with_voters(voters);
+        d.ok(add_main_server("m"));
+        d.ok(add_server("a"));
+        d.ok(create_role("r", &["a", "m"]));
+        d.ok(create_role("q", &["a"]));
+        d.ok(add_role_server("q", "m", None));
+    }
+}
+
+// --- role options -------------------------------------------------------------------------
+
+#[test]
+fn failback_delay_over_the_limit() {
+    let mut d = setup();
+    let over = FAILBACK_DELAY_MAX_MS + 1;
+    let msg = format!(
+        "failback delay {over} ms is longer than the limit of {FAILBACK_DELAY_MAX_MS} ms (a day)"
+    );
+    d.refuse_with(
+        create_role_full("r2", "", &["a"], true, over, None),
+        InvalidArgument,
+        &msg,
+    );
+    d.refuse_with(set_failback("r", true, Some(over)), InvalidArgument, &msg);
+    d.refuse_with(
+        set_failback("r", true, Some(u64::MAX)),
+        InvalidArgument,
+        &format!(
+            "failback delay {} ms is longer than the limit of {FAILBACK_DELAY_MAX_MS} ms (a day)",
+            u64::MAX
+        ),
+    );
+    d.ok(create_role_full(
+        "r2",
+        "",
+        &["a"],
+        true,
+        FAILBACK_DELAY_MAX_MS,
+        None,
+    ));
+    d.ok(set_failback("r", true, Some(FAILBACK_DELAY_MAX_MS)));
+    assert_eq!(d.get("r").failback_delay_ms, FAILBACK_DELAY_MAX_MS);
+}
+
+// --- operator moves -----------------------------------------------------------------------
+
+#[test]
+fn move_role_refusals() {
+    let mut d = setup();
+    d.ok(add_server("u"));
+    d.ok(add_role_server("r", "c", None));
+    d.ok(add_role_server("r", "u", None));
+    assert_eq!(d.active("r"), Some("a"));
+    d.refuse_with(
+        move_role("r", "a"),
+        FailedPrecondition,
+        "role \"r\" already runs on \"a\"",
+    );
+    d.ok(add_server("x"));
+    d.refuse_with(
+        move_role("r", "x"),
+        FailedPrecondition,
+        "server \"x\" is not in role \"r\"'s list; add it first",
+    );
+    d.refuse_with(
+        move_role("r", "u"),
+        FailedPrecondition,
+        "cannot move role \"r\" to \"u\": server u is unknown",
+    );
+    d.ok(drain("b"));
+    d.refuse_with(
+        move_role("r", "b"),
+        FailedPrecondition,
+        "cannot move role \"r\" to \"b\": server b is in maintenance",
+    );
+    d.ok(servers_down(&["c"]));
+    d.refuse_with(
+        move_role("r", "c"),
+        FailedPrecondition,
+        "cannot move role \"r\" to \"c\": server c is down",
+    );
+    d.ok(register("c", &["other"]));
+    d.refuse_with(
+        move_role("r", "c"),
+        FailedPrecondition,
+        "cannot move role \"r\" to \"c\": server c does not run kind default",
+    );
+}
+
+// --- agent commands -------------------------------------------------------------------------
+
+#[test]
+fn agent_and_controller_commands_about_unknown_things_are_harmless() {
+    let mut d = setup();
+    let before = d.state.clone();
+    for cmd in [
+        servers_down(&["nobody"]),
+        servers_down(&[]),
+        released("nope", "a", 1),
+        role_failed("nope", "a", 1, 1_000),
+        role_failed("r", "nobody", 1, 1_000),
+    ] {
+        d.ok(cmd);
+    }
+    let mut expected = before;
+    expected.revision = d.index;
+    assert_eq!(d.state, expected);
+}
+
+#[test]
+fn object_limits() {
+    use baton_core::OBJECTS_MAX;
+    let mut d = setup();
+    // Fill the directory directly (the fields are public): applying 100 000 entries
+    // would only slow the test down.
+    let template = d.state.servers["c"].clone();
+    for i in d.state.servers.len()..OBJECTS_MAX {
+        let name = format!("x{i}");
+        let mut srv = template.clone();
+        srv.name = name.clone();
+        d.state.servers.insert(name, srv);
+    }
+    assert_eq!(d.state.servers.len(), OBJECTS_MAX);
+    let full = "the directory holds 100000 servers, its limit";
+    d.refuse_with(add_server("new"), FailedPrecondition, full);
+    d.refuse_with(register("new", &[]), FailedPrecondition, full);
+    // A known server's agent may still register.
+    d.ok(register("c", &[]));
+
+    let template = d.get("r").clone();
+    for i in d.state.roles.len()..OBJECTS_MAX {
+        let name = format!("q{i}");
+        let mut role = template.clone();
+        role.name = name.clone();
+        role.active = None;
+        d.state.roles.insert(name, role);
+    }
+    d.refuse_with(
+        create_role("new", &["a"]),
+        FailedPrecondition,
+        "the directory holds 100000 roles, its limit",
+    );
+}
