@@ -1,0 +1,217 @@
+//! The Raft log and vote: openraft's `RaftLogStorage` and `RaftLogReader`.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+
+use crate::disk::Disk;
+use crate::{LogEntry, LogId, StorageError, StoreError, TypeConfig, Verified, Vote};
+
+/// The Raft log and the vote. A cheap handle: clones share the same database.
+///
+/// openraft calls the writing methods from one task, one at a time, and clones the handle
+/// as a log reader for its replication tasks.
+#[derive(Clone)]
+pub struct LogStore {
+    /// The shared database (also used by the state machine).
+    disk: Arc<Disk>,
+}
+
+impl LogStore {
+    pub(crate) fn new(disk: Arc<Disk>) -> Self {
+        LogStore { disk }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.disk.dir()
+    }
+
+    /// Read and check everything stored: vote, committed, purge mark, every log entry
+    /// (checksum, decoding, key, no holes, terms never going back) and the snapshot.
+    /// [`crate::open`] does this already; use it for an offline check. On a store that is
+    /// being written to it may report a false hole.
+    pub fn verify(&self) -> Result<Verified, StoreError> {
+        self.disk.verify()
+    }
+
+    /// fsync everything written so far (for a clean shutdown; every write that needs it
+    /// flushes already).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.disk.flush("flushing on request").await
+    }
+
+    /// The saved vote (also available through openraft's `read_vote`).
+    pub fn vote(&self) -> Result<Option<Vote>, StoreError> {
+        self.disk.vote()
+    }
+
+    /// The saved committed log id.
+    pub fn committed(&self) -> Result<Option<LogId>, StoreError> {
+        self.disk.committed()
+    }
+}
+
+/// `[start, end)` of a range of log indexes; `end = None` means "to the end of the log".
+/// `None` when the range is empty.
+fn index_range(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.checked_add(1),
+        Bound::Excluded(e) => Some(*e),
+        Bound::Unbounded => None,
+    };
+    match end {
+        Some(e) if e <= start => None,
+        _ => Some((start, end)),
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<LogEntry>, StorageError> {
+        let Some((start, end)) = index_range(&range) else {
+            return Ok(Vec::new());
+        };
+        self.disk.entries(start, end).map_err(StoreError::read_logs)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged = self.disk.last_purged().map_err(StoreError::read_logs)?;
+        let last = self.disk.last_entry_id().map_err(StoreError::read_logs)?;
+        let last_log_id = match (last, last_purged) {
+            (Some(l), Some(p)) if l.index <= p.index => Some(p),
+            (Some(l), _) => Some(l),
+            (None, p) => p,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.disk.put_vote(vote).map_err(StoreError::write_vote)?;
+        // A vote forgotten in a crash lets this node vote twice in one term.
+        self.disk
+            .flush("flushing the vote")
+            .await
+            .map_err(StoreError::write_vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.disk.vote().map_err(StoreError::read_vote)
+    }
+
+    /// Written without a flush: see "Why flush before acknowledging" in the crate docs.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.disk
+            .put_committed(committed.as_ref())
+            .map_err(StoreError::write_store)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.disk.committed().map_err(StoreError::read_store)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = LogEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        // Written as one atomic batch (readable at once), then fsynced; only then are the
+        // entries reported as persisted (invariant 2: nothing acknowledged before fsync).
+        if let Err(e) = self.disk.append(entries) {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(e.write_logs());
+        }
+        match self.disk.flush("flushing appended log entries").await {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e.write_logs())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.disk
+            .remove_from(log_id.index)
+            .map_err(StoreError::write_logs)?;
+        self.disk
+            .flush("flushing the truncated log")
+            .await
+            .map_err(StoreError::write_logs)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let current = self.disk.last_purged().map_err(StoreError::read_logs)?;
+        if current.is_some_and(|c| c.index >= log_id.index) {
+            return Ok(());
+        }
+        // The mark first, durably: the log must never look like it has a hole at its front.
+        // A crash after this leaves entries at or below the mark, which open removes.
+        self.disk
+            .put_last_purged(&log_id)
+            .map_err(StoreError::write_logs)?;
+        self.disk
+            .flush("flushing the purge mark")
+            .await
+            .map_err(StoreError::write_logs)?;
+        self.disk
+            .remove_upto(log_id.index)
+            .map_err(StoreError::write_logs)?;
+        self.disk
+            .flush("flushing the purged log")
+            .await
+            .map_err(StoreError::write_logs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::index_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(index_range(&(3..3)), None);
+        assert_eq!(index_range(&(5..7)), Some((5, Some(7))));
+        assert_eq!(index_range(&(0..)), Some((0, None)));
+        assert_eq!(index_range(&(..=4)), Some((0, Some(5))));
+        assert_eq!(index_range(&(2..=u64::MAX)), Some((2, None)));
+        let (start, end) = (7, 3);
+        assert_eq!(index_range(&(start..end)), None);
+        assert_eq!(
+            index_range(&(
+                std::ops::Bound::Excluded(u64::MAX),
+                std::ops::Bound::Unbounded
+            )),
+            None
+        );
+    }
+}
