@@ -1,0 +1,273 @@
+//! A directory node's configuration, with defaults in code. The `baton` binary layers a
+//! config file and flags on top.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::error::DirectoryError;
+
+/// Everything a directory node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Raft node id; unique in the cluster, never reused for a different data dir.
+    pub id: u64,
+    /// Where the gRPC server listens (public API and Raft RPCs share the port).
+    pub listen: SocketAddr,
+    /// The address other nodes and clients use to reach this node; defaults to `listen`.
+    pub advertise: String,
+    /// sled database and nothing else.
+    pub data_dir: PathBuf,
+    /// Initial members of a new cluster (id -> address), this node included. Empty when
+    /// joining a running cluster with `join`.
+    pub peers: BTreeMap<u64, String>,
+    /// Address of a running cluster's node to join as a learner.
+    pub join: Option<String>,
+    /// How long an agent may run its roles without hearing from the directory.
+    pub lease_ms: u64,
+    /// Extra time, past the lease, before the controller declares a server down.
+    /// Must cover clock-rate error: at least `lease * rho`.
+    pub grace_ms: u64,
+    /// Bound on clock-rate error between any two hosts, in parts per million.
+    pub rho_ppm: u64,
+    /// Raft heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout range (a follower that hears nothing for a random time in
+    /// this range starts an election).
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log behind it) every this many applied entries.
+    pub snapshot_every: u64,
+    /// How long a (role, server) pair stays quarantined after the role failed there.
+    pub role_cooldown_ms: u64,
+    /// Preferred leader order, highest priority first (node ids). Empty: no preference.
+    pub priority: Vec<u64>,
+    /// How long the preferred node must have been healthy before leadership moves back.
+    pub priority_delay_ms: u64,
+    /// History events kept in the replicated state. Cluster-wide: a new leader proposes
+    /// its value when the state holds another one.
+    pub history_max: u32,
+}
+
+impl NodeConfig {
+    /// A configuration with every default, for node `id`.
+    pub fn new(id: u64, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        NodeConfig {
+            id,
+            listen,
+            advertise: listen.to_string(),
+            data_dir,
+            peers: BTreeMap::new(),
+            join: None,
+            lease_ms: 3_000,
+            grace_ms: default_grace_ms(3_000, 10_000),
+            rho_ppm: 10_000,
+            // An election takes about two election timeouts (followers refuse votes while
+            // they heard from a leader within the maximum), so these keep a leader kill's
+            // write gap well under a second, and far inside an agent's fence margin.
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 500,
+            snapshot_every: 10_000,
+            role_cooldown_ms: 60_000,
+            priority: Vec::new(),
+            priority_delay_ms: 5_000,
+            history_max: baton_core::HISTORY_MAX_DEFAULT as u32,
+        }
+    }
+
+    /// Refuse a configuration that would break an invariant or cannot work.
+    pub fn validate(&self) -> Result<(), DirectoryError> {
+        let bad = |m: String| Err(DirectoryError::Config(m));
+        if self.lease_ms < 500 {
+            return bad(format!(
+                "lease {} ms is too short: the minimum is 500 ms",
+                self.lease_ms
+            ));
+        }
+        if self.lease_ms > 3_600_000 {
+            return bad(format!("lease {} ms is longer than an hour", self.lease_ms));
+        }
+        let min_grace = baton_core::controller::min_grace_ms(self.lease_ms, self.rho_ppm);
+        if self.grace_ms < min_grace {
+            return bad(format!(
+                "grace {} ms is below lease * rho = {min_grace} ms: a fast leader clock could declare a server down before its agent has fenced itself",
+                self.grace_ms
+            ));
+        }
+        if self.rho_ppm >= 100_000 {
+            return bad(format!(
+                "clock-rate bound {} ppm is above 10%",
+                self.rho_ppm
+            ));
+        }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms * 2 > self.election_timeout_min_ms {
+            return bad(format!(
+                "heartbeat {} ms must be positive and at most half the minimum election timeout ({} ms)",
+                self.heartbeat_ms, self.election_timeout_min_ms
+            ));
+        }
+        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
+            return bad(format!(
+                "election timeout range {}..{} ms is empty",
+                self.election_timeout_min_ms, self.election_timeout_max_ms
+            ));
+        }
+        if !baton_core::HISTORY_MAX_RANGE.contains(&self.history_max) {
+            return bad(format!(
+                "history size {} is outside {}..={}",
+                self.history_max,
+                baton_core::HISTORY_MAX_RANGE.start(),
+                baton_core::HISTORY_MAX_RANGE.end()
+            ));
+        }
+        if self.snapshot_every < 10 {
+            return bad(format!(
+                "snapshot interval {} entries is below 10",
+                self.snapshot_every
+            ));
+        }
+        if self.peers.is_empty() && self.join.is_none() {
+            return bad(
+                "give either the initial peers (--peers) or a node to join (--join)".into(),
+            );
+        }
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
+            return bad(format!(
+                "--peers does not name this node's id {}; list every initial member, this one included",
+                self.id
+            ));
+        }
+        if self.peers.is_empty() == self.join.is_none() {
+            // both given
+            return bad("give --peers or --join, not both".into());
+        }
+        Ok(())
+    }
+
+    /// Settings that work but that an operator should know about.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        // A leader election takes up to about two maximum election timeouts (followers
+        // refuse votes for one while their leader lease runs). An agent fences about
+        // 0.74 lease - 500 ms after the last acknowledged renewal, which can be a quarter
+        // lease old; it needs ~200 ms after the election to re-attach and renew.
+        let election_ms = 2 * self.election_timeout_max_ms + self.heartbeat_ms;
+        let margin_ms = (self.lease_ms * 74 / 100).saturating_sub(500);
+        if margin_ms < election_ms + 200 {
+            w.push(format!(
+                "lease {} ms is short next to a leader election (up to about {election_ms} ms): agents may pause their roles (stop and restart them in place) during an election; roles never move because of one",
+                self.lease_ms
+            ));
+        }
+        w
+    }
+
+    /// The openraft configuration derived from this one.
+    pub fn raft_config(&self) -> Result<openraft::Config, DirectoryError> {
+        let c = openraft::Config {
+            cluster_name: "baton".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: 1_000.min(self.snapshot_every),
+            install_snapshot_timeout: 5_000,
+            ..Default::default()
+        };
+        c.validate()
+            .map_err(|e| DirectoryError::Config(format!("raft configuration: {e}")))
+    }
+}
+
+/// The grace used when none is configured: what clock-rate error requires
+/// (`lease * rho`), and at least 50 ms for the controller's check period and scheduling.
+pub fn default_grace_ms(lease_ms: u64, rho_ppm: u64) -> u64 {
+    baton_core::controller::min_grace_ms(lease_ms, rho_ppm).max(50)
+}
+
+/// Parse `1=127.0.0.1:7001,2=...` into a peer map.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, addr)) = part.split_once('=') else {
+            return Err(format!("peer {part:?} is not of the form ID=ADDRESS"));
+        };
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer id {id:?} is not a number"))?;
+        if id == 0 {
+            return Err("peer id 0 is reserved; ids start at 1".into());
+        }
+        let addr = addr.trim();
+        if addr.is_empty() || addr.contains(char::is_whitespace) {
+            return Err(format!("peer {id} has a bad address {addr:?}"));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("peer id {id} appears twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("the peer list is empty".into());
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_refuse() {
+        let p = parse_peers("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(p[&2], "127.0.0.1:7002");
+        assert!(parse_peers("1=a,1=b").unwrap_err().contains("twice"));
+        assert!(parse_peers("x=a").unwrap_err().contains("not a number"));
+        assert!(parse_peers("1").unwrap_err().contains("ID=ADDRESS"));
+        assert!(parse_peers("").unwrap_err().contains("empty"));
+        assert!(parse_peers("0=a").unwrap_err().contains("reserved"));
+    }
+
+    #[test]
+    fn short_leases_are_warned_about() {
+        let mut c = NodeConfig::new(1, "127.0.0.1:7001".parse().unwrap(), "/tmp/x".into());
+        assert!(
+            c.warnings().is_empty(),
+            "the defaults warn: {:?}",
+            c.warnings()
+        );
+        c.lease_ms = 2_000;
+        assert!(c.warnings()[0].contains("pause their roles"));
+    }
+
+    #[test]
+    fn config_validation_names_the_problem() {
+        let mut c = NodeConfig::new(1, "127.0.0.1:7001".parse().unwrap(), "/tmp/x".into());
+        c.peers = parse_peers("1=127.0.0.1:7001").unwrap();
+        c.validate().unwrap();
+        c.raft_config().unwrap();
+        let mut bad = c.clone();
+        bad.grace_ms = 0;
+        assert!(bad.validate().unwrap_err().to_string().contains("grace"));
+        let mut bad = c.clone();
+        bad.lease_ms = 100;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("minimum is 500")
+        );
+        let mut bad = c.clone();
+        bad.peers = parse_peers("2=127.0.0.1:7002").unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("this node's id 1")
+        );
+        let mut bad = c;
+        bad.join = Some("x:1".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("not both"));
+    }
+}

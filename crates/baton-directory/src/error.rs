@@ -1,0 +1,74 @@
+//! Errors of a directory node, and how refusals cross the wire.
+//!
+//! Two kinds, as in toydb: *deterministic* refusals come from `baton-core`'s apply and
+//! go back to the client as a gRPC status (`NOT_FOUND`, `ALREADY_EXISTS`,
+//! `FAILED_PRECONDITION`, `INVALID_ARGUMENT`); *local* failures (I/O, corruption, a fatal
+//! Raft error) are [`DirectoryError`]s that stop the node.
+
+use baton_core::{Refusal, RefusalKind};
+use baton_proto::{LEADER_ADDR_KEY, LEADER_ID_KEY, REASON_KEY};
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("bad configuration: {0}")]
+    Config(String),
+    #[error("storage: {0}")]
+    Store(#[from] baton_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("joining the cluster through {addr} failed: {message}")]
+    Join { addr: String, message: String },
+}
+
+/// A status with the machine-readable reason attached.
+pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    let mut s = Status::new(code, message);
+    if let Ok(v) = reason.parse() {
+        s.metadata_mut().insert(REASON_KEY, v);
+    }
+    s
+}
+
+pub fn invalid(message: impl Into<String>) -> Status {
+    status(Code::InvalidArgument, "INVALID_ARGUMENT", message)
+}
+
+pub fn unavailable(message: impl Into<String>) -> Status {
+    status(Code::Unavailable, "UNAVAILABLE", message)
+}
+
+/// UNAVAILABLE with the leader's id and address, so the client retries there.
+pub fn not_leader(leader: Option<(u64, String)>) -> Status {
+    let mut s = match &leader {
+        Some((id, addr)) => {
+            unavailable(format!("not the leader; the leader is node {id} at {addr}"))
+        }
+        None => unavailable("not the leader, and no leader is known (election in progress?)"),
+    };
+    if let Some((id, addr)) = leader {
+        if let Ok(v) = id.to_string().parse() {
+            s.metadata_mut().insert(LEADER_ID_KEY, v);
+        }
+        if let Ok(v) = addr.parse() {
+            s.metadata_mut().insert(LEADER_ADDR_KEY, v);
+        }
+    }
+    s
+}
+
+/// A deterministic refusal from apply, as a status.
+pub fn refusal(r: &Refusal) -> Status {
+    let (code, reason) = match r.kind {
+        RefusalKind::NotFound => (Code::NotFound, "NOT_FOUND"),
+        RefusalKind::AlreadyExists => (Code::AlreadyExists, "ALREADY_EXISTS"),
+        RefusalKind::FailedPrecondition => (Code::FailedPrecondition, "FAILED_PRECONDITION"),
+        RefusalKind::InvalidArgument => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+    };
+    status(code, reason, r.message.clone())
+}

@@ -1,0 +1,45 @@
+//! # baton-directory: a directory node
+//!
+//! A node is an openraft member whose log and state machine live in sled
+//! (`baton-store`), whose Raft RPCs travel over gRPC ([`network`], [`raft_service`]), and
+//! which serves Baton's public API ([`service`], [`session`], [`watch`]). The
+//! [`manager`] (the Directory Manager) follows Raft leadership and runs the controller on
+//! the leader only. [`server::start`] puts it all together.
+//!
+//! Invariants this crate is responsible for (see `DESIGN.md`):
+//! - durable acknowledgement: a write is answered only after `client_write` returned,
+//!   which means a quorum has fsynced it (the store flushes before acknowledging);
+//! - no false failover: only an expired lease (plus grace) moves a role away from a live
+//!   agent; a new leader restarts every liveness clock;
+//! - monotonic view: sessions and watches never serve a revision older than the client
+//!   has seen;
+//! - clear refusal: malformed requests are refused before they reach the log, invalid
+//!   commands are refused by the deterministic apply, each with a precise message.
+
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod faults;
+pub mod manager;
+pub mod network;
+pub mod node;
+pub mod raft_service;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod watch;
+
+pub use config::NodeConfig;
+pub use error::DirectoryError;
+pub use faults::Faults;
+pub use node::Node;
+pub use server::{RunningNode, start};
+
+/// `host:port` or a full URI, as the `http://` URI tonic needs.
+pub fn http_uri(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}

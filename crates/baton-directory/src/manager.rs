@@ -1,0 +1,629 @@
+//! # The Directory Manager: the directory's own failover
+//!
+//! Every node runs one. It is the only place that decides "am I the leader": it follows
+//! `Raft::metrics()` and
+//! - on gaining leadership (or a new term as leader): restarts every server's liveness
+//!   clock at its own "now" and starts the controller;
+//! - on losing it: stops the controller at once and forgets the liveness table.
+//!
+//! It also owns membership changes (add a learner, promote it once caught up, remove a
+//! node without losing quorum), the controlled leadership transfer, and the optional
+//! preferred-leader order (the directory's own "force execution on highest priority
+//! server").
+//!
+//! ## Liveness and renewals (invariant 1 and 4)
+//!
+//! Renewals are not Raft writes. The leader keeps `last_seen` per server on its monotonic
+//! clock. A renewal is confirmed to the agent only if
+//! 1. the leader recorded it (the server was not already declared down by this leader),
+//! 2. a quorum round that started *after* it was recorded confirmed the leadership
+//!    (`ensure_linearizable`), so no other leader existed before that round ended, and any
+//!    later leader restarts every clock after the renewal arrived, and
+//! 3. after that round the server is still up in the applied state and still not declared
+//!    down (a `ServersDown` of a previous term is committed by the round itself).
+//!
+//! The controller's expiry decision and the marking of `declared_down` happen under the
+//! same lock as the recording of renewals, so a renewal cannot slip in between "decided
+//! down" and "proposed down" and extend a lease that the directory is about to revoke.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_core::{Command, ServerStatus};
+use baton_proto::v1 as pb;
+use baton_proto::v1::directory_client::DirectoryClient;
+use baton_proto::v1::raft_client::RaftClient;
+use openraft::{BasicNode, ServerState};
+use tokio::sync::watch;
+use tonic::{Request, Status};
+
+use crate::config::NodeConfig;
+use crate::error::{self, invalid, not_leader, status};
+use crate::node::{Node, wall_ms};
+
+/// How long a membership change may take (a learner catching up included).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node waits for a peer's answer during membership checks and transfers.
+const PEER_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// The leader's in-memory liveness table. Empty on followers.
+struct Liveness {
+    /// The term in which this node leads, while it does.
+    term: Option<u64>,
+    /// When this node became leader (ms on `origin`'s clock): every server counts as seen
+    /// then, which is how a new leader restarts every clock (leases only lengthen).
+    leader_since_ms: u64,
+    /// Last renewal received per server (ms on `origin`'s clock).
+    last_seen_ms: BTreeMap<String, u64>,
+    /// Servers this leader declared down, with the log index of that `ServersDown`
+    /// entry (0 while it is in flight). Their renewals are refused until they register
+    /// again after that index.
+    declared_down: BTreeMap<String, u64>,
+}
+
+impl Liveness {
+    /// Forget down-declarations whose server has registered again since (its status is
+    /// up at a revision after the `ServersDown` entry): its renewals count again.
+    fn forget_reregistered(&mut self, st: &baton_core::State) {
+        self.declared_down.retain(|s, idx| match st.servers.get(s) {
+            None => false,
+            Some(srv) => *idx == 0 || st.revision < *idx || srv.status != ServerStatus::Up,
+        });
+    }
+}
+
+pub struct Manager {
+    /// Origin of the monotonic milliseconds used in the liveness table.
+    origin: Instant,
+    liveness: Mutex<Liveness>,
+    lease_ms: u64,
+    grace_ms: u64,
+    role_cooldown_ms: u64,
+    /// Flipped once to stop every background task of the node.
+    shutdown: watch::Sender<bool>,
+    /// Serialises membership changes and transfers: one at a time per node.
+    membership: tokio::sync::Mutex<()>,
+}
+
+impl Manager {
+    pub fn new(config: &NodeConfig) -> Self {
+        Manager {
+            origin: Instant::now(),
+            liveness: Mutex::new(Liveness {
+                term: None,
+                leader_since_ms: 0,
+                last_seen_ms: BTreeMap::new(),
+                declared_down: BTreeMap::new(),
+            }),
+            lease_ms: config.lease_ms,
+            grace_ms: config.grace_ms,
+            role_cooldown_ms: config.role_cooldown_ms,
+            shutdown: watch::channel(false).0,
+            membership: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn lease_ms(&self) -> u64 {
+        self.lease_ms
+    }
+
+    pub fn role_cooldown_ms(&self) -> u64 {
+        self.role_cooldown_ms
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Follow Raft's metrics for the life of the node: start the controller on gaining
+    /// leadership, stop it on losing it.
+    pub fn spawn(node: Arc<Node>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut metrics = node.raft.metrics();
+            let mut shutdown = node.manager.shutdown_signal();
+            let mut controller: Option<(u64, tokio::task::JoinHandle<()>)> = None;
+            let mut priority_task: Option<tokio::task::JoinHandle<()>> = None;
+            loop {
+                let (leading, term) = {
+                    let m = metrics.borrow_and_update();
+                    (
+                        m.state == ServerState::Leader && m.current_leader == Some(node.id),
+                        m.current_term,
+                    )
+                };
+                let running_term = controller.as_ref().map(|(t, _)| *t);
+                if leading && running_term != Some(term) {
+                    if let Some((_, h)) = controller.take() {
+                        h.abort();
+                    }
+                    node.manager.become_leader(term);
+                    tracing::info!(
+                        node = node.id,
+                        term,
+                        "leader: liveness clocks restarted, controller started"
+                    );
+                    controller = Some((term, tokio::spawn(controller_loop(node.clone(), term))));
+                    if !node.config.priority.is_empty() && priority_task.is_none() {
+                        priority_task = Some(tokio::spawn(priority_loop(node.clone(), term)));
+                    }
+                } else if !leading && let Some((t, h)) = controller.take() {
+                    h.abort();
+                    node.manager.lose_leadership();
+                    if let Some(p) = priority_task.take() {
+                        p.abort();
+                    }
+                    tracing::info!(
+                        node = node.id,
+                        term = t,
+                        "no longer leader: controller stopped"
+                    );
+                }
+                tokio::select! {
+                    r = metrics.changed() => if r.is_err() { break },
+                    _ = shutdown.changed() => break,
+                }
+            }
+            if let Some((_, h)) = controller.take() {
+                h.abort();
+            }
+            if let Some(p) = priority_task.take() {
+                p.abort();
+            }
+        })
+    }
+
+    /// Count `server` as seen now (a registration through this node while it leads).
+    pub fn touch(&self, server: &str) {
+        let now = self.mono_ms();
+        let mut l = self.liveness.lock().expect("liveness lock");
+        if l.term.is_some() {
+            l.last_seen_ms.insert(server.to_string(), now);
+        }
+    }
+
+    fn become_leader(&self, term: u64) {
+        let now = self.mono_ms();
+        let mut l = self.liveness.lock().expect("liveness lock");
+        l.term = Some(term);
+        l.leader_since_ms = now;
+        l.last_seen_ms.clear();
+        l.declared_down.clear();
+    }
+
+    fn lose_leadership(&self) {
+        let mut l = self.liveness.lock().expect("liveness lock");
+        l.term = None;
+        l.last_seen_ms.clear();
+        l.declared_down.clear();
+    }
+
+    /// Record renewals from `servers` and confirm them (see the module essay). Returns the
+    /// confirmed servers and the read index the serving node must apply before acking.
+    pub async fn confirm_renewals(
+        &self,
+        node: &Node,
+        servers: Vec<String>,
+    ) -> Result<(Vec<String>, u64), Status> {
+        if !node.is_leader() {
+            return Err(not_leader(node.leader()));
+        }
+        let accepted: Vec<String> = {
+            let now = self.mono_ms();
+            let mut l = self.liveness.lock().expect("liveness lock");
+            let l = &mut *l;
+            // A server that registered again is live again at once, not at the
+            // controller's next pass (its first renewal would be refused meanwhile).
+            node.read(|st| l.forget_reregistered(st));
+            servers
+                .into_iter()
+                .filter(|s| !l.declared_down.contains_key(s))
+                .inspect(|s| {
+                    l.last_seen_ms.insert(s.clone(), now);
+                })
+                .collect()
+        };
+        let read_index = node.confirm_for_renewals().await?;
+        let up: BTreeSet<String> = node.read(|st| {
+            accepted
+                .iter()
+                .filter(|s| {
+                    st.servers
+                        .get(*s)
+                        .is_some_and(|x| x.status == ServerStatus::Up)
+                })
+                .cloned()
+                .collect()
+        });
+        let l = self.liveness.lock().expect("liveness lock");
+        let confirmed = accepted
+            .into_iter()
+            .filter(|s| up.contains(s) && !l.declared_down.contains_key(s))
+            .collect();
+        Ok((confirmed, read_index))
+    }
+
+    /// Add node `id` at `addr`: as a learner first (blocking until it has caught up), then
+    /// promoted to voter.
+    pub async fn add_node(&self, node: &Node, id: u64, addr: String) -> Result<String, Status> {
+        let _one = self.membership.lock().await;
+        let (members, voters) = node.members();
+        if voters.contains(&id) {
+            if members.get(&id) == Some(&addr) {
+                return Ok(format!("node {id} is already a voter at {addr}"));
+            }
+            return Err(status(
+                tonic::Code::AlreadyExists,
+                "ALREADY_EXISTS",
+                format!(
+                    "node {id} is already a voter at {}; remove it first to change its address",
+                    members[&id]
+                ),
+            ));
+        }
+        let raft = &node.raft;
+        tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            raft.add_learner(id, BasicNode { addr: addr.clone() }, true),
+        )
+        .await
+        .map_err(|_| {
+            error::unavailable(format!(
+                "node {id} at {addr} did not catch up within {MEMBERSHIP_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| error::unavailable(format!("adding node {id} as a learner: {e}")))?;
+        let mut new_voters = voters.clone();
+        new_voters.insert(id);
+        tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            raft.change_membership(new_voters, false),
+        )
+        .await
+        .map_err(|_| error::unavailable("membership change timed out"))?
+        .map_err(|e| error::unavailable(format!("promoting node {id} to voter: {e}")))?;
+        Ok(format!("node {id} at {addr} joined as a voter"))
+    }
+
+    /// Remove node `id`, refusing when that would remove the last voter or leave fewer
+    /// reachable voters than a quorum of the new membership.
+    pub async fn remove_node(&self, node: &Node, id: u64) -> Result<String, Status> {
+        let _one = self.membership.lock().await;
+        let (members, voters) = node.members();
+        if !members.contains_key(&id) {
+            return Err(status(
+                tonic::Code::NotFound,
+                "NOT_FOUND",
+                format!("node {id} is not a member of the cluster"),
+            ));
+        }
+        let new_voters: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != id).collect();
+        if new_voters.is_empty() {
+            return Err(status(
+                tonic::Code::FailedPrecondition,
+                "FAILED_PRECONDITION",
+                format!("node {id} is the last voter; a cluster needs at least one"),
+            ));
+        }
+        let mut reachable = 0;
+        for v in &new_voters {
+            if *v == node.id || probe(node, &members[v]).await {
+                reachable += 1;
+            }
+        }
+        let quorum = new_voters.len() / 2 + 1;
+        if reachable < quorum {
+            return Err(status(
+                tonic::Code::FailedPrecondition,
+                "FAILED_PRECONDITION",
+                format!(
+                    "removing node {id} would leave {reachable} reachable voter(s) of {}, below a quorum of {quorum}: the cluster would stop serving",
+                    new_voters.len()
+                ),
+            ));
+        }
+        // `retain = false`: a removed voter does not linger as a learner.
+        let change = if voters.contains(&id) {
+            openraft::ChangeMembers::RemoveVoters([id].into())
+        } else {
+            openraft::ChangeMembers::RemoveNodes([id].into())
+        };
+        tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            node.raft.change_membership(change, false),
+        )
+        .await
+        .map_err(|_| error::unavailable("membership change timed out"))?
+        .map_err(|e| error::unavailable(format!("removing node {id}: {e}")))?;
+        Ok(format!("node {id} removed"))
+    }
+
+    /// Move leadership to `target` by a controlled election: the other followers stop
+    /// electing and the leader stops heartbeats, so that only `target` times out; then
+    /// `target` is told to elect, and every switch is turned back on.
+    pub async fn transfer_leader(&self, node: &Node, target: u64) -> Result<String, Status> {
+        let (members, voters) = node.members();
+        if !voters.contains(&target) {
+            return Err(invalid(format!("node {target} is not a voter")));
+        }
+        let Some((leader, leader_addr)) = node.leader() else {
+            return Err(not_leader(None));
+        };
+        if leader == target {
+            return Ok(format!("node {target} already leads"));
+        }
+        if leader != node.id {
+            // Forward to the leader, which orchestrates.
+            let mut c = DirectoryClient::new(node.channel(&leader_addr)?);
+            let mut r = Request::new(pb::TransferLeaderRequest { id: target });
+            r.set_timeout(Duration::from_secs(10));
+            return c.transfer_leader(r).await.map(|r| r.into_inner().summary);
+        }
+        let _one = self.membership.lock().await;
+        let others: Vec<u64> = voters
+            .iter()
+            .copied()
+            .filter(|v| *v != target && *v != node.id)
+            .collect();
+        // Pause writes: replicated entries would keep refreshing the followers' leader
+        // lease (so they refuse the target's vote) and could leave the target's log
+        // behind theirs. Clients see UNAVAILABLE and retry; it lasts about a second.
+        node.pause_writes(true);
+        let caught_up = node
+            .raft
+            .wait(Some(Duration::from_secs(2)))
+            .metrics(
+                |m| {
+                    let last = m.last_log_index;
+                    m.replication
+                        .as_ref()
+                        .is_some_and(|r| r.get(&target).cloned().flatten().map(|l| l.index) == last)
+                },
+                "target caught up",
+            )
+            .await
+            .is_ok();
+        if !caught_up {
+            node.pause_writes(false);
+            return Err(error::unavailable(format!(
+                "node {target} has not caught up with the leader's log; try again"
+            )));
+        }
+        for o in &others {
+            let _ = control(node, &members[o], Some(false), None, false).await;
+        }
+        node.raft.runtime_config().heartbeat(false);
+        // The followers refuse votes while their leader lease (the maximum election
+        // timeout since they last heard from the leader) runs: let it run out.
+        let wait = Duration::from_millis(node.config.election_timeout_max_ms + 100);
+        tokio::time::sleep(wait).await;
+        let elect = control(node, &members[&target], None, None, true).await;
+        let won = node
+            .raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(|m| m.current_leader == Some(target), "transfer")
+            .await
+            .is_ok();
+        node.pause_writes(false);
+        node.raft.runtime_config().heartbeat(true);
+        node.raft.runtime_config().elect(true);
+        for o in voters.iter().filter(|v| **v != node.id) {
+            let _ = control(node, &members[o], Some(true), Some(true), false).await;
+        }
+        match (elect, won) {
+            (_, true) => Ok(format!("node {target} now leads")),
+            (Err(e), false) => Err(error::unavailable(format!(
+                "could not reach node {target} to start its election: {e}"
+            ))),
+            (Ok(()), false) => Err(error::unavailable(format!(
+                "node {target} did not win the election within 5 s; leadership stays where it is"
+            ))),
+        }
+    }
+}
+
+/// Whether the node at `addr` answers a local status request.
+async fn probe(node: &Node, addr: &str) -> bool {
+    let Ok(ch) = node.channel(addr) else {
+        return false;
+    };
+    let mut c = DirectoryClient::new(ch);
+    let mut r = Request::new(pb::ClusterStatusRequest { local: true });
+    r.set_timeout(PEER_TIMEOUT);
+    matches!(
+        tokio::time::timeout(PEER_TIMEOUT, c.cluster_status(r)).await,
+        Ok(Ok(_))
+    )
+}
+
+async fn control(
+    node: &Node,
+    addr: &str,
+    elect: Option<bool>,
+    heartbeat: Option<bool>,
+    trigger_elect: bool,
+) -> Result<(), Status> {
+    let mut c = RaftClient::new(node.channel(addr)?);
+    let mut r = Request::new(pb::ControlRequest {
+        elect,
+        heartbeat,
+        trigger_elect,
+    });
+    r.set_timeout(PEER_TIMEOUT);
+    c.control(r).await.map(|_| ())
+}
+
+/// The leader-only loop: declare expired servers down, and tick time-based placement.
+async fn controller_loop(node: Arc<Node>, term: u64) {
+    let m = &node.manager;
+    // Check often enough that detection adds at most a few percent of the lease.
+    let period = Duration::from_millis((m.lease_ms / 50).clamp(10, 100));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick_ms = 0u64;
+    // Cluster-wide settings travel in the log: propose ours if the state differs.
+    let history_max = node.config.history_max;
+    if node.read(|st| st.history_max != history_max as usize) {
+        match node.write(Command::Configure { history_max }, true).await {
+            Ok(r) => tracing::info!("{}", r.summary),
+            Err(e) => tracing::warn!("setting the history size failed: {e}"),
+        }
+    }
+    loop {
+        ticker.tick().await;
+        if node.raft.metrics().borrow().current_term != term {
+            return;
+        }
+        // 1. Expired leases, decided and marked under the liveness lock.
+        let expired: Vec<String> = {
+            let now = m.mono_ms();
+            let mut l = m.liveness.lock().expect("liveness lock");
+            if l.term != Some(term) {
+                return;
+            }
+            let expired = node.read(|st| {
+                baton_core::controller::expired_servers(
+                    st,
+                    &l.last_seen_ms,
+                    l.leader_since_ms,
+                    now,
+                    m.lease_ms,
+                    m.grace_ms,
+                )
+            });
+            let fresh: Vec<String> = expired
+                .into_iter()
+                .filter(|s| !l.declared_down.contains_key(s))
+                .collect();
+            for s in &fresh {
+                l.declared_down.insert(s.clone(), 0);
+            }
+            node.read(|st| l.forget_reregistered(st));
+            // Declarations whose write failed (index still 0: writes are awaited below,
+            // so none is in flight now) are proposed again, or their roles would never
+            // move. One whose server is no longer up was completed some other way.
+            let mut to_propose = Vec::new();
+            node.read(|st| {
+                for (s, idx) in l.declared_down.iter_mut().filter(|(_, idx)| **idx == 0) {
+                    if st
+                        .servers
+                        .get(s)
+                        .is_some_and(|x| x.status == ServerStatus::Up)
+                    {
+                        to_propose.push(s.clone());
+                    } else {
+                        *idx = st.revision.max(1);
+                    }
+                }
+            });
+            to_propose
+        };
+        if !expired.is_empty() {
+            tracing::warn!(servers = ?expired, "leases expired: declaring servers down");
+            match node
+                .write(
+                    Command::ServersDown {
+                        servers: expired.clone(),
+                    },
+                    true,
+                )
+                .await
+            {
+                Ok(reply) => {
+                    let mut l = m.liveness.lock().expect("liveness lock");
+                    for s in &expired {
+                        if let Some(idx) = l.declared_down.get_mut(s) {
+                            *idx = reply.revision;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("declaring {expired:?} down failed: {e}");
+                    // Keep them marked: their renewals stay refused while we lead.
+                }
+            }
+        }
+        // 2. Time-based placement (failback delays, quarantine ends).
+        let due = node.read(baton_core::controller::next_tick_ms);
+        let now_wall = wall_ms();
+        if let Some(due) = due
+            && due <= now_wall
+            && now_wall.saturating_sub(last_tick_ms) >= 200
+        {
+            last_tick_ms = now_wall;
+            if let Err(e) = node.write(Command::Tick, true).await {
+                tracing::debug!("tick failed: {e}");
+            }
+        }
+    }
+}
+
+/// With a preferred-leader order: when a node ranked above this leader has been healthy
+/// (answering and caught up) for the configured delay, hand leadership to it.
+async fn priority_loop(node: Arc<Node>, term: u64) {
+    let order = node.config.priority.clone();
+    let delay = Duration::from_millis(node.config.priority_delay_ms);
+    let mut healthy_since: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        if node.raft.metrics().borrow().current_term != term || !node.is_leader() {
+            return;
+        }
+        let my_rank = order
+            .iter()
+            .position(|id| *id == node.id)
+            .unwrap_or(usize::MAX);
+        let (members, voters) = node.members();
+        let m = node.raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        for (rank, id) in order.iter().enumerate() {
+            if rank >= my_rank {
+                break;
+            }
+            if !voters.contains(id) {
+                continue;
+            }
+            let caught_up = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .is_some_and(|l| last.saturating_sub(l.index) <= 10);
+            let healthy = caught_up && probe(&node, &members[id]).await;
+            if !healthy {
+                healthy_since.remove(id);
+                continue;
+            }
+            let since = *healthy_since.entry(*id).or_insert_with(Instant::now);
+            if since.elapsed() >= delay {
+                tracing::info!(
+                    target = id,
+                    "preferred leader is healthy: transferring leadership"
+                );
+                // In its own task: losing leadership aborts this loop, and the transfer
+                // must still turn every node's election timer back on.
+                let (n, target) = (node.clone(), *id);
+                let t = tokio::spawn(async move { n.manager.transfer_leader(&n, target).await });
+                match t.await {
+                    Ok(Ok(s)) => tracing::info!("{s}"),
+                    Ok(Err(e)) => tracing::warn!("preferred-leader transfer failed: {e}"),
+                    Err(e) => tracing::warn!("preferred-leader transfer task: {e}"),
+                }
+                healthy_since.clear();
+            }
+            break; // only the highest-ranked candidate matters
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! One directory node: storage, Raft, gRPC server, Directory Manager, all started together
+//! and stopped together.
+//!
+//! Shutdown follows mini-redis: a `watch` flips once to tell every task to stop; the
+//! gRPC server drains, the Directory Manager stops the controller, and Raft shuts down
+//! last, after which the sled files are flushed and closed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use baton_core::{Command, Entry, Outcome, State};
+use baton_proto::v1::directory_client::DirectoryClient;
+use baton_proto::v1::raft_client::RaftClient;
+use baton_proto::v1::{AddNodeRequest, RaftPayload, WriteReply};
+use baton_store::{Raft, StateMachineStore};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::config::NodeConfig;
+use crate::error::{self, DirectoryError};
+use crate::faults::Faults;
+use crate::manager::Manager;
+use crate::network::{Connection, Network};
+
+/// The state shared by every service and task of one node.
+pub struct Node {
+    pub id: u64,
+    pub config: NodeConfig,
+    pub raft: Raft,
+    /// The applied state (read side) and its revision channel.
+    pub sm: StateMachineStore,
+    /// The Directory Manager: leadership, liveness, controller.
+    pub manager: Manager,
+    /// Agent sessions attached to this node right now (shown in `cluster status`).
+    pub sessions: AtomicU64,
+    /// Channels to other nodes by address, for forwarding; bounded by the membership.
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Test-only link cuts between nodes.
+    pub faults: Faults,
+    /// Set during a controlled leadership transfer: writes are refused (UNAVAILABLE,
+    /// clients retry) so the followers' logs and leader leases hold still.
+    writes_paused: std::sync::atomic::AtomicBool,
+}
+
+/// Wall-clock milliseconds since the Unix epoch, stamped on every proposed entry.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Open storage and start Raft (without the gRPC server; see [`crate::server`]).
+    pub async fn open(config: NodeConfig, faults: Faults) -> Result<Arc<Node>, DirectoryError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            DirectoryError::Config(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        // Opening reads and verifies the whole store: blocking work, off the runtime.
+        let dir = config.data_dir.clone();
+        let (log, sm) = tokio::task::spawn_blocking(move || baton_store::open(&dir))
+            .await
+            .map_err(|e| DirectoryError::Config(format!("opening storage: {e}")))??;
+        let network = Network {
+            id: config.id,
+            connect_timeout: Duration::from_millis(500),
+            faults: faults.clone(),
+        };
+        let raft_config = Arc::new(config.raft_config()?);
+        let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
+            .await
+            .map_err(|e| DirectoryError::Raft(e.to_string()))?;
+        let manager = Manager::new(&config);
+        Ok(Arc::new(Node {
+            id: config.id,
+            config,
+            raft,
+            sm,
+            manager,
+            sessions: AtomicU64::new(0),
+            channels: Mutex::new(HashMap::new()),
+            faults,
+            writes_paused: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Form the cluster on first start: every initial member calls `initialize` with the
+    /// same membership, which openraft allows, so start order does not matter. A node
+    /// that already has state skips it. A joining node asks the cluster to add it.
+    pub async fn bootstrap(self: &Arc<Self>) -> Result<(), DirectoryError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| DirectoryError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        if !self.config.peers.is_empty() {
+            let members: BTreeMap<u64, BasicNode> = self
+                .config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            match self.raft.initialize(members).await {
+                Ok(()) => {}
+                // Another member's initialize reached us first: the cluster exists.
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(DirectoryError::Raft(format!("initialize: {e}"))),
+            }
+            return Ok(());
+        }
+        if let Some(join) = &self.config.join {
+            let this = self.clone();
+            let join = join.clone();
+            // Joining needs our gRPC server up (the leader will replicate to us), so it
+            // runs in the background, retrying with a bounded backoff until it succeeds.
+            tokio::spawn(async move {
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    match this.ask_to_join(&join).await {
+                        Ok(()) => {
+                            tracing::info!(%join, "joined the cluster");
+                            return;
+                        }
+                        Err(e) => tracing::warn!("join via {join}: {e}; retrying"),
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if this.manager.is_shutting_down() {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn ask_to_join(&self, addr: &str) -> Result<(), String> {
+        let mut client = DirectoryClient::new(self.channel(addr).map_err(|e| e.to_string())?);
+        client
+            .add_node(AddNodeRequest {
+                id: self.id,
+                address: self.config.advertise.clone(),
+            })
+            .await
+            .map_err(|s| s.message().to_string())?;
+        Ok(())
+    }
+
+    /// A (cached, lazily connected) channel to another node.
+    pub fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().expect("channels lock");
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Endpoint::from_shared(crate::http_uri(addr))
+            .map_err(|e| error::unavailable(format!("bad node address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        // Bounded: addresses come from the membership, which is small; reset if it grows
+        // beyond any sane cluster (a node re-added at many addresses).
+        if channels.len() > 64 {
+            channels.clear();
+        }
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The current leader as (id, address), if known.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Propose one command. On a follower the command is forwarded to the leader once
+    /// (unless `forwarded`, in which case the client is told where the leader is).
+    pub fn pause_writes(&self, paused: bool) {
+        self.writes_paused.store(paused, Ordering::SeqCst);
+    }
+
+    pub async fn write(&self, cmd: Command, forwarded: bool) -> Result<WriteReply, Status> {
+        if self.writes_paused.load(Ordering::SeqCst) {
+            return Err(error::unavailable(
+                "leadership is being transferred; retry in a moment",
+            ));
+        }
+        if let Command::RegisterAgent { server, .. } = &cmd {
+            // A registration counts as hearing from the agent: without this a server
+            // that registers with a leader that has led for longer than a lease would
+            // be declared down at once.
+            self.manager.touch(server);
+        }
+        let entry = Entry {
+            now_ms: wall_ms(),
+            cmd,
+        };
+        match self.raft.client_write(entry.clone()).await {
+            Ok(resp) => match resp.data {
+                Ok(Outcome { summary }) => Ok(WriteReply {
+                    revision: resp.log_id.index,
+                    summary,
+                }),
+                Err(r) => Err(error::refusal(&r)),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = f.leader_id.zip(f.leader_node.map(|n| n.addr));
+                match leader {
+                    Some((_, addr)) if !forwarded => {
+                        let data = serde_json::to_vec(&entry.cmd)
+                            .map_err(|e| Status::internal(format!("encoding a command: {e}")))?;
+                        let mut client = RaftClient::new(self.channel(&addr)?);
+                        let mut req = Request::new(RaftPayload { data });
+                        req.set_timeout(Duration::from_secs(5));
+                        client
+                            .propose(req)
+                            .await
+                            .map(|r| r.into_inner())
+                            .map_err(|s| {
+                                // A refusal from the leader passes through as it is; a broken
+                                // forward (the leader died meanwhile) is UNAVAILABLE, so the
+                                // client retries. The write's outcome is then unknown.
+                                if s.metadata().contains_key(baton_proto::REASON_KEY) {
+                                    s
+                                } else {
+                                    error::unavailable(format!(
+                                        "forwarding to the leader at {addr} failed: {}",
+                                        s.message()
+                                    ))
+                                }
+                            })
+                    }
+                    other => Err(error::not_leader(other)),
+                }
+            }
+            Err(RaftError::APIError(e)) => Err(error::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => {
+                Err(error::unavailable(format!("this node's Raft stopped: {e}")))
+            }
+        }
+    }
+
+    /// Wait until this node is confirmed leader by a quorum round that started now, and
+    /// its state machine has applied up to the read index. Returns the read index.
+    /// `Err(Some(leader))` when another node leads.
+    pub async fn confirm_leadership(&self) -> Result<u64, Result<Option<(u64, String)>, Status>> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(Ok(f.leader_id.zip(f.leader_node.map(|n| n.addr))))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => Err(Err(
+                error::unavailable(format!("the leader cannot reach a quorum: {q}")),
+            )),
+            Err(RaftError::Fatal(e)) => Err(Err(error::unavailable(format!(
+                "this node's Raft stopped: {e}"
+            )))),
+        }
+    }
+
+    /// Confirm this node's leadership for renewals: one empty AppendEntries with the
+    /// leader's vote to every other voter, sent now, and a majority of every configuration
+    /// (joint ones included) accepting it. A follower accepts only while it has seen no
+    /// higher vote, so no other leader was elected before this round's sends; any later
+    /// leader restarts every liveness clock after them. This is the read-index round of
+    /// DESIGN.md, done here rather than by `ensure_linearizable` because openraft gives
+    /// each follower only one heartbeat interval to answer that one, which a loaded host
+    /// misses, and a missed confirmation makes agents fence for nothing.
+    /// Returns the index the state machine must reach for the caller to read a state that
+    /// includes every entry committed before the round.
+    pub async fn confirm_for_renewals(&self) -> Result<u64, Status> {
+        use futures::StreamExt;
+        use openraft::network::{RPCOption, RaftNetwork};
+        use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader || m.current_leader != Some(self.id) {
+            return Err(error::not_leader(self.leader()));
+        }
+        let read_index = m.last_log_index.unwrap_or(0);
+        let membership = m.membership_config.membership().clone();
+        let timeout = Duration::from_millis((self.config.lease_ms / 4).max(100));
+        let has_quorum = |granted: &BTreeSet<u64>| {
+            membership.get_joint_config().iter().all(|config| {
+                config.iter().filter(|v| granted.contains(v)).count() * 2 > config.len()
+            })
+        };
+        let mut granted: BTreeSet<u64> = [self.id].into();
+        let mut rounds = futures::stream::FuturesUnordered::new();
+        for id in membership.voter_ids().filter(|v| *v != self.id) {
+            let Some(node) = membership.get_node(&id) else {
+                continue;
+            };
+            // Cached channels: one connection per peer, not one per round.
+            let mut conn =
+                Connection::over(self.id, id, self.channel(&node.addr)?, self.faults.clone());
+            let rpc = AppendEntriesRequest {
+                vote: m.vote,
+                prev_log_id: None,
+                entries: vec![],
+                leader_commit: None,
+            };
+            rounds.push(async move {
+                let r = tokio::time::timeout(
+                    timeout,
+                    conn.append_entries(rpc, RPCOption::new(timeout)),
+                )
+                .await;
+                (id, r)
+            });
+        }
+        // Stop at the first majority: the slowest follower does not delay every renewal.
+        while !has_quorum(&granted) {
+            let Some((id, r)) = rounds.next().await else {
+                break;
+            };
+            match r {
+                Ok(Ok(AppendEntriesResponse::HigherVote(_))) => {
+                    return Err(error::not_leader(None));
+                }
+                Ok(Ok(_)) => {
+                    granted.insert(id);
+                }
+                _ => {}
+            }
+        }
+        if !has_quorum(&granted) {
+            return Err(error::unavailable(format!(
+                "leadership not confirmed: only nodes {granted:?} answered"
+            )));
+        }
+        self.wait_applied(read_index, timeout).await?;
+        Ok(read_index)
+    }
+
+    /// Read the applied state.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        let state = self.sm.state();
+        let guard = state.read().expect("state lock");
+        f(&guard)
+    }
+
+    /// The last applied revision.
+    pub fn revision(&self) -> u64 {
+        *self.sm.subscribe().borrow()
+    }
+
+    /// Wait (bounded) until this node has applied at least `revision`.
+    pub async fn wait_applied(&self, revision: u64, timeout: Duration) -> Result<(), Status> {
+        let mut rx = self.sm.subscribe();
+        let wait = rx.wait_for(|r| *r >= revision);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(error::unavailable("node is shutting down")),
+            Err(_) => Err(error::unavailable(format!(
+                "node {} has not applied revision {revision} within {timeout:?}",
+                self.id
+            ))),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.sm.subscribe()
+    }
+
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Ids and addresses of all members (voters and learners), and which are voters.
+    pub fn members(&self) -> (BTreeMap<u64, String>, BTreeSet<u64>) {
+        let m = self.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        let nodes = mem.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
+        let voters = mem.voter_ids().collect();
+        (nodes, voters)
+    }
+}

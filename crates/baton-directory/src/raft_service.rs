@@ -1,0 +1,108 @@
+//! The internal `Raft` service: openraft's RPCs, renewal batches from followers, and the
+//! timer switches of a controlled leadership transfer.
+
+use std::sync::Arc;
+
+use baton_proto::v1 as pb;
+use baton_proto::v1::raft_server::Raft as RaftRpc;
+use baton_store::TypeConfig;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::error::invalid;
+use crate::node::Node;
+
+pub struct RaftService {
+    pub node: Arc<Node>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, Status> {
+    serde_json::from_slice(&p.data).map_err(|e| invalid(format!("malformed raft payload: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftPayload>, Status> {
+    serde_json::to_vec(v)
+        .map(|data| Response::new(pb::RaftPayload { data }))
+        .map_err(|e| Status::internal(format!("encoding raft reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
+        encode(&self.node.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc: VoteRequest<u64> = decode(req.get_ref())?;
+        encode(&self.node.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.get_ref())?;
+        encode(&self.node.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward_renewals(
+        &self,
+        req: Request<pb::RenewalBatch>,
+    ) -> Result<Response<pb::RenewalBatchReply>, Status> {
+        let servers = req.into_inner().servers;
+        if servers.len() > crate::session::RENEWAL_BATCH_MAX {
+            return Err(invalid(format!(
+                "renewal batch of {} servers exceeds the limit of {}",
+                servers.len(),
+                crate::session::RENEWAL_BATCH_MAX
+            )));
+        }
+        let (confirmed, read_index) = self
+            .node
+            .manager
+            .confirm_renewals(&self.node, servers)
+            .await?;
+        Ok(Response::new(pb::RenewalBatchReply {
+            confirmed,
+            read_index,
+        }))
+    }
+
+    async fn propose(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let cmd: baton_core::Command = decode(req.get_ref())?;
+        self.node.write(cmd, true).await.map(Response::new)
+    }
+
+    async fn control(
+        &self,
+        req: Request<pb::ControlRequest>,
+    ) -> Result<Response<pb::ControlReply>, Status> {
+        let c = req.into_inner();
+        if let Some(e) = c.elect {
+            self.node.raft.runtime_config().elect(e);
+        }
+        if let Some(h) = c.heartbeat {
+            self.node.raft.runtime_config().heartbeat(h);
+        }
+        if c.trigger_elect {
+            self.node
+                .raft
+                .trigger()
+                .elect()
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot start an election: {e}")))?;
+        }
+        Ok(Response::new(pb::ControlReply {}))
+    }
+}

@@ -1,0 +1,343 @@
+//! The public `Directory` service: writes, reads, cluster status and membership.
+//!
+//! Writes go through Raft; a follower forwards them to the leader once. Reads are
+//! linearizable unless the request asks for a stale read: the leader confirms its
+//! leadership with a quorum round (read index) and reads its applied state; a follower
+//! forwards the read to the leader.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_proto::v1 as pb;
+use baton_proto::v1::directory_client::DirectoryClient;
+use baton_proto::v1::directory_server::Directory;
+use openraft::ServerState;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{command_from_proto, event_to_proto, role_to_proto, server_to_proto};
+use crate::error::{self, invalid, not_leader, refusal};
+use crate::node::Node;
+
+/// Most events returned by one `Events` call (the history itself is bounded too).
+const EVENTS_MAX: usize = 10_000;
+/// How long a node waits for a peer's own status when assembling `cluster status`.
+const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(700);
+
+pub struct DirectoryService {
+    pub node: Arc<Node>,
+}
+
+/// Where a linearizable request is served.
+enum Gate {
+    /// Here: this node is the leader, confirmed, and has applied the read index.
+    Local,
+    /// On the leader, through this client (the request is marked as forwarded).
+    Forward(DirectoryClient<Channel>),
+}
+
+fn is_forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(baton_proto::FORWARDED_KEY)
+}
+
+/// Wrap a message as a request that the leader must not forward again.
+fn forwarded<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert(baton_proto::FORWARDED_KEY, "1".parse().expect("ascii"));
+    r.set_timeout(Duration::from_secs(5));
+    r
+}
+
+impl DirectoryService {
+    async fn gate(&self, forwarded: bool, stale: bool) -> Result<Gate, Status> {
+        if stale {
+            return Ok(Gate::Local);
+        }
+        match self.node.confirm_leadership().await {
+            Ok(_) => Ok(Gate::Local),
+            Err(Ok(Some((_, addr)))) if !forwarded => Ok(Gate::Forward(DirectoryClient::new(
+                self.node.channel(&addr)?,
+            ))),
+            Err(Ok(leader)) => Err(not_leader(leader)),
+            Err(Err(status)) => Err(status),
+        }
+    }
+
+    fn local_status(&self) -> pb::NodeStatus {
+        let m = self.node.raft.metrics().borrow().clone();
+        let (members, voters) = self.node.members();
+        let state = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Follower if !voters.contains(&self.node.id) => "learner",
+            ServerState::Follower => "follower",
+            ServerState::Shutdown => "unreachable",
+        };
+        pb::NodeStatus {
+            id: self.node.id,
+            address: members
+                .get(&self.node.id)
+                .cloned()
+                .unwrap_or_else(|| self.node.config.advertise.clone()),
+            voter: voters.contains(&self.node.id),
+            state: state.into(),
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            lag: None,
+            sessions: self.node.sessions(),
+            term: m.current_term,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Directory for DirectoryService {
+    async fn apply(&self, req: Request<pb::Command>) -> Result<Response<pb::WriteReply>, Status> {
+        let fwd = is_forwarded(&req);
+        let cmd = command_from_proto(req.into_inner())?;
+        // Malformed input is refused here, before it takes a log entry.
+        cmd.validate().map_err(|r| refusal(&r))?;
+        self.node.write(cmd, fwd).await.map(Response::new)
+    }
+
+    async fn get_role(
+        &self,
+        req: Request<pb::GetRoleRequest>,
+    ) -> Result<Response<pb::Role>, Status> {
+        let fwd = is_forwarded(&req);
+        let inner = req.into_inner();
+        let stale = inner.read.as_ref().is_some_and(|r| r.stale);
+        match self.gate(fwd, stale).await? {
+            Gate::Forward(mut c) => c.get_role(forwarded(inner)).await,
+            Gate::Local => self
+                .node
+                .read(|s| s.role(&inner.name).map(role_to_proto))
+                .map(Response::new)
+                .map_err(|r| refusal(&r)),
+        }
+    }
+
+    async fn list_roles(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::RoleList>, Status> {
+        let fwd = is_forwarded(&req);
+        let inner = req.into_inner();
+        let stale = inner.read.as_ref().is_some_and(|r| r.stale);
+        match self.gate(fwd, stale).await? {
+            Gate::Forward(mut c) => c.list_roles(forwarded(inner)).await,
+            Gate::Local => Ok(Response::new(self.node.read(|s| pb::RoleList {
+                roles: s.roles.values().map(role_to_proto).collect(),
+                revision: s.revision,
+            }))),
+        }
+    }
+
+    async fn candidates(
+        &self,
+        req: Request<pb::GetRoleRequest>,
+    ) -> Result<Response<pb::CandidatesReply>, Status> {
+        let fwd = is_forwarded(&req);
+        let inner = req.into_inner();
+        let stale = inner.read.as_ref().is_some_and(|r| r.stale);
+        match self.gate(fwd, stale).await? {
+            Gate::Forward(mut c) => c.candidates(forwarded(inner)).await,
+            Gate::Local => self
+                .node
+                .read(|s| s.candidates(&inner.name))
+                .map(|servers| Response::new(pb::CandidatesReply { servers }))
+                .map_err(|r| refusal(&r)),
+        }
+    }
+
+    async fn list_servers(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ServerList>, Status> {
+        let fwd = is_forwarded(&req);
+        let inner = req.into_inner();
+        let stale = inner.read.as_ref().is_some_and(|r| r.stale);
+        match self.gate(fwd, stale).await? {
+            Gate::Forward(mut c) => c.list_servers(forwarded(inner)).await,
+            Gate::Local => Ok(Response::new(self.node.read(|s| pb::ServerList {
+                servers: s.servers.values().map(|v| server_to_proto(s, v)).collect(),
+                revision: s.revision,
+            }))),
+        }
+    }
+
+    async fn events(
+        &self,
+        req: Request<pb::EventsRequest>,
+    ) -> Result<Response<pb::EventList>, Status> {
+        let fwd = is_forwarded(&req);
+        let inner = req.into_inner();
+        let stale = inner.read.as_ref().is_some_and(|r| r.stale);
+        match self.gate(fwd, stale).await? {
+            Gate::Forward(mut c) => c.events(forwarded(inner)).await,
+            Gate::Local => {
+                let events = self.node.read(|s| {
+                    s.history
+                        .iter()
+                        .filter(|e| inner.role.as_ref().is_none_or(|r| &e.role == r))
+                        .rev()
+                        .take(EVENTS_MAX)
+                        .map(event_to_proto)
+                        .collect::<Vec<_>>()
+                });
+                let mut events = events;
+                events.reverse();
+                Ok(Response::new(pb::EventList { events }))
+            }
+        }
+    }
+
+    async fn cluster_status(
+        &self,
+        req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        let fwd = is_forwarded(&req);
+        let me = self.local_status();
+        let m = self.node.raft.metrics().borrow().clone();
+        let inner = req.into_inner();
+        if !inner.local && !fwd && !self.node.is_leader() {
+            // The leader knows each follower's replication lag: ask it, and assemble the
+            // status here only if it cannot answer.
+            if let Some((_, addr)) = self.node.leader()
+                && let Ok(ch) = self.node.channel(&addr)
+            {
+                let mut c = DirectoryClient::new(ch);
+                let mut r = forwarded(inner);
+                r.set_timeout(PEER_STATUS_TIMEOUT * 2);
+                if let Ok(reply) = c.cluster_status(r).await {
+                    return Ok(reply);
+                }
+            }
+        }
+        if inner.local {
+            return Ok(Response::new(pb::ClusterStatusReply {
+                leader: m.current_leader,
+                term: m.current_term,
+                nodes: vec![me],
+            }));
+        }
+        let (members, voters) = self.node.members();
+        let mut probes = Vec::new();
+        for (id, addr) in members.iter().filter(|(id, _)| **id != self.node.id) {
+            let (id, addr) = (*id, addr.clone());
+            let channel = self.node.channel(&addr);
+            let voter = voters.contains(&id);
+            probes.push(async move {
+                let status = async {
+                    let mut c = DirectoryClient::new(channel?);
+                    let mut r = Request::new(pb::ClusterStatusRequest { local: true });
+                    r.set_timeout(PEER_STATUS_TIMEOUT);
+                    let reply = tokio::time::timeout(PEER_STATUS_TIMEOUT, c.cluster_status(r))
+                        .await
+                        .map_err(|_| error::unavailable("timeout"))??;
+                    reply
+                        .into_inner()
+                        .nodes
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| error::unavailable("empty status"))
+                }
+                .await;
+                status.unwrap_or(pb::NodeStatus {
+                    id,
+                    address: addr,
+                    voter,
+                    state: "unreachable".into(),
+                    last_applied: 0,
+                    lag: None,
+                    sessions: 0,
+                    term: 0,
+                })
+            });
+        }
+        let mut nodes: BTreeMap<u64, pb::NodeStatus> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .map(|n| (n.id, n))
+            .collect();
+        nodes.insert(me.id, me);
+        // The leader knows how far each follower's log is behind its own.
+        if let (Some(repl), Some(last)) = (&m.replication, m.last_log_index) {
+            for (id, matched) in repl {
+                if let (Some(n), Some(matched)) = (nodes.get_mut(id), matched) {
+                    n.lag = Some(last.saturating_sub(matched.index));
+                }
+            }
+        }
+        // A node we reached but that has not been told of its membership (a joining
+        // learner) still shows as what the leader's membership says.
+        for n in nodes.values_mut() {
+            n.voter = voters.contains(&n.id);
+        }
+        let mut leader = m.current_leader;
+        let mut term = m.current_term;
+        for n in nodes.values() {
+            if n.state == "leader" && n.term >= term {
+                leader = Some(n.id);
+                term = n.term;
+            }
+        }
+        Ok(Response::new(pb::ClusterStatusReply {
+            leader,
+            term,
+            nodes: nodes.into_values().collect(),
+        }))
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let fwd = is_forwarded(&req);
+        let inner = req.into_inner();
+        if inner.id == 0 {
+            return Err(invalid("node id 0 is reserved; ids start at 1"));
+        }
+        if inner.address.is_empty() || inner.address.contains(char::is_whitespace) {
+            return Err(invalid(format!("bad node address {:?}", inner.address)));
+        }
+        if let Gate::Forward(mut c) = self.gate(fwd, false).await? {
+            return c.add_node(forwarded(inner)).await;
+        }
+        self.node
+            .manager
+            .add_node(&self.node, inner.id, inner.address)
+            .await
+            .map(|summary| Response::new(pb::MembershipReply { summary }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let fwd = is_forwarded(&req);
+        let inner = req.into_inner();
+        if let Gate::Forward(mut c) = self.gate(fwd, false).await? {
+            return c.remove_node(forwarded(inner)).await;
+        }
+        self.node
+            .manager
+            .remove_node(&self.node, inner.id)
+            .await
+            .map(|summary| Response::new(pb::MembershipReply { summary }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        let inner = req.into_inner();
+        self.node
+            .manager
+            .transfer_leader(&self.node, inner.id)
+            .await
+            .map(|summary| Response::new(pb::MembershipReply { summary }))
+    }
+}

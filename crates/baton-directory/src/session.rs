@@ -1,0 +1,365 @@
+//! Agent sessions: the `Agent` service and the renewal pipeline.
+//!
+//! An agent holds one bidirectional stream with any node. The node
+//! 1. registers the agent's server (a Raft write: the server exists and is up),
+//! 2. sends the server's complete assignment set, and again every time it changes, tagged
+//!    with the node's applied revision (sets are idempotent: whatever the agent runs that
+//!    is not in the latest set must stop),
+//! 3. acknowledges renewals. Renewals from every session on this node go through one
+//!    bounded queue to a batcher, which confirms them with the leader in one call per
+//!    batch (locally when this node leads, through `ForwardRenewals` otherwise). Before
+//!    acking, the session waits until this node has applied the batch's read index and
+//!    sends any changed assignment set first, on the same ordered stream: when an agent
+//!    processes an ack, it already holds every assignment change committed before that
+//!    ack was granted. That ordering is what lets an agent restart its roles after a
+//!    fence without running one that moved away meanwhile (invariant 1).
+//!
+//! A node cut off from the leader cannot confirm anything, so its agents' leases run out
+//! and they fence themselves, exactly as if the directory had vanished.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use baton_core::{Command, ServerStatus};
+use baton_proto::v1 as pb;
+use baton_proto::v1::agent_message::Msg as In;
+use baton_proto::v1::agent_server::Agent;
+use baton_proto::v1::directory_message::Msg as Out;
+use baton_proto::v1::raft_client::RaftClient;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{invalid, unavailable};
+use crate::node::Node;
+
+/// Most servers confirmed in one batch.
+pub const RENEWAL_BATCH_MAX: usize = 10_000;
+/// Renewals queued on one node waiting for a batch. A full queue refuses new renewals
+/// (the agent simply renews again), it never blocks a session.
+pub const RENEWAL_QUEUE_MAX: usize = 16_384;
+/// Outbound messages buffered per session.
+const SESSION_BUFFER: usize = 16;
+/// How long a new session may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A renewal waiting for its batch: the reply carries the read index on success.
+pub struct PendingRenewal {
+    server: String,
+    reply: oneshot::Sender<Option<u64>>,
+}
+
+pub type RenewalSender = mpsc::Sender<PendingRenewal>;
+
+pub fn renewal_queue() -> (RenewalSender, mpsc::Receiver<PendingRenewal>) {
+    mpsc::channel(RENEWAL_QUEUE_MAX)
+}
+
+/// Confirm queued renewals in batches until the queue closes.
+pub async fn run_batcher(node: Arc<Node>, mut rx: mpsc::Receiver<PendingRenewal>) {
+    let timeout = Duration::from_millis(node.manager.lease_ms() / 3);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RENEWAL_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let servers: Vec<String> = batch
+            .iter()
+            .map(|p| p.server.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let result = tokio::time::timeout(timeout, confirm(&node, servers)).await;
+        let (confirmed, read_index) = match result {
+            Ok(Ok((c, ri))) => (c.into_iter().collect::<BTreeSet<_>>(), ri),
+            Ok(Err(e)) => {
+                tracing::debug!("renewal batch not confirmed: {e}");
+                (BTreeSet::new(), 0)
+            }
+            Err(_) => {
+                tracing::debug!("renewal batch timed out after {timeout:?}");
+                (BTreeSet::new(), 0)
+            }
+        };
+        for p in batch {
+            let ok = confirmed.contains(&p.server).then_some(read_index);
+            let _ = p.reply.send(ok);
+        }
+    }
+}
+
+async fn confirm(node: &Node, servers: Vec<String>) -> Result<(Vec<String>, u64), Status> {
+    if node.is_leader() {
+        return node.manager.confirm_renewals(node, servers).await;
+    }
+    let Some((_, addr)) = node.leader() else {
+        return Err(unavailable("no leader known"));
+    };
+    if node
+        .faults
+        .is_cut(node.id, node.leader().map_or(0, |l| l.0))
+    {
+        return Err(unavailable("link to the leader is cut (fault injection)"));
+    }
+    let mut c = RaftClient::new(node.channel(&addr)?);
+    let r = c
+        .forward_renewals(pb::RenewalBatch { servers })
+        .await?
+        .into_inner();
+    Ok((r.confirmed, r.read_index))
+}
+
+pub struct AgentService {
+    pub node: Arc<Node>,
+    pub renewals: RenewalSender,
+}
+
+/// Counts the session in `cluster status` for as long as it lives.
+struct SessionGuard(Arc<Node>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type Outbound = mpsc::Sender<Result<pb::DirectoryMessage, Status>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::DirectoryMessage, Status>> + Send>>;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = req.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(pb::AgentMessage {
+                msg: Some(In::Hello(h)),
+            }))) => h,
+            Ok(Ok(_)) => return Err(invalid("a session must open with a Hello message")),
+            Ok(Err(s)) => return Err(s),
+            Err(_) => return Err(invalid("no Hello within 5 s")),
+        };
+        baton_core::names::check_name("server", &hello.server).map_err(|r| invalid(r.message))?;
+        let (tx, rx) = mpsc::channel(SESSION_BUFFER);
+        let node = self.node.clone();
+        let renewals = self.renewals.clone();
+        tokio::spawn(async move {
+            node.sessions.fetch_add(1, Ordering::Relaxed);
+            let _guard = SessionGuard(node.clone());
+            let server = hello.server.clone();
+            if let Err(s) = run_session(&node, hello, inbound, &tx, renewals).await {
+                tracing::debug!(%server, "session ended: {s}");
+                let _ = tx.send(Err(s)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What this session last told its agent.
+struct Sent {
+    /// (assignments, releasing) of the last set sent.
+    assignments: Option<(Vec<pb::Assignment>, Vec<pb::Assignment>)>,
+}
+
+fn to_proto(a: baton_core::state::Assignment) -> pb::Assignment {
+    pb::Assignment {
+        role: a.role,
+        epoch: a.epoch,
+        kind: a.kind,
+        database: a.database,
+    }
+}
+
+impl Sent {
+    /// Send the server's assignment set if it differs from the last one sent.
+    async fn update(&mut self, node: &Node, server: &str, tx: &Outbound) -> Result<(), Status> {
+        let (revision, set) = node.read(|s| {
+            let run: Vec<pb::Assignment> =
+                s.assignments(server).into_iter().map(to_proto).collect();
+            let stop: Vec<pb::Assignment> = s.releasing(server).into_iter().map(to_proto).collect();
+            (s.revision, (run, stop))
+        });
+        if self.assignments.as_ref() == Some(&set) {
+            return Ok(());
+        }
+        self.assignments = Some(set.clone());
+        let msg = pb::DirectoryMessage {
+            msg: Some(Out::Assignments(pb::AssignmentSet {
+                revision,
+                assignments: set.0,
+                releasing: set.1,
+                lease_ms: node.manager.lease_ms(),
+            })),
+        };
+        tx.send(Ok(msg))
+            .await
+            .map_err(|_| Status::cancelled("agent went away"))
+    }
+}
+
+async fn run_session(
+    node: &Arc<Node>,
+    hello: pb::Hello,
+    mut inbound: Streaming<pb::AgentMessage>,
+    tx: &Outbound,
+    renewals: RenewalSender,
+) -> Result<(), Status> {
+    let server = hello.server.clone();
+    let lease = Duration::from_millis(node.manager.lease_ms());
+    // Invariant 5: never serve an agent a revision older than one it has seen.
+    node.wait_applied(hello.min_revision, lease).await?;
+    let register = Command::RegisterAgent {
+        server: server.clone(),
+        kinds: hello.kinds.clone(),
+        main: hello.main,
+    };
+    // Registering is a Raft write; an agent that is up already with the same kinds
+    // (re-attaching after its node died) needs none, so it can attach during an election.
+    let known = node.read(|s| {
+        s.servers.get(&server).is_some_and(|x| {
+            x.status == ServerStatus::Up
+                && x.kinds.iter().eq(hello
+                    .kinds
+                    .iter()
+                    .collect::<std::collections::BTreeSet<_>>())
+                && (x.main || !hello.main)
+        })
+    });
+    if !known {
+        let reply = node.write(register.clone(), false).await?;
+        node.wait_applied(reply.revision, lease).await?;
+    }
+    tracing::info!(%server, node = node.id, "agent session opened");
+
+    let mut sent = Sent { assignments: None };
+    sent.update(node, &server, tx).await?;
+    let mut applied = node.subscribe();
+    let mut inflight: Option<(u64, oneshot::Receiver<Option<u64>>)> = None;
+    let mut queued: Option<u64> = None;
+    let mut last_register = Instant::now();
+
+    let start = |seq: u64| -> Option<(u64, oneshot::Receiver<Option<u64>>)> {
+        let (reply, rx) = oneshot::channel();
+        renewals
+            .try_send(PendingRenewal {
+                server: server.clone(),
+                reply,
+            })
+            .ok()
+            .map(|()| (seq, rx))
+    };
+
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let Some(msg) = msg? else { return Ok(()) };
+                match msg.msg {
+                    Some(In::Renew(r)) => {
+                        if inflight.is_none() {
+                            inflight = start(r.seq);
+                        } else {
+                            queued = Some(r.seq);
+                        }
+                    }
+                    Some(In::Released(r)) => {
+                        let node = node.clone();
+                        let server = server.clone();
+                        tokio::spawn(async move {
+                            let cmd = Command::Released { role: r.role, server, epoch: r.epoch };
+                            if let Err(e) = node.write(cmd, false).await {
+                                tracing::warn!("recording a release failed: {e}");
+                            }
+                        });
+                    }
+                    Some(In::RoleFailed(f)) => {
+                        let node = node.clone();
+                        let server = server.clone();
+                        tokio::spawn(async move {
+                            let cmd = Command::RoleFailed {
+                                role: f.role,
+                                server,
+                                epoch: f.epoch,
+                                reason: f.reason,
+                                cooldown_ms: node.manager.role_cooldown_ms(),
+                            };
+                            if let Err(e) = node.write(cmd, false).await {
+                                tracing::warn!("recording a role failure failed: {e}");
+                            }
+                        });
+                    }
+                    Some(In::Leaving(_)) => {
+                        // The agent stopped every role before saying so: its roles are
+                        // free now, as if its lease had run out.
+                        let cmd = Command::ServersDown { servers: vec![server.clone()] };
+                        node.write(cmd, false).await?;
+                        tracing::info!(%server, "agent left: server declared down");
+                        return Ok(());
+                    }
+                    Some(In::Hello(_)) => return Err(invalid("Hello sent twice on one session")),
+                    None => return Err(invalid("empty agent message")),
+                }
+            }
+            r = applied.changed() => {
+                if r.is_err() {
+                    return Err(unavailable("node is shutting down"));
+                }
+                sent.update(node, &server, tx).await?;
+            }
+            res = async {
+                match inflight.as_mut() {
+                    Some((_, rx)) => rx.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let (seq, _) = inflight.take().expect("in flight");
+                match res {
+                    Ok(Some(read_index)) => {
+                        if node.wait_applied(read_index, lease / 2).await.is_ok() {
+                            sent.update(node, &server, tx).await?;
+                            let ack = pb::DirectoryMessage {
+                                msg: Some(Out::RenewAck(pb::RenewAck {
+                                    seq,
+                                    lease_ms: node.manager.lease_ms(),
+                                })),
+                            };
+                            tx.send(Ok(ack)).await.map_err(|_| Status::cancelled("agent went away"))?;
+                        }
+                    }
+                    _ => {
+                        // Not confirmed. If the directory declared this server down, the
+                        // agent is alive again: register it anew (rate-limited), after
+                        // which its renewals count again.
+                        let down = node.read(|s| {
+                            s.servers.get(&server).is_none_or(|x| x.status != ServerStatus::Up)
+                        });
+                        if down && last_register.elapsed() >= lease / 2 {
+                            last_register = Instant::now();
+                            let node = node.clone();
+                            let cmd = register.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = node.write(cmd, false).await {
+                                    tracing::debug!("re-registering failed: {e}");
+                                }
+                            });
+                        }
+                    }
+                }
+                if let Some(q) = queued.take() {
+                    inflight = start(q);
+                }
+            }
+            _ = tx.closed() => return Ok(()),
+        }
+    }
+}

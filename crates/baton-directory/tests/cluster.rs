@@ -1,0 +1,511 @@
+//! Tier 3: three directory nodes in one process, over real gRPC on loopback, with links
+//! cut by the in-process fault switchboard ([`baton_directory::Faults`], a test-only fake
+//! network partition: it blocks Raft RPCs and renewal forwarding between node ids).
+//!
+//! The agent here is a scripted gRPC client of the real `Agent` service: these tests
+//! check the directory's side of the lease protocol (DESIGN.md, "Sessions and leases"),
+//! which is what keeps invariant 1 when the network splits:
+//! - a node cut off from the leader must not keep an agent's lease alive;
+//! - a deposed leader on the minority side must not acknowledge renewals;
+//! - the majority declares the agent's server down only after lease + grace;
+//! - a leader change alone moves no role (invariant 4).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use baton_directory::{Faults, NodeConfig, RunningNode};
+use baton_proto::v1 as pb;
+use baton_proto::v1::agent_client::AgentClient;
+use baton_proto::v1::agent_message::Msg as Out;
+use baton_proto::v1::directory_message::Msg as In;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const LEASE_MS: u64 = 1_000;
+
+struct Cluster {
+    nodes: BTreeMap<u64, RunningNode>,
+    addrs: BTreeMap<u64, String>,
+    faults: Faults,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let faults = Faults::default();
+        let addrs: BTreeMap<u64, String> = (1..=3)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut nodes = BTreeMap::new();
+        let mut dirs = Vec::new();
+        for (id, addr) in &addrs {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = NodeConfig::new(*id, addr.parse().unwrap(), dir.path().to_path_buf());
+            c.peers = addrs.clone();
+            c.lease_ms = LEASE_MS;
+            c.grace_ms = 200;
+            nodes.insert(
+                *id,
+                baton_directory::start(c, faults.clone()).await.unwrap(),
+            );
+            dirs.push(dir);
+        }
+        let cluster = Cluster {
+            nodes,
+            addrs,
+            faults,
+            _dirs: dirs,
+        };
+        cluster
+            .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+            .await;
+        cluster
+    }
+
+    /// The leader that every node in `among` agrees on, waited for.
+    async fn wait_leader(&self, among: &[u64], timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leaders: Vec<Option<u64>> = among
+                .iter()
+                .map(|id| self.nodes[id].node.raft.metrics().borrow().current_leader)
+                .collect();
+            if let Some(Some(l)) = leaders.first()
+                && leaders.iter().all(|x| *x == Some(*l))
+                && among.contains(l)
+                && self.nodes[l].node.is_leader()
+            {
+                return *l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader among {among:?}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn write(&self, cmd: baton_core::Command) -> pb::WriteReply {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for n in self.nodes.values() {
+                if n.node.is_leader()
+                    && let Ok(r) = n.node.write(cmd.clone(), false).await
+                {
+                    return r;
+                }
+            }
+            assert!(Instant::now() < deadline, "write {cmd:?} did not succeed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn shutdown(self) {
+        for (_, n) in self.nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// What a scripted agent saw, each with its arrival time.
+#[derive(Default)]
+struct Seen {
+    acks: Vec<(Instant, u64)>,
+    sets: Vec<(Instant, pb::AssignmentSet)>,
+}
+
+/// A scripted agent: opens a session on `addr` for `server`, renews every `every`, and
+/// records what comes back. Returns the time each renewal was sent, keyed by seq.
+struct FakeAgent {
+    sent: std::sync::Arc<std::sync::Mutex<BTreeMap<u64, Instant>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAgent {
+    async fn start(addr: &str, server: &str, every: Duration) -> FakeAgent {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(pb::AgentMessage {
+            msg: Some(Out::Hello(pb::Hello {
+                server: server.into(),
+                kinds: vec![],
+                main: false,
+                min_revision: 0,
+            })),
+        })
+        .await
+        .unwrap();
+        let mut inbound = AgentClient::new(channel)
+            .session(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+        let (sent2, seen2) = (sent.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            let mut seq = 0;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        seq += 1;
+                        sent2.lock().unwrap().insert(seq, Instant::now());
+                        let m = pb::AgentMessage { msg: Some(Out::Renew(pb::Renew { seq })) };
+                        if tx.send(m).await.is_err() { return }
+                    }
+                    m = inbound.message() => match m {
+                        Ok(Some(pb::DirectoryMessage { msg: Some(In::RenewAck(a)) })) => {
+                            seen2.lock().unwrap().acks.push((Instant::now(), a.seq));
+                        }
+                        Ok(Some(pb::DirectoryMessage { msg: Some(In::Assignments(s)) })) => {
+                            seen2.lock().unwrap().sets.push((Instant::now(), s));
+                        }
+                        _ => return,
+                    }
+                }
+            }
+        });
+        FakeAgent { sent, seen, task }
+    }
+
+    /// Send times of the renewals acknowledged after `after`.
+    fn acked_sends_after(&self, after: Instant) -> Vec<Instant> {
+        let sent = self.sent.lock().unwrap();
+        let seen = self.seen.lock().unwrap();
+        seen.acks
+            .iter()
+            .filter(|(at, _)| *at > after)
+            .filter_map(|(_, seq)| sent.get(seq).copied())
+            .collect()
+    }
+
+    async fn wait_acks(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.seen.lock().unwrap().acks.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} acks within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn others(id: u64) -> Vec<u64> {
+    (1..=3).filter(|x| *x != id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_cut_off_from_the_leader_stops_acknowledging_renewals() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let follower = others(leader)[0];
+    let agent = FakeAgent::start(
+        &c.addrs[&follower],
+        "srv-f",
+        Duration::from_millis(LEASE_MS / 3),
+    )
+    .await;
+    agent.wait_acks(3, Duration::from_secs(10)).await;
+
+    // Cut the follower off from both other nodes: it can no longer reach the leader.
+    let cut_at = Instant::now();
+    c.faults.isolate(follower, &others(follower));
+    // Give in-flight renewals (sent before the cut, confirmed before it) time to land,
+    // then watch for a few leases: no renewal sent after the cut may be acknowledged.
+    let watch_until = Instant::now() + Duration::from_millis(4 * LEASE_MS);
+    while Instant::now() < watch_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let late: Vec<Instant> = agent
+        .acked_sends_after(cut_at)
+        .into_iter()
+        .filter(|sent| *sent > cut_at)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} renewal(s) sent after the follower was cut off were acknowledged",
+        late.len()
+    );
+    // The majority, which no longer hears from srv-f, declares it down.
+    let majority = others(follower);
+    let new_leader = c.wait_leader(&majority, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let down = c.nodes[&new_leader].node.read(|s| {
+            s.servers.get("srv-f").map(|x| x.status) == Some(baton_core::ServerStatus::Down)
+        });
+        if down {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "srv-f never declared down by the majority"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.faults.heal();
+    drop(agent);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deposed_leader_on_the_minority_side_acknowledges_nothing() {
+    let c = Cluster::start().await;
+    let old = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    // A role running on the agent's server, to see that the majority moves it only after
+    // lease + grace, and that the agent could not have renewed meanwhile.
+    c.write(baton_core::Command::AddServer {
+        name: "srv-b".into(),
+        main: false,
+        kinds: vec![],
+    })
+    .await;
+    let agent =
+        FakeAgent::start(&c.addrs[&old], "srv-l", Duration::from_millis(LEASE_MS / 3)).await;
+    agent.wait_acks(3, Duration::from_secs(10)).await;
+    c.write(baton_core::Command::CreateRole {
+        name: "r".into(),
+        kind: String::new(),
+        servers: vec!["srv-l".into(), "srv-b".into()],
+        failback: false,
+        failback_delay_ms: 0,
+        database: None,
+    })
+    .await;
+    // The agent sees the role assigned to it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent
+        .seen
+        .lock()
+        .unwrap()
+        .sets
+        .iter()
+        .any(|(_, s)| s.assignments.iter().any(|a| a.role == "r"))
+    {
+        assert!(Instant::now() < deadline, "role r never assigned to srv-l");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let cut_at = Instant::now();
+    c.faults.isolate(old, &others(old));
+    let majority = others(old);
+    let new_leader = c.wait_leader(&majority, Duration::from_secs(10)).await;
+    assert_ne!(new_leader, old);
+    // srv-b registers with the new majority, so the role has somewhere to go.
+    let _b = FakeAgent::start(
+        &c.addrs[&new_leader],
+        "srv-b",
+        Duration::from_millis(LEASE_MS / 3),
+    )
+    .await;
+    // Wait until the majority moved the role.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let moved_at = loop {
+        let on_b = c.nodes[&new_leader]
+            .node
+            .read(|s| s.roles.get("r").and_then(|r| r.active.clone()) == Some("srv-b".into()));
+        if on_b {
+            break Instant::now();
+        }
+        assert!(Instant::now() < deadline, "role r never moved to srv-b");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Safety: every renewal the deposed side acknowledged was sent before the cut, so
+    // the agent's fence (last acked send + lease) falls before the move.
+    let acked = agent.acked_sends_after(cut_at - Duration::from_secs(60));
+    let last_acked_send = acked.into_iter().max().expect("some acks");
+    assert!(
+        last_acked_send <= cut_at,
+        "a renewal sent {:?} after the cut was acknowledged by the deposed leader",
+        last_acked_send - cut_at
+    );
+    assert!(
+        moved_at >= last_acked_send + Duration::from_millis(LEASE_MS),
+        "role moved {:?} after the last acknowledged renewal, inside the lease",
+        moved_at - last_acked_send
+    );
+    c.faults.heal();
+    drop(agent);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_change_alone_moves_no_role() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    // Agents attached to a follower, so that they keep renewing through the change.
+    let f = others(leader)[0];
+    let a = FakeAgent::start(&c.addrs[&f], "srv-a", Duration::from_millis(LEASE_MS / 3)).await;
+    let b = FakeAgent::start(&c.addrs[&f], "srv-b", Duration::from_millis(LEASE_MS / 3)).await;
+    a.wait_acks(2, Duration::from_secs(10)).await;
+    b.wait_acks(2, Duration::from_secs(10)).await;
+    let created = c
+        .write(baton_core::Command::CreateRole {
+            name: "r".into(),
+            kind: String::new(),
+            servers: vec!["srv-a".into(), "srv-b".into()],
+            failback: false,
+            failback_delay_ms: 0,
+            database: None,
+        })
+        .await
+        .revision;
+    let placed = c.nodes[&leader].node.read(|s| {
+        let r = &s.roles["r"];
+        (r.active.clone(), r.epoch)
+    });
+    assert_eq!(placed.0.as_deref(), Some("srv-a"));
+    // Change leadership three times: once by cutting the leader off from both other
+    // nodes (a real election, which the agents' node f may win), then by controlled
+    // transfers to a node that is neither the leader nor f. f itself is never cut off,
+    // so the agents keep renewing through it.
+    let mut current = leader;
+    for round in 0..3 {
+        if round == 0 {
+            c.faults.isolate(current, &others(current));
+            let next = c
+                .wait_leader(&others(current), Duration::from_secs(10))
+                .await;
+            c.faults.heal();
+            current = next;
+        } else {
+            let target = others(current).into_iter().find(|x| *x != f).unwrap();
+            let n = &c.nodes[&current].node;
+            n.manager.transfer_leader(n, target).await.unwrap();
+            current = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+            assert_eq!(current, target);
+        }
+        // A new leader has every committed entry but may still be applying them.
+        c.nodes[&current]
+            .node
+            .wait_applied(created, Duration::from_secs(5))
+            .await
+            .unwrap();
+        // Observe for longer than lease + grace: the role must stay put.
+        let until = Instant::now() + Duration::from_millis(LEASE_MS * 2);
+        while Instant::now() < until {
+            let now = c.nodes[&current].node.read(|s| {
+                let r = &s.roles["r"];
+                (r.active.clone(), r.epoch)
+            });
+            assert_eq!(now, placed, "a leader change moved role r");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    drop((a, b));
+    c.shutdown().await;
+}
+
+/// Stock gRPC tools work (health checking, reflection), and malformed or oversized
+/// requests are refused with a precise status before anything reaches the log
+/// (invariant 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_reflection_and_malformed_requests() {
+    use baton_proto::v1::directory_client::DirectoryClient;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[&leader]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let health = HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "baton.v1.Directory".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    })
+    .await
+    .unwrap();
+    let mut replies = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        replies.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("reflection did not list services");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for s in ["baton.v1.Directory", "baton.v1.Agent", "baton.v1.Watch"] {
+        assert!(names.iter().any(|n| n == s), "{s} missing from {names:?}");
+    }
+
+    let mut dir = DirectoryClient::new(channel);
+    let before = c.nodes[&leader].node.revision();
+    let empty = dir.apply(pb::Command { command: None }).await.unwrap_err();
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    assert_eq!(empty.message(), "the request carries no command");
+
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let too_big = dir
+        .apply(pb::Command {
+            command: Some(pb::command::Command::AddServer(pb::AddServer {
+                name: huge,
+                main: false,
+                kinds: vec![],
+            })),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_big.code(), tonic::Code::OutOfRange, "{too_big:?}");
+    assert!(
+        too_big.message().contains("message length too large"),
+        "{}",
+        too_big.message()
+    );
+
+    let long = dir
+        .apply(pb::Command {
+            command: Some(pb::command::Command::AddServer(pb::AddServer {
+                name: "y".repeat(65),
+                main: false,
+                kinds: vec![],
+            })),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(long.code(), tonic::Code::InvalidArgument);
+    assert!(long.message().contains("limit is 64"), "{}", long.message());
+    // Malformed input never reached the log: nothing changed, not even the revision.
+    assert!(c.nodes[&leader].node.read(|s| s.servers.is_empty()));
+    assert_eq!(c.nodes[&leader].node.revision(), before);
+    c.shutdown().await;
+}
