@@ -1,0 +1,200 @@
+//! `events --follow` against FAKE directory nodes (a tiny tonic Directory + Watch server
+//! in this file): history first, then the watch stream, resuming after a broken stream
+//! without printing anything twice, and polling when a node has no Watch service.
+
+use crate::follow::follow_with;
+use baton_client::{Client, ClientConfig, v1};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_stream::Stream;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+use v1::directory_server::{Directory, DirectoryServer};
+use v1::watch_server::{Watch, WatchServer};
+
+/// Shared script and records of a fake node.
+#[derive(Clone, Default)]
+struct Fake {
+    /// What `Events` returns.
+    history: Arc<Mutex<Vec<v1::Event>>>,
+    /// One batch per Watch call; each stream ends after its batch (a broken stream).
+    /// Once exhausted, streams stay open and silent.
+    batches: Arc<Mutex<VecDeque<Vec<v1::Event>>>>,
+    /// `after_revision` of every Watch call, to check resumption.
+    watch_calls: Arc<Mutex<Vec<u64>>>,
+}
+
+fn no<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("not in the fake"))
+}
+
+#[tonic::async_trait]
+impl Directory for Fake {
+    async fn apply(&self, _: Request<v1::Command>) -> Result<Response<v1::WriteReply>, Status> {
+        no()
+    }
+    async fn get_role(&self, _: Request<v1::GetRoleRequest>) -> Result<Response<v1::Role>, Status> {
+        no()
+    }
+    async fn list_roles(
+        &self,
+        _: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::RoleList>, Status> {
+        no()
+    }
+    async fn candidates(
+        &self,
+        _: Request<v1::GetRoleRequest>,
+    ) -> Result<Response<v1::CandidatesReply>, Status> {
+        no()
+    }
+    async fn list_servers(
+        &self,
+        _: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ServerList>, Status> {
+        no()
+    }
+    async fn events(
+        &self,
+        _: Request<v1::EventsRequest>,
+    ) -> Result<Response<v1::EventList>, Status> {
+        let events = self.history.lock().unwrap().clone();
+        Ok(Response::new(v1::EventList { events }))
+    }
+    async fn cluster_status(
+        &self,
+        _: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatusReply>, Status> {
+        no()
+    }
+    async fn add_node(
+        &self,
+        _: Request<v1::AddNodeRequest>,
+    ) -> Result<Response<v1::MembershipReply>, Status> {
+        no()
+    }
+    async fn remove_node(
+        &self,
+        _: Request<v1::RemoveNodeRequest>,
+    ) -> Result<Response<v1::MembershipReply>, Status> {
+        no()
+    }
+    async fn transfer_leader(
+        &self,
+        _: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::MembershipReply>, Status> {
+        no()
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for Fake {
+    type EventsStream = EventStream;
+    async fn events(&self, r: Request<v1::WatchRequest>) -> Result<Response<EventStream>, Status> {
+        self.watch_calls
+            .lock()
+            .unwrap()
+            .push(r.into_inner().after_revision);
+        let stream: EventStream = match self.batches.lock().unwrap().pop_front() {
+            Some(batch) => Box::pin(tokio_stream::iter(batch.into_iter().map(Ok))),
+            None => Box::pin(tokio_stream::pending()),
+        };
+        Ok(Response::new(stream))
+    }
+}
+
+async fn serve(fake: Fake, with_watch: bool) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let mut router = Server::builder().add_service(DirectoryServer::new(fake.clone()));
+    if with_watch {
+        router = router.add_service(WatchServer::new(fake));
+    }
+    tokio::spawn(router.serve_with_incoming(TcpIncoming::from(l)));
+    addr
+}
+
+fn ev(revision: u64, role: &str) -> v1::Event {
+    v1::Event {
+        revision,
+        role: role.to_string(),
+        cause: "operator".to_string(),
+        ..Default::default()
+    }
+}
+
+fn client(addr: String) -> Client {
+    Client::with_config(
+        vec![addr],
+        ClientConfig {
+            retry_budget: Duration::from_secs(2),
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Collects events until `last` is seen, then stops the loop with an error.
+async fn collect_until(client: &Client, last: u64) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        follow_with(client, None, false, |e| {
+            seen.push((e.revision, e.role.clone()));
+            if e.revision >= last {
+                anyhow::bail!("done");
+            }
+            Ok(())
+        }),
+    )
+    .await
+    .expect("follow did not finish");
+    assert_eq!(result.unwrap_err().to_string(), "done");
+    seen
+}
+
+#[tokio::test]
+async fn follow_resumes_after_a_broken_stream_without_duplicates() {
+    let fake = Fake::default();
+    *fake.history.lock().unwrap() = vec![ev(1, "a")];
+    fake.batches.lock().unwrap().extend([
+        // First stream repeats the history, brings 2 and half of revision 3, then breaks.
+        vec![ev(1, "a"), ev(2, "a"), ev(3, "a")],
+        // The resumed stream repeats revision 3 and goes on.
+        vec![ev(3, "a"), ev(3, "b"), ev(4, "a")],
+    ]);
+    let addr = serve(fake.clone(), true).await;
+    let seen = collect_until(&client(addr), 4).await;
+    assert_eq!(
+        seen,
+        [
+            (1, "a".into()),
+            (2, "a".into()),
+            (3, "a".into()),
+            (3, "b".into()),
+            (4, "a".into())
+        ]
+    );
+    assert_eq!(*fake.watch_calls.lock().unwrap(), [0, 2]);
+}
+
+#[tokio::test]
+async fn follow_polls_when_the_node_has_no_watch_service() {
+    let fake = Fake::default();
+    *fake.history.lock().unwrap() = vec![ev(1, "a")];
+    let addr = serve(fake.clone(), false).await;
+    let history = fake.history.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        history.lock().unwrap().extend([ev(2, "a"), ev(3, "b")]);
+    });
+    let seen = collect_until(&client(addr), 3).await;
+    assert_eq!(seen, [(1, "a".into()), (2, "a".into()), (3, "b".into())]);
+}
