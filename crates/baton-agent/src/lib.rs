@@ -1,0 +1,887 @@
+//! # baton-agent: run a server's roles, and never one it may no longer hold
+//!
+//! One agent runs on every server. It holds one session with any directory node and
+//! runs, as child processes, exactly the roles in the latest assignment set it received,
+//! *while its lease is valid*.
+//!
+//! ## Lease and self-fencing (invariant 1)
+//!
+//! The agent renews every `lease/4`, stamping each renewal with its send time on
+//! CLOCK_BOOTTIME. A renewal acknowledged by the directory proves that the leader saw it
+//! and confirmed its leadership afterwards (see `baton-directory`'s manager). The agent
+//! must have stopped every role by
+//!
+//! ```text
+//!     t_send(last acknowledged renewal) + lease * (1 - rho)
+//! ```
+//!
+//! so it *starts* stopping at that instant minus `stop_bound`, and `stop_bound` covers the
+//! SIGTERM grace plus the SIGKILL. Derivation: clock rates are within `[1-rho, 1+rho]` of
+//! real time. If the agent's clock runs slow, `lease*(1-rho)` on it is at most `lease` of
+//! real time since `t_send`. The leader declares the server down only `lease + grace`
+//! after it *received* that renewal (no earlier than `t_send`) on its own clock; if that
+//! clock runs fast, that is still at least `(lease+grace)/(1+rho) >= lease` of real time
+//! when `grace >= rho*lease` (which the directory enforces). So the old holder has
+//! stopped before the directory can hand the role to anyone else. Reachability plays no
+//! part: the agent fences itself whether or not it can talk to the directory.
+//!
+//! After a fence the agent runs roles again only once a new renewal is acknowledged. The
+//! directory sends any assignment change committed before that acknowledgement ahead of
+//! it on the same stream, so the agent never restarts a role that moved away meanwhile.
+//!
+//! ## Role health
+//!
+//! A role process that exits on its own is restarted with exponential backoff. After
+//! `crash_limit` exits within `crash_window`, the agent stops trying that epoch and reports
+//! the role failed; the directory quarantines (role, server) and moves the role on.
+
+pub mod clock;
+pub mod process;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_proto::v1 as pb;
+use baton_proto::v1::agent_client::AgentClient;
+use baton_proto::v1::agent_message::Msg as Out;
+use baton_proto::v1::directory_message::Msg as In;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::clock::boot_ms;
+use crate::process::{FenceWriter, RoleEnv, signal_group, spawn_role};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("bad agent configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Client(#[from] baton_client::ClientError),
+}
+
+/// An agent's configuration. Defaults in [`AgentConfig::new`].
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// This server's name, as roles list it.
+    pub server: String,
+    /// Directory node addresses; the session goes to any of them.
+    pub directory: Vec<String>,
+    /// kind -> shell command. The kinds are advertised: only roles of these kinds are
+    /// placed here.
+    pub runs: BTreeMap<String, String>,
+    /// This server also hosts a directory node.
+    pub main: bool,
+    /// The lease assumed until the directory states its own in the first ack.
+    pub lease_ms: u64,
+    /// Bound on clock-rate error, parts per million (must match the directory's).
+    pub rho_ppm: u64,
+    /// SIGTERM-to-SIGKILL grace for a graceful handover (drain, failback, move).
+    pub handover_grace: Duration,
+    /// Crashes within `crash_window` after which the role is reported failed here.
+    pub crash_limit: u32,
+    pub crash_window: Duration,
+    /// Restart backoff after a crash: from `restart_backoff_min`, doubling, capped.
+    pub restart_backoff_min: Duration,
+    pub restart_backoff_max: Duration,
+    /// The `baton` executable, which provides the `role-exec` wrapper.
+    pub exe: PathBuf,
+}
+
+impl AgentConfig {
+    pub fn new(server: String, directory: Vec<String>, runs: BTreeMap<String, String>) -> Self {
+        AgentConfig {
+            server,
+            directory,
+            runs,
+            main: false,
+            lease_ms: 3_000,
+            rho_ppm: 10_000,
+            handover_grace: Duration::from_secs(5),
+            crash_limit: 3,
+            crash_window: Duration::from_secs(30),
+            restart_backoff_min: Duration::from_millis(200),
+            restart_backoff_max: Duration::from_secs(5),
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("baton")),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), AgentError> {
+        baton_core::names::check_name("server", &self.server)
+            .map_err(|r| AgentError::Config(r.message))?;
+        if self.directory.is_empty() {
+            return Err(AgentError::Config("no directory address given".into()));
+        }
+        if self.runs.is_empty() {
+            return Err(AgentError::Config(
+                "no role kinds given: pass --run KIND=COMMAND at least once".into(),
+            ));
+        }
+        for (kind, cmd) in &self.runs {
+            baton_core::names::check_name("kind", kind)
+                .map_err(|r| AgentError::Config(r.message))?;
+            if cmd.trim().is_empty() {
+                return Err(AgentError::Config(format!(
+                    "kind {kind:?} has an empty command"
+                )));
+            }
+        }
+        if self.crash_limit == 0 {
+            return Err(AgentError::Config("crash limit must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The fencing arithmetic, kept apart so it can be tested on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub lease_ms: u64,
+    pub rho_ppm: u64,
+}
+
+impl Fence {
+    /// Time reserved to stop every role: the SIGTERM grace plus the SIGKILL and reaping.
+    /// A quarter of the lease, at most 500 ms: longer would only shorten the time the
+    /// agent can ride out a leader election without stopping its roles.
+    pub fn stop_bound_ms(&self) -> u64 {
+        (self.lease_ms / 4).min(500)
+    }
+
+    /// How often to renew: four times per lease, so the last acknowledged renewal is
+    /// never more than a quarter of a lease old when the directory goes quiet.
+    pub fn renew_every_ms(&self) -> u64 {
+        self.lease_ms / 4
+    }
+
+    /// The SIGTERM grace used when fencing (and by the wrapper when the agent dies).
+    pub fn fence_grace_ms(&self) -> u64 {
+        self.stop_bound_ms() * 4 / 5
+    }
+
+    /// When to start stopping every role, given the send time of the last acknowledged
+    /// renewal (CLOCK_BOOTTIME ms).
+    pub fn stop_at_ms(&self, t_send_ms: u64) -> u64 {
+        let usable = self.lease_ms - self.lease_ms * self.rho_ppm / 1_000_000;
+        (t_send_ms + usable).saturating_sub(self.stop_bound_ms())
+    }
+}
+
+/// One role process this agent is responsible for.
+struct RoleProc {
+    epoch: u64,
+    /// The wrapper's pid (= process group id) while a process exists.
+    pgid: Option<u32>,
+    phase: Phase,
+    /// Exit times of recent crashes (boot ms), for the crash limit.
+    crashes: VecDeque<u64>,
+    /// Tells the process's wrapper each new fence time (its dead-man switch).
+    fence: Option<FenceWriter>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Running,
+    /// Told to stop; SIGKILL to the group at `kill_at` (boot ms).
+    Stopping {
+        kill_at: u64,
+    },
+    /// Crashed; restart at `restart_at` (boot ms).
+    Backoff {
+        restart_at: u64,
+    },
+    /// Crashed too often; reported; not restarted for this epoch.
+    Failed,
+}
+
+/// Events from per-process waiter tasks.
+struct Exit {
+    role: String,
+    pgid: u32,
+    status: String,
+    /// The wrapper stopped the role because the fence time passed.
+    fenced: bool,
+}
+
+/// A live session: where to send, what arrives.
+struct Session {
+    node: String,
+    tx: mpsc::Sender<pb::AgentMessage>,
+    rx: tonic::Streaming<pb::DirectoryMessage>,
+}
+
+/// Run the agent until `shutdown` resolves; then stop every role gracefully.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    config.validate()?;
+    let client = baton_client::Client::new(config.directory.clone())?;
+    let mut agent = Agent::new(config);
+    tokio::pin!(shutdown);
+    let (exit_tx, mut exit_rx) = mpsc::channel::<Exit>(256);
+    let (conn_tx, mut conn_rx) = mpsc::channel::<Result<Session, String>>(1);
+    let mut session: Option<Session> = None;
+    // The node of a session abandoned for want of acknowledgements: the next session goes
+    // elsewhere when another node answers.
+    let mut avoid: Option<String> = None;
+    let mut connecting = false;
+    let mut reconnect_at = 0u64;
+    let mut renew = tokio::time::interval(Duration::from_millis(agent.fence.renew_every_ms()));
+    let mut check = tokio::time::interval(Duration::from_millis(20));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    loop {
+        if session.is_none() && !connecting && boot_ms() >= reconnect_at {
+            connecting = true;
+            let hello = agent.hello();
+            let client = client.clone();
+            let tx = conn_tx.clone();
+            let avoid = avoid.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(connect(&client, hello, avoid).await).await;
+            });
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            c = conn_rx.recv() => {
+                connecting = false;
+                match c {
+                    Some(Ok(s)) => {
+                        tracing::info!(node = %s.node, "session open");
+                        agent.on_session_open();
+                        session = Some(s);
+                        renew.reset_immediately();
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!("no session: {e}");
+                        reconnect_at = boot_ms() + 200;
+                    }
+                    None => {}
+                }
+            }
+            msg = async {
+                match session.as_mut() {
+                    Some(s) => s.rx.message().await,
+                    None => std::future::pending().await,
+                }
+            } => match msg {
+                Ok(Some(m)) => agent.on_message(m),
+                Ok(None) | Err(_) => {
+                    let why = match msg { Err(e) => e.message().to_string(), _ => "closed".into() };
+                    tracing::warn!("session lost ({why}); reconnecting");
+                    session = None;
+                    reconnect_at = boot_ms() + 100;
+                }
+            },
+            _ = renew.tick() => {
+                if let Some(s) = &session {
+                    let seq = agent.next_renewal();
+                    let m = pb::AgentMessage { msg: Some(Out::Renew(pb::Renew { seq })) };
+                    if s.tx.try_send(m).is_err() {
+                        tracing::debug!("renewal not sent: session queue full or closed");
+                    }
+                }
+            }
+            e = exit_rx.recv() => if let Some(e) = e { agent.on_exit(e) },
+            _ = check.tick() => {
+                // A session whose node stopped answering (frozen, cut off from the
+                // leader) is abandoned well before the lease runs out, so the agent can
+                // renew through another node.
+                if session.is_some() && agent.ack_overdue() {
+                    tracing::warn!("no renewal acknowledged for half a lease; trying another node");
+                    // Not back to the same node (it may be cut off from the leader).
+                    avoid = session.take().map(|s| s.node);
+                    reconnect_at = boot_ms();
+                }
+                // While renewals go unanswered (an election, a node that lost the leader),
+                // renew every RETRY_MS rather than every quarter lease, so the first
+                // renewal the new leader can confirm is sent right away.
+                if let Some(s) = &session
+                    && agent.renewal_unanswered()
+                {
+                    let seq = agent.next_renewal();
+                    let m = pb::AgentMessage { msg: Some(Out::Renew(pb::Renew { seq })) };
+                    let _ = s.tx.try_send(m);
+                }
+            }
+        }
+        // The directory states its lease with every set and ack: renew on its schedule.
+        let period = Duration::from_millis(agent.fence.renew_every_ms());
+        if renew.period() != period {
+            renew = tokio::time::interval(period);
+        }
+        agent.reconcile(&exit_tx);
+        if let Some(s) = &session {
+            for m in agent.outbox.drain(..) {
+                let _ = s.tx.try_send(m);
+            }
+        } else {
+            agent.outbox.clear();
+        }
+    }
+    // Graceful shutdown: stop every role, wait (bounded) for them to exit.
+    tracing::info!("agent stopping: stopping every role");
+    agent.desired.clear();
+    agent.releasing.clear();
+    agent.reconcile(&exit_tx);
+    let deadline = boot_ms() + agent.config.handover_grace.as_millis() as u64 + 1_000;
+    while agent.roles.values().any(|p| p.pgid.is_some()) && boot_ms() < deadline {
+        tokio::select! {
+            e = exit_rx.recv() => if let Some(e) = e { agent.on_exit(e) },
+            _ = check.tick() => {}
+        }
+        agent.reconcile(&exit_tx);
+    }
+    // Every role has stopped: tell the directory, so the roles move now rather than after
+    // lease + grace. Best effort, bounded: if it does not arrive, the lease does the job.
+    if let Some(mut s) = session
+        && agent.roles.values().all(|p| p.pgid.is_none())
+    {
+        let leaving = pb::AgentMessage {
+            msg: Some(Out::Leaving(pb::Leaving {})),
+        };
+        if s.tx.send(leaving).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Ok(Some(_)) = s.rx.message().await {}
+            })
+            .await;
+            tracing::info!("told the directory this server is leaving");
+        }
+    }
+    Ok(())
+}
+
+async fn connect(
+    client: &baton_client::Client,
+    hello: pb::Hello,
+    avoid: Option<String>,
+) -> Result<Session, String> {
+    let mut picked = client.channel_to_any().await.map_err(|e| e.to_string())?;
+    // channel_to_any starts at a random node: a few more draws find another one when
+    // there is one; if only the avoided node answers, use it.
+    for _ in 0..4 {
+        if avoid.as_deref() != Some(picked.0.as_str()) || client.addresses().len() < 2 {
+            break;
+        }
+        match client.channel_to_any().await {
+            Ok(p) => picked = p,
+            Err(_) => break,
+        }
+    }
+    let (node, channel) = picked;
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(pb::AgentMessage {
+        msg: Some(Out::Hello(hello)),
+    })
+    .await
+    .map_err(|_| "session queue closed".to_string())?;
+    let mut c = AgentClient::new(channel);
+    let reply = tokio::time::timeout(Duration::from_secs(5), c.session(ReceiverStream::new(rx)))
+        .await
+        .map_err(|_| format!("node {node} did not open a session within 5 s"))?
+        .map_err(|s| format!("node {node}: {}", s.message()))?;
+    Ok(Session {
+        node,
+        tx,
+        rx: reply.into_inner(),
+    })
+}
+
+/// The agent's state machine: everything but the I/O loop.
+struct Agent {
+    config: AgentConfig,
+    fence: Fence,
+    /// Highest directory revision seen: sent in Hello so no node serves an older view.
+    revision: u64,
+    /// role -> assignment, from the latest set.
+    desired: BTreeMap<String, pb::Assignment>,
+    /// role -> epoch the directory asked us to release.
+    releasing: BTreeMap<String, u64>,
+    /// (role, epoch) releases acknowledged on this session.
+    released_sent: BTreeSet<(String, u64)>,
+    roles: BTreeMap<String, RoleProc>,
+    /// Renewal seq -> send time (boot ms), for the ones not acknowledged yet.
+    sent: BTreeMap<u64, u64>,
+    next_seq: u64,
+    /// When to start stopping every role; 0 = no valid lease.
+    stop_at: u64,
+    /// When the current session opened or last acknowledged a renewal (boot ms).
+    last_ack_or_open: u64,
+    /// Messages for the directory, sent after each step.
+    outbox: Vec<pb::AgentMessage>,
+}
+
+/// How often to renew while renewals go unanswered.
+const RENEW_RETRY_MS: u64 = 100;
+
+/// Renewals remembered while unacknowledged; older ones cannot extend the lease further
+/// than newer ones, so dropping them is harmless.
+const RENEWALS_TRACKED_MAX: usize = 64;
+
+impl Agent {
+    fn new(config: AgentConfig) -> Self {
+        let fence = Fence {
+            lease_ms: config.lease_ms,
+            rho_ppm: config.rho_ppm,
+        };
+        Agent {
+            config,
+            fence,
+            revision: 0,
+            desired: BTreeMap::new(),
+            releasing: BTreeMap::new(),
+            released_sent: BTreeSet::new(),
+            roles: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            next_seq: 1,
+            stop_at: 0,
+            last_ack_or_open: 0,
+            outbox: Vec::new(),
+        }
+    }
+
+    fn hello(&self) -> pb::Hello {
+        pb::Hello {
+            server: self.config.server.clone(),
+            kinds: self.config.runs.keys().cloned().collect(),
+            main: self.config.main,
+            min_revision: self.revision,
+        }
+    }
+
+    fn next_renewal(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.sent.insert(seq, boot_ms());
+        while self.sent.len() > RENEWALS_TRACKED_MAX {
+            self.sent.pop_first();
+        }
+        seq
+    }
+
+    /// A new session: acknowledge pending releases and report failed roles again (what
+    /// was sent on the old session may have been lost with it).
+    fn on_session_open(&mut self) {
+        self.released_sent.clear();
+        self.last_ack_or_open = boot_ms();
+        for (role, p) in &self.roles {
+            if matches!(p.phase, Phase::Failed) {
+                self.outbox.push(pb::AgentMessage {
+                    msg: Some(Out::RoleFailed(pb::RoleFailed {
+                        role: role.clone(),
+                        epoch: p.epoch,
+                        reason: format!("crashed too often on {}", self.config.server),
+                    })),
+                });
+            }
+        }
+    }
+
+    /// The newest renewal is unacknowledged and was sent at least `RENEW_RETRY_MS` ago.
+    fn renewal_unanswered(&self) -> bool {
+        self.sent
+            .last_key_value()
+            .is_some_and(|(_, sent)| boot_ms().saturating_sub(*sent) >= RENEW_RETRY_MS)
+    }
+
+    fn ack_overdue(&self) -> bool {
+        boot_ms().saturating_sub(self.last_ack_or_open) > self.fence.lease_ms / 2
+    }
+
+    fn lease_valid(&self) -> bool {
+        boot_ms() < self.stop_at
+    }
+
+    fn on_message(&mut self, m: pb::DirectoryMessage) {
+        match m.msg {
+            Some(In::Assignments(set)) => {
+                if set.revision < self.revision {
+                    // Invariant 5: never step back to an older view.
+                    tracing::warn!(
+                        got = set.revision,
+                        seen = self.revision,
+                        "ignoring an older assignment set"
+                    );
+                    return;
+                }
+                self.revision = set.revision;
+                if set.lease_ms >= 500 {
+                    self.fence.lease_ms = set.lease_ms;
+                }
+                self.desired = set
+                    .assignments
+                    .into_iter()
+                    .map(|a| (a.role.clone(), a))
+                    .collect();
+                self.releasing = set
+                    .releasing
+                    .into_iter()
+                    .map(|a| (a.role, a.epoch))
+                    .collect();
+            }
+            Some(In::RenewAck(ack)) => {
+                if ack.lease_ms >= 500 && ack.lease_ms != self.fence.lease_ms {
+                    self.fence.lease_ms = ack.lease_ms;
+                }
+                self.last_ack_or_open = boot_ms();
+                if let Some(t_send) = self.sent.get(&ack.seq).copied() {
+                    let before = self.stop_at;
+                    self.stop_at = self.stop_at.max(self.fence.stop_at_ms(t_send));
+                    self.sent.retain(|s, _| *s > ack.seq);
+                    if self.stop_at > before {
+                        for p in self.roles.values() {
+                            if let Some(f) = &p.fence {
+                                f.extend(self.stop_at);
+                            }
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn on_exit(&mut self, e: Exit) {
+        let now = boot_ms();
+        let Some(p) = self.roles.get_mut(&e.role) else {
+            return;
+        };
+        if p.pgid != Some(e.pgid) {
+            return; // an older process of this role
+        }
+        p.pgid = None;
+        // A process that ended because the lease ran out was fenced, not crashed: it
+        // must not count toward the crash limit (that would quarantine a healthy role).
+        let fenced = e.fenced || now >= self.stop_at;
+        if fenced && matches!(p.phase, Phase::Running) {
+            tracing::warn!(role = %e.role, epoch = p.epoch, "role fenced: lease ran out ({})", e.status);
+            self.roles.remove(&e.role);
+            return;
+        }
+        match p.phase {
+            Phase::Stopping { .. } => {
+                tracing::info!(role = %e.role, epoch = p.epoch, "role stopped ({})", e.status);
+                self.roles.remove(&e.role);
+            }
+            Phase::Running => {
+                p.crashes.push_back(now);
+                let window = self.config.crash_window.as_millis() as u64;
+                while p
+                    .crashes
+                    .front()
+                    .is_some_and(|t| now.saturating_sub(*t) > window)
+                {
+                    p.crashes.pop_front();
+                }
+                let n = p.crashes.len() as u32;
+                if n >= self.config.crash_limit {
+                    tracing::warn!(role = %e.role, epoch = p.epoch, "role failed {n} times; reporting");
+                    p.phase = Phase::Failed;
+                    self.outbox.push(pb::AgentMessage {
+                        msg: Some(Out::RoleFailed(pb::RoleFailed {
+                            role: e.role.clone(),
+                            epoch: p.epoch,
+                            reason: format!(
+                                "exited {n} times within {:?} on {} (last: {})",
+                                self.config.crash_window, self.config.server, e.status
+                            ),
+                        })),
+                    });
+                } else {
+                    let backoff = self
+                        .config
+                        .restart_backoff_min
+                        .saturating_mul(1 << (n - 1).min(16))
+                        .min(self.config.restart_backoff_max);
+                    tracing::warn!(role = %e.role, "role exited ({}); restarting in {backoff:?}", e.status);
+                    p.phase = Phase::Backoff {
+                        restart_at: now + backoff.as_millis() as u64,
+                    };
+                }
+            }
+            Phase::Backoff { .. } | Phase::Failed => {}
+        }
+    }
+
+    /// Bring the processes in line with (lease, desired set). Called after every event.
+    fn reconcile(&mut self, exits: &mpsc::Sender<Exit>) {
+        let now = boot_ms();
+        let valid = self.lease_valid();
+        let fence_grace = self.fence.fence_grace_ms();
+        // 1. Stop what must not run.
+        let mut forget = Vec::new();
+        for (role, p) in self.roles.iter_mut() {
+            let wanted = valid && self.desired.get(role).is_some_and(|a| a.epoch == p.epoch);
+            match p.phase {
+                Phase::Running if !wanted => {
+                    let grace = if valid {
+                        self.config.handover_grace.as_millis() as u64
+                    } else {
+                        fence_grace
+                    };
+                    if !valid {
+                        tracing::warn!(role, epoch = p.epoch, "lease ran out: fencing");
+                    }
+                    if let Some(pgid) = p.pgid {
+                        signal_group(pgid, libc::SIGTERM);
+                    }
+                    p.phase = Phase::Stopping {
+                        kill_at: now + grace,
+                    };
+                }
+                Phase::Stopping { ref mut kill_at } => {
+                    if !valid {
+                        *kill_at = (*kill_at).min(now + fence_grace);
+                    }
+                    if now >= *kill_at
+                        && let Some(pgid) = p.pgid
+                    {
+                        signal_group(pgid, libc::SIGKILL);
+                    }
+                }
+                Phase::Backoff { .. } | Phase::Failed if !wanted => forget.push(role.clone()),
+                _ => {}
+            }
+        }
+        for r in forget {
+            self.roles.remove(&r);
+        }
+        // 2. Acknowledge releases of roles that no longer run here.
+        for (role, epoch) in &self.releasing {
+            let running = self.roles.get(role).is_some_and(|p| p.pgid.is_some());
+            if !running && self.released_sent.insert((role.clone(), *epoch)) {
+                self.outbox.push(pb::AgentMessage {
+                    msg: Some(Out::Released(pb::Released {
+                        role: role.clone(),
+                        epoch: *epoch,
+                    })),
+                });
+            }
+        }
+        if !valid {
+            return;
+        }
+        // 3. Start (or restart after backoff) what must run.
+        let to_start: Vec<pb::Assignment> = self
+            .desired
+            .values()
+            .filter(|a| match self.roles.get(&a.role) {
+                None => true,
+                Some(p) => matches!(p.phase, Phase::Backoff { restart_at } if restart_at <= now && p.epoch == a.epoch),
+            })
+            .cloned()
+            .collect();
+        for a in to_start {
+            self.start(a, exits);
+        }
+    }
+
+    fn start(&mut self, a: pb::Assignment, exits: &mpsc::Sender<Exit>) {
+        let Some(command) = self.config.runs.get(&a.kind).cloned() else {
+            // Placement only sends kinds we advertise; a mismatch means the config
+            // changed under a running session. Report, do not run.
+            self.roles.insert(
+                a.role.clone(),
+                RoleProc {
+                    epoch: a.epoch,
+                    pgid: None,
+                    phase: Phase::Failed,
+                    crashes: VecDeque::new(),
+                    fence: None,
+                },
+            );
+            self.outbox.push(pb::AgentMessage {
+                msg: Some(Out::RoleFailed(pb::RoleFailed {
+                    role: a.role,
+                    epoch: a.epoch,
+                    reason: format!(
+                        "server {} has no command for kind {}",
+                        self.config.server, a.kind
+                    ),
+                })),
+            });
+            return;
+        };
+        let env = RoleEnv {
+            role: a.role.clone(),
+            epoch: a.epoch,
+            server: self.config.server.clone(),
+            database: a.database.clone(),
+        };
+        let grace = Duration::from_millis(self.fence.fence_grace_ms());
+        let crashes = self
+            .roles
+            .remove(&a.role)
+            .map(|p| p.crashes)
+            .unwrap_or_default();
+        match spawn_role(&self.config.exe, &command, &env, grace, self.stop_at) {
+            Ok((mut child, fence)) => {
+                let pgid = child.id().unwrap_or(0);
+                tracing::info!(role = %a.role, epoch = a.epoch, pid = pgid, "role started");
+                self.roles.insert(
+                    a.role.clone(),
+                    RoleProc {
+                        epoch: a.epoch,
+                        pgid: Some(pgid),
+                        phase: Phase::Running,
+                        crashes,
+                        fence: Some(fence),
+                    },
+                );
+                let exits = exits.clone();
+                let role = a.role;
+                tokio::spawn(async move {
+                    let (status, fenced) = match child.wait().await {
+                        Ok(s) => (s.to_string(), s.code() == Some(process::FENCED_EXIT)),
+                        Err(e) => (format!("wait failed: {e}"), false),
+                    };
+                    let _ = exits
+                        .send(Exit {
+                            role,
+                            pgid,
+                            status,
+                            fenced,
+                        })
+                        .await;
+                });
+            }
+            Err(e) => {
+                tracing::error!(role = %a.role, "cannot start role: {e}");
+                let mut crashes = crashes;
+                crashes.push_back(boot_ms());
+                self.roles.insert(
+                    a.role.clone(),
+                    RoleProc {
+                        epoch: a.epoch,
+                        pgid: None,
+                        phase: Phase::Backoff {
+                            restart_at: boot_ms()
+                                + self.config.restart_backoff_max.as_millis() as u64,
+                        },
+                        crashes,
+                        fence: None,
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> Agent {
+        let mut runs = BTreeMap::new();
+        runs.insert("k".to_string(), "true".to_string());
+        Agent::new(AgentConfig::new(
+            "srv-a".into(),
+            vec!["127.0.0.1:1".into()],
+            runs,
+        ))
+    }
+
+    fn set(revision: u64, roles: &[(&str, u64)]) -> pb::DirectoryMessage {
+        pb::DirectoryMessage {
+            msg: Some(In::Assignments(pb::AssignmentSet {
+                revision,
+                assignments: roles
+                    .iter()
+                    .map(|(r, e)| pb::Assignment {
+                        role: r.to_string(),
+                        epoch: *e,
+                        kind: "k".into(),
+                        database: None,
+                    })
+                    .collect(),
+                releasing: vec![],
+                lease_ms: 0,
+            })),
+        }
+    }
+
+    fn ack(seq: u64, lease_ms: u64) -> pb::DirectoryMessage {
+        pb::DirectoryMessage {
+            msg: Some(In::RenewAck(pb::RenewAck { seq, lease_ms })),
+        }
+    }
+
+    #[test]
+    fn an_older_assignment_set_is_ignored() {
+        // Invariant 5: after seeing revision 10, a set from revision 7 (a lagging node)
+        // must not bring back a role that moved away.
+        let mut a = agent();
+        a.on_message(set(10, &[]));
+        a.on_message(set(7, &[("r1", 3)]));
+        assert!(a.desired.is_empty());
+        assert_eq!(a.hello().min_revision, 10);
+        a.on_message(set(12, &[("r1", 5)]));
+        assert_eq!(a.desired["r1"].epoch, 5);
+    }
+
+    #[test]
+    fn the_lease_counts_from_the_send_time_of_the_acknowledged_renewal() {
+        let mut a = agent();
+        assert!(!a.lease_valid(), "no lease before the first ack");
+        let seq = a.next_renewal();
+        let sent = a.sent[&seq];
+        a.on_message(ack(seq, 3_000));
+        assert_eq!(a.stop_at, a.fence.stop_at_ms(sent));
+        assert!(a.lease_valid());
+        // An ack for an unknown or already superseded renewal extends nothing.
+        let before = a.stop_at;
+        a.on_message(ack(seq, 3_000));
+        a.on_message(ack(999, 3_000));
+        assert_eq!(a.stop_at, before);
+    }
+
+    #[test]
+    fn a_directory_lease_shorter_than_assumed_shortens_the_fence() {
+        let mut a = agent();
+        let seq = a.next_renewal();
+        let sent = a.sent[&seq];
+        a.on_message(ack(seq, 1_000));
+        assert_eq!(a.fence.lease_ms, 1_000);
+        assert_eq!(
+            a.stop_at,
+            Fence {
+                lease_ms: 1_000,
+                rho_ppm: 10_000
+            }
+            .stop_at_ms(sent)
+        );
+    }
+
+    #[test]
+    fn fence_stops_before_the_lease_even_with_a_slow_clock() {
+        for lease_ms in [500u64, 1_000, 3_000, 60_000] {
+            let f = Fence {
+                lease_ms,
+                rho_ppm: 10_000,
+            };
+            let t_send = 1_000_000;
+            let stop_at = f.stop_at_ms(t_send);
+            // Stopping is finished by stop_at + stop_bound, which must be at most
+            // lease*(1-rho) after the send on the agent's clock.
+            let done = stop_at + f.stop_bound_ms();
+            assert!(
+                done <= t_send + lease_ms - lease_ms / 100,
+                "lease {lease_ms}"
+            );
+            // A slow clock (rate 1-rho) reaches `done` after at most `lease` real ms.
+            let real_ms = (done - t_send) as f64 / (1.0 - 0.01);
+            assert!(
+                real_ms <= lease_ms as f64 + 0.5,
+                "lease {lease_ms}: {real_ms}"
+            );
+            // The fence grace fits inside the stop bound, with room for SIGKILL.
+            assert!(f.fence_grace_ms() < f.stop_bound_ms());
+            // Renewals leave room for two misses before a fence.
+            assert!(
+                stop_at - t_send > 2 * f.renew_every_ms(),
+                "lease {lease_ms}"
+            );
+        }
+    }
+}
