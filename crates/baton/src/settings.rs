@@ -1,0 +1,72 @@
+//! Typed configuration: defaults in code, then a TOML file (`--config`), then environment
+//! variables (`BATON_*`) and flags, each overriding the one before.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Deserialize;
+
+/// Read and parse a TOML file into `T`; an unknown key or a bad value is an error that
+/// names the file, the key and the problem.
+pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow!(
+            "config file {}: {}",
+            path.display(),
+            e.to_string().replace('\n', " ").trim()
+        )
+    })
+}
+
+/// A duration written as text in a config file (`"3s"`, `"500ms"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration ({e}); write e.g. \"3s\" or \"500ms\""
+            ))
+        })
+    }
+}
+
+/// Parse a duration flag (`3s`, `500ms`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 3s or 500ms"))
+}
+
+pub fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct T {
+        lease: Option<Dur>,
+    }
+
+    #[test]
+    fn durations_and_unknown_keys() {
+        let t: T = toml::from_str("lease = \"2s\"").unwrap();
+        assert_eq!(t.lease, Some(Dur(Duration::from_secs(2))));
+        let e = toml::from_str::<T>("lease = \"two\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a duration"), "{e}");
+        let e = toml::from_str::<T>("leese = \"2s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("leese"), "{e}");
+    }
+}
