@@ -1,0 +1,1126 @@
+//! # baton-tests: the end-to-end harness
+//!
+//! Spawns the real `baton` binary: directory nodes on loopback ports with data in a
+//! temporary directory, agents whose roles write a journal, and admin commands through
+//! the CLI with `-o json`. Used by the end-to-end tests in `tests/`, by the `measure`
+//! binary, and meant for the chaos runner and benches.
+//!
+//! Rules the harness keeps:
+//! - every process it starts leads its own process group and is SIGKILLed (group and
+//!   all) when its handle is dropped; a [`Cluster`] also sweeps `/proc` on drop for any
+//!   process whose command line names its temporary directory (role processes live in
+//!   process groups of their own), so a failing test leaves nothing behind;
+//! - directory nodes and agents also get `PR_SET_PDEATHSIG = SIGKILL`, so they die with
+//!   the thread that started them even if the test process is killed outright;
+//! - waiting is polling a condition with a deadline ([`wait_until`]), never a fixed sleep;
+//! - logs of every process go to files in the temporary directory and are printed when
+//!   the handle is dropped during a panic. `BATON_E2E_KEEP=1` keeps the directory.
+
+pub mod journal;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+pub use journal::{Line, Report, check, journal_command};
+
+// ---------------------------------------------------------------------------------------
+// The binary
+// ---------------------------------------------------------------------------------------
+
+/// The `baton` binary: `BATON_BIN` if set, else built once with `$CARGO build -p baton
+/// --bin baton` and taken from the workspace's target directory.
+pub fn baton_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("BATON_BIN") {
+            return PathBuf::from(p);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ has a parent")
+            .to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(&cargo)
+            .args(["build", "-p", "baton", "--bin", "baton"])
+            .current_dir(&workspace)
+            .status()
+            .expect("cannot run cargo to build the baton binary");
+        assert!(status.success(), "cargo build -p baton failed: {status}");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|t| {
+                if t.is_relative() {
+                    workspace.join(t)
+                } else {
+                    t
+                }
+            })
+            .unwrap_or_else(|| workspace.join("target"));
+        let bin = target.join("debug").join("baton");
+        assert!(bin.exists(), "no binary at {}", bin.display());
+        bin
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+/// A free loopback port (bound, then released). Never hands out the same port twice in
+/// one process.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        drop(l);
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Wall-clock nanoseconds since the Unix epoch (the journal's clock).
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+/// Wall-clock milliseconds since the Unix epoch (the directory's history clock).
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+/// Polls `f` every 25 ms until it returns `Some`, or panics naming `what` after `limit`.
+pub fn wait_until<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    match try_wait_until(limit, f) {
+        Some(v) => v,
+        None => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// Polls `f` every 25 ms until it returns `Some` or `limit` has passed.
+pub fn try_wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Command line of a process (arguments joined by spaces), if it exists.
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// Live (non-zombie) processes whose command line contains `marker`, this process excluded.
+pub fn pids_with_marker(marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| cmdline(*pid).is_some_and(|c| c.contains(marker)))
+        .filter(|pid| pid_alive(*pid))
+        .collect()
+}
+
+/// SIGKILL every process whose command line contains `marker`, until none is left
+/// (bounded).
+pub fn kill_marked(marker: &str) {
+    for _ in 0..50 {
+        let pids = pids_with_marker(marker);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: plain syscall.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, group: bool, sig: i32) {
+    let target = if group { -(pid as i32) } else { pid as i32 };
+    // SAFETY: plain syscall; errors (already gone) are ignored.
+    unsafe {
+        libc::kill(target, sig);
+    }
+}
+
+fn tail(path: &Path, max_lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(max_lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------
+
+/// A long-running `baton` process in its own process group, killed (group and all) on drop.
+pub struct Proc {
+    name: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Starts `baton ARGS` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, args: Vec<String>, log: PathBuf) -> Proc {
+        let mut p = Proc {
+            name: name.to_string(),
+            args,
+            log,
+            child: None,
+        };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let err = out.try_clone().expect("clone log");
+        let mut cmd = Command::new(baton_bin());
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .env_remove("BATON_DIRECTORY")
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// The pid (= process group id) while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+        }
+    }
+
+    /// SIGKILL to the whole process group; reaps.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), true, libc::SIGKILL);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL to the group if it has not exited within `grace`. Returns
+    /// whether it exited by itself.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        signal(c.id(), false, libc::SIGCONT);
+        signal(c.id(), false, libc::SIGTERM);
+        let exited = try_wait_until(grace, || c.try_wait().ok().flatten()).is_some();
+        if !exited {
+            signal(c.id(), true, libc::SIGKILL);
+            let _ = c.wait();
+        }
+        // Anything left in its group.
+        signal(c.id(), true, libc::SIGKILL);
+        exited
+    }
+
+    /// SIGSTOP (freeze) the process.
+    pub fn sigstop(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, false, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT (thaw) the process.
+    pub fn sigcont(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, false, libc::SIGCONT);
+        }
+    }
+
+    /// Starts it again with the same arguments (after a kill or stop).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.start();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} ({}), last lines of {} -----\n{}\n-----",
+                self.name,
+                self.args.join(" "),
+                self.log.display(),
+                tail(&self.log, 60)
+            );
+        }
+        self.kill9();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// CLI
+// ---------------------------------------------------------------------------------------
+
+/// The result of one CLI run.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    pub args: Vec<String>,
+    /// Exit code; -1 when killed by a signal or by the harness's timeout.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl CliOutput {
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+
+    /// The JSON on stdout of a successful run; panics with the whole output otherwise.
+    pub fn json(&self) -> Value {
+        self.try_json().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The JSON on stdout of a successful run.
+    pub fn try_json(&self) -> Result<Value> {
+        if !self.ok() {
+            bail!(
+                "baton {} failed (exit {}): {}{}",
+                self.args.join(" "),
+                self.code,
+                self.stderr.trim(),
+                self.stdout.trim()
+            );
+        }
+        serde_json::from_str(&self.stdout).with_context(|| {
+            format!(
+                "baton {}: stdout is not JSON: {}",
+                self.args.join(" "),
+                self.stdout
+            )
+        })
+    }
+
+    /// The single `error: ...` line of a refusal; panics if the run succeeded or stderr
+    /// is not exactly one such line.
+    pub fn error_line(&self) -> String {
+        assert!(
+            !self.ok(),
+            "baton {} should have failed but printed {}",
+            self.args.join(" "),
+            self.stdout
+        );
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "baton {}: stderr should be one line, got {:?}",
+            self.args.join(" "),
+            self.stderr
+        );
+        assert!(
+            lines[0].starts_with("error: "),
+            "baton {}: stderr should start with 'error: ', got {:?}",
+            self.args.join(" "),
+            lines[0]
+        );
+        lines[0].to_string()
+    }
+}
+
+/// How long one CLI invocation may take before the harness kills it (the client's own
+/// retry budget is 10 s).
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Runs `baton ARGS` (no `--directory` added) with a timeout.
+pub fn run_baton(args: &[String], timeout: Duration) -> CliOutput {
+    let start = Instant::now();
+    let mut child = Command::new(baton_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("BATON_DIRECTORY")
+        .spawn()
+        .expect("cannot run baton");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = start + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let mut stderr = t_err.join().unwrap_or_default();
+    if status.is_none() {
+        stderr.push_str(&format!("\n[harness: killed after {timeout:?}]"));
+    }
+    CliOutput {
+        args: args.to_vec(),
+        code: status.and_then(|s| s.code()).unwrap_or(-1),
+        stdout,
+        stderr,
+        elapsed: start.elapsed(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster
+// ---------------------------------------------------------------------------------------
+
+/// Options of the directory nodes of a [`Cluster`].
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOpts {
+    /// `--lease` (default: the binary's, 3 s).
+    pub lease: Option<Duration>,
+    /// `--grace` (default: the binary's, 300 ms).
+    pub grace: Option<Duration>,
+    /// `--role-cooldown`.
+    pub role_cooldown: Option<Duration>,
+    /// Any other flags for every node.
+    pub extra: Vec<String>,
+}
+
+impl ClusterOpts {
+    pub fn lease(lease: Duration) -> Self {
+        ClusterOpts {
+            lease: Some(lease),
+            ..Default::default()
+        }
+    }
+}
+
+fn dur_arg(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// One directory node.
+pub struct DirNode {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub proc: Proc,
+}
+
+impl DirNode {
+    /// Starts `baton directory --id ID --listen ADDR --data-dir DIR/nodeID` with the
+    /// options of `opts`; `membership` adds `--peers ...` or `--join ...`.
+    fn spawn(
+        dir: &Path,
+        opts: &ClusterOpts,
+        id: u64,
+        addr: String,
+        membership: impl FnOnce(&mut Vec<String>),
+    ) -> DirNode {
+        let data_dir = dir.join(format!("node{id}"));
+        let mut args = vec![
+            "directory".to_string(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            addr.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        membership(&mut args);
+        if let Some(l) = opts.lease {
+            args.extend(["--lease".into(), dur_arg(l)]);
+        }
+        if let Some(g) = opts.grace {
+            args.extend(["--grace".into(), dur_arg(g)]);
+        }
+        if let Some(c) = opts.role_cooldown {
+            args.extend(["--role-cooldown".into(), dur_arg(c)]);
+        }
+        args.extend(opts.extra.iter().cloned());
+        let proc = Proc::spawn(
+            &format!("node {id}"),
+            args,
+            dir.join(format!("node{id}.log")),
+        );
+        DirNode {
+            id,
+            addr,
+            data_dir,
+            proc,
+        }
+    }
+}
+
+/// n `baton directory` processes on loopback, in one temporary directory.
+pub struct Cluster {
+    // Field order matters for drop: processes before the directory they live in.
+    nodes: Vec<DirNode>,
+    opts: ClusterOpts,
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with ids 1..=n and the same `--peers`, and waits until they have
+    /// a leader that sees every node.
+    pub fn start(n: usize, opts: ClusterOpts) -> Cluster {
+        let c = Cluster::spawn(n, opts);
+        c.wait_ready(Duration::from_secs(30));
+        c
+    }
+
+    /// Starts the nodes without waiting for anything.
+    pub fn spawn(n: usize, opts: ClusterOpts) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("baton-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let path = dir.path().to_path_buf();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let peers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let id = i as u64 + 1;
+                DirNode::spawn(&path, &opts, id, format!("127.0.0.1:{port}"), |args| {
+                    args.extend(["--peers".into(), peers.clone()]);
+                })
+            })
+            .collect();
+        Cluster {
+            nodes,
+            opts,
+            dir: Some(dir),
+            path,
+        }
+    }
+
+    /// The temporary directory (journals and logs go here; its path marks every process
+    /// of this cluster).
+    pub fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn opts(&self) -> &ClusterOpts {
+        &self.opts
+    }
+
+    /// The lease the nodes run with.
+    pub fn lease(&self) -> Duration {
+        self.opts.lease.unwrap_or(Duration::from_secs(3))
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn node(&self, id: u64) -> &DirNode {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut DirNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Every node's address, comma-separated (for `--directory`).
+    pub fn addrs(&self) -> String {
+        self.addrs_of(&self.ids())
+    }
+
+    pub fn addrs_of(&self, ids: &[u64]) -> String {
+        ids.iter()
+            .map(|id| self.node(*id).addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn kill9(&mut self, id: u64) {
+        self.node_mut(id).proc.kill9();
+    }
+
+    /// SIGTERM; returns whether it exited within 10 s (else it was SIGKILLed).
+    pub fn stop(&mut self, id: u64) -> bool {
+        self.node_mut(id).proc.stop(Duration::from_secs(10))
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.node_mut(id).proc.restart();
+    }
+
+    /// Starts a new node `id` on a fresh port with `--join` through node `via` (any
+    /// running member) and the cluster's options, and adds it to this handle (so `ids()`,
+    /// `addrs()` and `cli()` include it from now on). Does not wait: the node asks the
+    /// cluster to add it, which it does as a learner, then as a voter once caught up.
+    pub fn join(&mut self, id: u64, via: u64) -> &DirNode {
+        assert!(
+            self.nodes.iter().all(|n| n.id != id),
+            "node {id} is already in this cluster"
+        );
+        let join = self.node(via).addr.clone();
+        let node = DirNode::spawn(
+            &self.path,
+            &self.opts,
+            id,
+            format!("127.0.0.1:{}", free_port()),
+            |args| args.extend(["--join".into(), join]),
+        );
+        self.nodes.push(node);
+        self.node(id)
+    }
+
+    /// Kills node `id` (SIGKILL) and drops it from this handle, e.g. after `cluster
+    /// remove-node`: `ids()`, `addrs()`, `cli()` and `wait_ready` no longer include it.
+    /// Its data directory and log stay.
+    pub fn forget(&mut self, id: u64) {
+        let pos = self
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"));
+        let mut node = self.nodes.remove(pos);
+        node.proc.kill9();
+    }
+
+    pub fn sigstop(&self, id: u64) {
+        self.node(id).proc.sigstop();
+    }
+
+    pub fn sigcont(&self, id: u64) {
+        self.node(id).proc.sigcont();
+    }
+
+    pub fn is_running(&mut self, id: u64) -> bool {
+        self.node_mut(id).proc.is_running()
+    }
+
+    /// `baton --directory ALL ARGS -o json`.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_at(&self.ids(), args)
+    }
+
+    /// `baton --directory ADDRS(ids) ARGS -o json`.
+    pub fn cli_at(&self, ids: &[u64], args: &[&str]) -> CliOutput {
+        self.cli_at_timeout(ids, args, CLI_TIMEOUT)
+    }
+
+    pub fn cli_at_timeout(&self, ids: &[u64], args: &[&str], timeout: Duration) -> CliOutput {
+        let mut full = vec!["--directory".to_string(), self.addrs_of(ids)];
+        full.extend(args.iter().map(|s| s.to_string()));
+        full.extend(["-o".to_string(), "json".to_string()]);
+        run_baton(&full, timeout)
+    }
+
+    /// A successful command's JSON; panics otherwise.
+    pub fn json(&self, args: &[&str]) -> Value {
+        self.cli(args).json()
+    }
+
+    /// `cluster status -o json` through the given nodes.
+    pub fn status_at(&self, ids: &[u64]) -> Option<Value> {
+        self.cli_at_timeout(ids, &["cluster", "status"], Duration::from_secs(15))
+            .try_json()
+            .ok()
+    }
+
+    /// The current leader, as `cluster status` reports it, if any.
+    pub fn leader(&self) -> Option<u64> {
+        self.leader_among(&self.ids())
+    }
+
+    /// The leader as seen through the given nodes.
+    pub fn leader_among(&self, ids: &[u64]) -> Option<u64> {
+        self.status_at(ids)?.get("leader")?.as_u64()
+    }
+
+    /// Waits until some node leads and every node answers (is not "unreachable").
+    pub fn wait_ready(&self, limit: Duration) -> u64 {
+        let ids = self.ids();
+        wait_until(limit, "a leader that sees every node", || {
+            let st = self.status_at(&ids)?;
+            let leader = st.get("leader")?.as_u64()?;
+            let nodes = st.get("nodes")?.as_array()?;
+            let all = nodes.len() == ids.len()
+                && nodes
+                    .iter()
+                    .all(|n| n.get("state").and_then(Value::as_str) != Some("unreachable"));
+            all.then_some(leader)
+        })
+    }
+
+    /// Waits for a leader among the given (running) nodes, and returns it.
+    pub fn wait_leader_among(&self, ids: &[u64], limit: Duration) -> u64 {
+        wait_until(limit, "a leader", || {
+            let l = self.leader_among(ids)?;
+            ids.contains(&l).then_some(l)
+        })
+    }
+
+    /// One node's entry of a `cluster status` reply.
+    pub fn node_status(status: &Value, id: u64) -> Option<&Value> {
+        status
+            .get("nodes")?
+            .as_array()?
+            .iter()
+            .find(|n| n.get("id").and_then(Value::as_u64) == Some(id))
+    }
+
+    /// Agent sessions per node id, from a `cluster status` reply.
+    pub fn sessions_per_node(status: &Value) -> std::collections::BTreeMap<u64, u64> {
+        status
+            .get("nodes")
+            .and_then(Value::as_array)
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|n| Some((n["id"].as_u64()?, n["sessions"].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until `cluster status` (through `via`) shows node `id` as a caught-up
+    /// follower: a voter in state `follower` whose `last_applied` is at least `applied`
+    /// and whose replication lag, when the leader reports it, is 0. Returns its entry.
+    pub fn wait_follower(&self, via: &[u64], id: u64, applied: u64, limit: Duration) -> Value {
+        wait_until(
+            limit,
+            &format!("node {id} to be a caught-up follower at {applied}"),
+            || {
+                let st = self.status_at(via)?;
+                let n = Cluster::node_status(&st, id)?.clone();
+                let ok = n["voter"] == true
+                    && n["state"] == "follower"
+                    && n["last_applied"].as_u64()? >= applied
+                    && n["lag"].as_u64().is_none_or(|l| l == 0);
+                ok.then_some(n)
+            },
+        )
+    }
+
+    /// `role show R -o json`, linearizable.
+    pub fn role(&self, role: &str) -> Option<Value> {
+        self.cli(&["role", "show", role]).try_json().ok()
+    }
+
+    /// The role's active server and epoch, when it has one.
+    pub fn active(&self, role: &str) -> Option<(String, u64)> {
+        let r = self.role(role)?;
+        let s = r.get("active_server")?.as_str()?.to_string();
+        let e = r.get("epoch")?.as_u64()?;
+        Some((s, e))
+    }
+
+    /// `events -o json` (linearizable).
+    pub fn events(&self) -> Vec<Value> {
+        self.json(&["events"])
+            .as_array()
+            .cloned()
+            .expect("events is an array")
+    }
+
+    /// A journal file in this cluster's directory.
+    pub fn journal(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Prints every node's log tail (for a failure diagnosis that is not a panic).
+    pub fn dump_logs(&self) {
+        for n in &self.nodes {
+            eprintln!("----- node {} -----\n{}", n.id, tail(n.proc.log(), 60));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.proc.sigcont();
+        }
+        // Nodes first (their Drop prints logs on panic), then everything that names our
+        // directory: agents not yet dropped, role processes in their own groups.
+        self.nodes.clear();
+        kill_marked(&self.path.display().to_string());
+        if std::env::var_os("BATON_E2E_KEEP").is_some()
+            && let Some(d) = self.dir.take()
+        {
+            eprintln!("keeping {}", d.keep().display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Agents
+// ---------------------------------------------------------------------------------------
+
+/// One `baton agent --server NAME --directory ADDRS --run KIND=COMMAND ...`.
+pub struct Agent {
+    pub server: String,
+    proc: Proc,
+}
+
+impl Agent {
+    /// Starts an agent for `server` with `runs` (kind, command).
+    pub fn start(cluster: &Cluster, server: &str, runs: &[(&str, &str)]) -> Agent {
+        Agent::start_with(cluster, server, runs, &[])
+    }
+
+    /// Same, with extra agent flags (`--crash-limit 3`, `--handover-grace 1s`...).
+    pub fn start_with(
+        cluster: &Cluster,
+        server: &str,
+        runs: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Agent {
+        let mut args = vec![
+            "agent".to_string(),
+            "--server".into(),
+            server.into(),
+            "--directory".into(),
+            cluster.addrs(),
+        ];
+        for (kind, cmd) in runs {
+            args.push("--run".into());
+            args.push(format!("{kind}={cmd}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn(
+            &format!("agent {server}"),
+            args,
+            cluster.dir().join(format!("agent-{server}.log")),
+        );
+        Agent {
+            server: server.to_string(),
+            proc,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// SIGTERM (the agent stops its roles gracefully); returns whether it exited in 15 s.
+    pub fn stop(&mut self) -> bool {
+        self.proc.stop(Duration::from_secs(15))
+    }
+
+    pub fn restart(&mut self) {
+        self.proc.restart();
+    }
+
+    pub fn sigstop(&self) {
+        self.proc.sigstop();
+    }
+
+    pub fn sigcont(&self) {
+        self.proc.sigcont();
+    }
+
+    pub fn log(&self) -> &Path {
+        self.proc.log()
+    }
+}
+
+/// Waits until none of `logs` has gained a line containing `pattern` for `quiet` in a
+/// row, watching only what is written from now on (e.g. agents' ` WARN ` lines: no
+/// agent lost its session or went half a lease without an acknowledged renewal).
+/// Returns whether that happened within `limit`.
+pub fn wait_quiet(logs: &[&Path], pattern: &str, quiet: Duration, limit: Duration) -> bool {
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len() as usize);
+    let mut offsets: Vec<usize> = logs.iter().map(|p| len(p)).collect();
+    let deadline = Instant::now() + limit;
+    let mut since = Instant::now();
+    loop {
+        for (p, off) in logs.iter().zip(offsets.iter_mut()) {
+            let text = std::fs::read(p).unwrap_or_default();
+            if text.len() > *off {
+                if String::from_utf8_lossy(&text[*off..]).contains(pattern) {
+                    since = Instant::now();
+                }
+                *off = text.len();
+            }
+        }
+        if since.elapsed() >= quiet {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`) from a log line.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The agent sessions a directory node's log says it opened (after registering the
+/// agent), as (log time, server), in log order. Log times are RFC 3339 in UTC, so they
+/// compare as text.
+pub fn sessions_opened(log: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains("agent session opened"))
+        .filter_map(|l| {
+            let time = l.split_whitespace().next()?.to_string();
+            let server = l
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("server="))?
+                .to_string();
+            Some((time, server))
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// Every session `server`'s agent opened with a node of this handle, as (log time,
+    /// node id), oldest first (from the nodes' logs).
+    pub fn session_history(&self, server: &str) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                sessions_opened(n.proc.log())
+                    .into_iter()
+                    .filter(|(_, s)| s == server)
+                    .map(|(t, _)| (t, n.id))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The node `server`'s agent last opened a session with, per the nodes' logs.
+    pub fn session_node(&self, server: &str) -> Option<u64> {
+        self.session_history(server).pop().map(|(_, id)| id)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Observations
+// ---------------------------------------------------------------------------------------
+
+/// The journal's last line, if any.
+pub fn last_line(journal: &Path) -> Option<Line> {
+    journal::read(journal).into_iter().max_by_key(|l| l.t_ns)
+}
+
+/// The first journal line of `role` written by `server` at or after `after_ns`.
+pub fn first_line_by(journal: &Path, role: &str, server: &str, after_ns: u64) -> Option<Line> {
+    journal::read(journal)
+        .into_iter()
+        .filter(|l| l.role == role && l.server == server && l.t_ns >= after_ns)
+        .min_by_key(|l| l.t_ns)
+}
+
+/// Pids of `role`'s shells that wrote to the journal at or after `after_ns` and are still
+/// alive (checked against the journal path in their command line, so a reused pid is not
+/// mistaken for a role).
+pub fn live_role_pids(journal: &Path, role: &str, after_ns: u64) -> BTreeSet<u32> {
+    let marker = journal.display().to_string();
+    journal::read(journal)
+        .into_iter()
+        .filter(|l| l.role == role && l.t_ns >= after_ns)
+        .map(|l| l.pid)
+        .filter(|pid| pid_alive(*pid) && cmdline(*pid).is_some_and(|c| c.contains(&marker)))
+        .collect()
+}
+
+/// Whether the role process `pid` of `journal` is still alive.
+pub fn role_pid_alive(journal: &Path, pid: u32) -> bool {
+    let marker = journal.display().to_string();
+    pid_alive(pid) && cmdline(pid).is_some_and(|c| c.contains(&marker))
+}
+
+/// Checks the journal and returns an error with the report when it is not clean.
+pub fn check_journal(journal: &Path) -> Result<()> {
+    let lines = journal::read(journal);
+    let report = check(&lines);
+    if report.is_clean() {
+        Ok(())
+    } else {
+        let inst = journal::instances(&lines);
+        let mut s = String::new();
+        for i in inst {
+            s.push_str(&format!("  {i}\n"));
+        }
+        Err(anyhow!(
+            "journal {}:\n{report}instances:\n{s}",
+            journal.display()
+        ))
+    }
+}
+
+impl Cluster {
+    /// `server list -o json` (linearizable), as an array.
+    pub fn servers(&self) -> Option<Vec<Value>> {
+        self.cli(&["server", "list"])
+            .try_json()
+            .ok()?
+            .as_array()
+            .cloned()
+    }
+
+    /// One server's entry of `server list`.
+    pub fn server(&self, name: &str) -> Option<Value> {
+        self.servers()?
+            .into_iter()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
+    }
+
+    /// Waits until every named server is `up` in `server list`.
+    pub fn wait_servers_up(&self, names: &[&str], limit: Duration) {
+        wait_until(limit, &format!("servers {names:?} up"), || {
+            let list = self.servers()?;
+            names
+                .iter()
+                .all(|n| {
+                    list.iter().any(|s| {
+                        s.get("name").and_then(Value::as_str) == Some(n)
+                            && s.get("status").and_then(Value::as_str) == Some("up")
+                    })
+                })
+                .then_some(())
+        })
+    }
+}
+
+/// The journal instances of `role`, in order of first write.
+pub fn role_instances(journal: &Path, role: &str) -> Vec<journal::Instance> {
+    journal::instances(&journal::read(journal))
+        .into_iter()
+        .filter(|i| i.role == role)
+        .collect()
+}
+
+/// Milliseconds between two journal times, as a float, for printing.
+pub fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
+    (to_ns as f64 - from_ns as f64) / 1e6
+}

@@ -1,0 +1,550 @@
+//! Issue 2: the replicated directory, three real nodes (and one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use baton_tests::{Cluster, ClusterOpts, wait_until};
+use serde_json::Value;
+
+/// What every acknowledged write says the directory holds. Writes whose outcome is
+/// unknown (the client gave up while the leader died) go to `maybe_servers`: allowed,
+/// not required.
+#[derive(Default, Debug)]
+struct Model {
+    servers: BTreeSet<String>,
+    maybe_servers: BTreeSet<String>,
+    /// role -> (servers in order, failback, database)
+    roles: BTreeMap<String, (Vec<String>, bool, Option<String>)>,
+    acked: usize,
+}
+
+impl Model {
+    /// Checks a `server list` and a `role list` against the model.
+    fn check(&self, servers: &Value, roles: &Value, whence: &str) -> Result<(), String> {
+        let names: BTreeSet<String> = servers
+            .as_array()
+            .ok_or("server list is not an array")?
+            .iter()
+            .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        for s in &self.servers {
+            if !names.contains(s) {
+                return Err(format!("{whence}: acknowledged server {s} is missing"));
+            }
+        }
+        for n in &names {
+            if !self.servers.contains(n) && !self.maybe_servers.contains(n) {
+                return Err(format!("{whence}: server {n} was never written"));
+            }
+        }
+        let roles = roles.as_array().ok_or("role list is not an array")?;
+        let got: BTreeMap<String, (Vec<String>, bool, Option<String>)> = roles
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap_or_default().to_string(),
+                    (
+                        r["servers"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .map(|s| s.as_str().unwrap_or_default().to_string())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        r["failback"].as_bool().unwrap_or_default(),
+                        r["database"].as_str().map(str::to_string),
+                    ),
+                )
+            })
+            .collect();
+        if got != self.roles {
+            return Err(format!(
+                "{whence}: roles differ\n  want {:?}\n  got  {got:?}",
+                self.roles
+            ));
+        }
+        let sorted: Vec<&str> = roles
+            .iter()
+            .map(|r| r["name"].as_str().unwrap_or_default())
+            .collect();
+        let mut want_sorted = sorted.clone();
+        want_sorted.sort();
+        if sorted != want_sorted {
+            return Err(format!(
+                "{whence}: role list is not sorted by name: {sorted:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs a write through `via` and records it in the model when it is acknowledged.
+fn write(c: &Cluster, via: &[u64], args: &[&str]) -> baton_tests::CliOutput {
+    let out = c.cli_at(via, args);
+    assert!(
+        out.ok(),
+        "write {args:?} through {via:?} failed: {}",
+        out.stderr.trim()
+    );
+    let v = out.json();
+    assert!(v["revision"].as_u64().is_some_and(|r| r > 0), "{v}");
+    out
+}
+
+fn add_server(c: &Cluster, m: &mut Model, via: &[u64], name: &str, main: bool) {
+    let mut args = vec!["server", "add", name];
+    if main {
+        args.push("--main");
+    }
+    write(c, via, &args);
+    m.servers.insert(name.to_string());
+    m.acked += 1;
+}
+
+fn create_role(c: &Cluster, m: &mut Model, via: &[u64], name: &str, servers: &[&str]) {
+    let list = servers.join(",");
+    write(c, via, &["role", "create", name, "--servers", &list]);
+    m.roles.insert(
+        name.to_string(),
+        (servers.iter().map(|s| s.to_string()).collect(), false, None),
+    );
+    m.acked += 1;
+}
+
+/// Full state, read linearizably through `via`.
+fn snapshot(c: &Cluster, via: &[u64]) -> (Value, Value) {
+    let servers = c.cli_at(via, &["server", "list"]).json();
+    let roles = c.cli_at(via, &["role", "list"]).json();
+    (servers, roles)
+}
+
+/// Every node's local copy (`--stale`) matches the model, eventually.
+fn wait_replicated(c: &Cluster, m: &Model, ids: &[u64]) {
+    for id in ids {
+        wait_until(
+            Duration::from_secs(15),
+            &format!("node {id} to catch up"),
+            || {
+                let servers = c
+                    .cli_at(&[*id], &["server", "list", "--stale"])
+                    .try_json()
+                    .ok()?;
+                let roles = c
+                    .cli_at(&[*id], &["role", "list", "--stale"])
+                    .try_json()
+                    .ok()?;
+                m.check(&servers, &roles, &format!("node {id} (stale)"))
+                    .ok()
+            },
+        );
+    }
+}
+
+/// A refusal: non-zero exit, one `error:` line naming the problem, nothing changed.
+fn refused(c: &Cluster, via: &[u64], args: &[&str], expect: &[&str]) {
+    let before = snapshot(c, via);
+    let out = c.cli_at(via, args);
+    assert_ne!(
+        out.code, 0,
+        "{args:?} should be refused, got {}",
+        out.stdout
+    );
+    let line = out.error_line();
+    for e in expect {
+        assert!(
+            line.contains(e),
+            "{args:?}: error line {line:?} should contain {e:?}"
+        );
+    }
+    assert!(
+        out.stdout.trim().is_empty(),
+        "{args:?} printed {:?}",
+        out.stdout
+    );
+    let after = snapshot(c, via);
+    assert_eq!(before, after, "{args:?} was refused but changed the state");
+    eprintln!("refused as expected: baton {} -> {line}", args.join(" "));
+}
+
+#[test]
+fn three_nodes_replicate_refuse_and_survive_kills() {
+    let mut c = Cluster::start(3, ClusterOpts::default());
+    let mut m = Model::default();
+
+    // --- cluster status contract -------------------------------------------------------
+    let st = c.json(&["cluster", "status"]);
+    let leader = st["leader"].as_u64().expect("a leader");
+    assert!(st["term"].as_u64().is_some_and(|t| t >= 1), "{st}");
+    let nodes = st["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{st}");
+    for n in nodes {
+        for key in ["id", "address", "voter", "state", "last_applied"] {
+            assert!(n.get(key).is_some(), "node entry without {key}: {n}");
+        }
+        assert_eq!(n["voter"], Value::Bool(true), "{n}");
+        let want = if n["id"].as_u64() == Some(leader) {
+            "leader"
+        } else {
+            "follower"
+        };
+        assert_eq!(n["state"], want, "{n}");
+        let id = n["id"].as_u64().unwrap();
+        assert_eq!(n["address"], c.node(id).addr.as_str(), "{n}");
+    }
+
+    // --- writes through one node, reads from the others ----------------------------------
+    let via = [1u64];
+    for s in ["srv-1", "srv-2", "srv-3", "srv-4"] {
+        add_server(&c, &mut m, &via, s, false);
+    }
+    add_server(&c, &mut m, &via, "srv-main", true);
+    create_role(&c, &mut m, &via, "r-alpha", &["srv-1", "srv-2", "srv-3"]);
+    create_role(&c, &mut m, &via, "r-beta", &["srv-2"]);
+    // A main server in a role: allowed, the directory has three voters.
+    create_role(&c, &mut m, &via, "r-main", &["srv-main", "srv-1"]);
+    write(
+        &c,
+        &via,
+        &["role", "add-server", "r-alpha", "srv-4", "--position", "2"],
+    );
+    m.roles.get_mut("r-alpha").unwrap().0 = vec![
+        "srv-1".into(),
+        "srv-4".into(),
+        "srv-2".into(),
+        "srv-3".into(),
+    ];
+    write(&c, &via, &["role", "move-down", "r-alpha", "srv-1"]);
+    m.roles.get_mut("r-alpha").unwrap().0 = vec![
+        "srv-4".into(),
+        "srv-1".into(),
+        "srv-2".into(),
+        "srv-3".into(),
+    ];
+    write(
+        &c,
+        &via,
+        &[
+            "role",
+            "set",
+            "r-beta",
+            "--failback",
+            "on",
+            "--failback-delay",
+            "2s",
+        ],
+    );
+    m.roles.get_mut("r-beta").unwrap().1 = true;
+    write(
+        &c,
+        &via,
+        &["role", "set", "r-beta", "--database", "db-host\\SQL"],
+    );
+    m.roles.get_mut("r-beta").unwrap().2 = Some("db-host\\SQL".into());
+    m.acked += 4;
+
+    wait_replicated(&c, &m, &[2, 3]);
+    for id in [2u64, 3] {
+        // Linearizable reads through each of the others.
+        let (servers, roles) = snapshot(&c, &[id]);
+        m.check(&servers, &roles, &format!("node {id} (linearizable)"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = c.cli_at(&[id], &["role", "show", "r-beta"]).json();
+        assert_eq!(r["failback_delay_ms"], 2000, "{r}");
+        assert_eq!(r["kind"], "default", "{r}");
+        assert_eq!(r["active_server"], Value::Null, "{r}");
+        assert_eq!(r["epoch"], 0, "{r}");
+        assert!(r["state"].is_string(), "{r}");
+        let cand = c
+            .cli_at(&[id], &["role", "candidates", "r-beta", "--stale"])
+            .json();
+        assert_eq!(
+            cand,
+            serde_json::json!(["srv-1", "srv-3", "srv-4", "srv-main"]),
+            "node {id}"
+        );
+    }
+    let servers = c.json(&["server", "list"]);
+    let main = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "srv-main")
+        .expect("srv-main listed");
+    assert_eq!(main["main"], true, "{main}");
+    for key in ["status", "maintenance", "kinds", "roles"] {
+        assert!(
+            main.get(key).is_some(),
+            "server entry without {key}: {main}"
+        );
+    }
+
+    // --- refusals: exact-ish message, non-zero exit, one error line, nothing changed -----
+    let via = [2u64];
+    refused(
+        &c,
+        &via,
+        &["role", "create", "r-alpha", "--servers", "srv-1"],
+        &["r-alpha", "already exists"],
+    );
+    refused(
+        &c,
+        &via,
+        &["server", "add", "srv-1"],
+        &["srv-1", "already exists"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "create", "r-x", "--servers", "srv-1,srv-nope"],
+        &["srv-nope", "does not exist"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "add-server", "r-alpha", "srv-nope"],
+        &["srv-nope", "does not exist"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "show", "r-nope"],
+        &["r-nope", "does not exist"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "delete", "r-nope"],
+        &["r-nope", "does not exist"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "create", "r-x", "--servers", "srv-1,srv-2,srv-1"],
+        &["srv-1", "appears twice"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "add-server", "r-alpha", "srv-2"],
+        &["srv-2", "already in role"],
+    );
+    // Empty list: refused; the precise wording is checked in `empty_server_list_message`.
+    refused(&c, &via, &["role", "create", "r-x", "--servers", ""], &[]);
+    refused(
+        &c,
+        &via,
+        &["role", "create", "r x", "--servers", "srv-1"],
+        &["role name", "whitespace"],
+    );
+    refused(
+        &c,
+        &via,
+        &["server", "add", "srv\tx"],
+        &["server name", "whitespace"],
+    );
+    refused(
+        &c,
+        &via,
+        &["server", "add", &"s".repeat(65)],
+        &["65 bytes", "limit is 64"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "move-up", "r-alpha", "srv-4"],
+        &["srv-4", "already first"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "move-down", "r-alpha", "srv-3"],
+        &["srv-3", "already last"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "remove-server", "r-beta", "srv-2"],
+        &["last server", "r-beta"],
+    );
+    refused(
+        &c,
+        &via,
+        &[
+            "role",
+            "create",
+            "r-db",
+            "--servers",
+            "srv-1,srv-2",
+            "--database",
+            "(LOCAL)\\x",
+        ],
+        &["move the role database to a remote server first"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "set", "r-alpha", "--database", "(local)"],
+        &["move the role database to a remote server first"],
+    );
+    refused(
+        &c,
+        &via,
+        &["role", "set", "r-alpha", "--database", "srv-2"],
+        &["srv-2", "move the role database to a remote server first"],
+    );
+    // A local database on a one-server role is fine.
+    write(
+        &c,
+        &via,
+        &[
+            "role",
+            "create",
+            "r-local",
+            "--servers",
+            "srv-3",
+            "--database",
+            "(local)\\SQLEXPRESS",
+        ],
+    );
+    m.roles.insert(
+        "r-local".into(),
+        (
+            vec!["srv-3".into()],
+            false,
+            Some("(local)\\SQLEXPRESS".into()),
+        ),
+    );
+    m.acked += 1;
+    // A malformed request never reaches the directory: clap refuses it.
+    let out = c.cli(&["role", "create", "r-x"]);
+    assert_eq!(out.code, 2, "{out:?}");
+
+    // --- kill -9 the leader, write through the survivors ---------------------------------
+    let leader = c.leader().expect("a leader");
+    let survivors: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
+    eprintln!("killing leader node {leader}");
+    let killed_at = Instant::now();
+    c.kill9(leader);
+    let mut k = 0;
+    let gap = loop {
+        k += 1;
+        let name = format!("gap-{k}");
+        let out = c.cli_at(&survivors, &["server", "add", &name]);
+        if out.ok() {
+            m.servers.insert(name);
+            m.acked += 1;
+            break killed_at.elapsed();
+        }
+        // Unknown outcome: the entry may or may not have committed.
+        m.maybe_servers.insert(name);
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "no write succeeded after the leader kill: {}",
+            out.stderr
+        );
+    };
+    eprintln!("MEASURED write gap after kill -9 of the leader: {gap:?} ({k} attempt(s))");
+    assert!(
+        gap < Duration::from_secs(10),
+        "write gap after a leader kill {gap:?}"
+    );
+    let new_leader = c.wait_leader_among(&survivors, Duration::from_secs(10));
+    assert_ne!(new_leader, leader);
+    // More writes with one node down.
+    for i in 0..5 {
+        add_server(&c, &mut m, &survivors, &format!("late-{i}"), false);
+    }
+    create_role(&c, &mut m, &survivors, "r-gamma", &["late-0", "late-1"]);
+    // The killed node comes back and catches up.
+    c.restart(leader);
+    c.wait_ready(Duration::from_secs(30));
+    wait_replicated(&c, &m, &[leader]);
+
+    // --- every acknowledged change survives kill -9 of all three and a restart ------------
+    for i in 0..10 {
+        let via = [[1u64], [2], [3]][i % 3];
+        add_server(&c, &mut m, &via, &format!("durable-{i}"), false);
+    }
+    write(&c, &[3], &["role", "remove-server", "r-alpha", "srv-2"]);
+    m.roles
+        .get_mut("r-alpha")
+        .unwrap()
+        .0
+        .retain(|s| s != "srv-2");
+    write(&c, &[1], &["role", "delete", "r-main"]);
+    m.roles.remove("r-main");
+    m.acked += 2;
+    for id in c.ids() {
+        c.kill9(id);
+    }
+    // Restart in another order than the first start.
+    for id in [3u64, 1, 2] {
+        c.restart(id);
+    }
+    c.wait_ready(Duration::from_secs(30));
+    let (servers, roles) = snapshot(&c, &[1, 2, 3]);
+    m.check(&servers, &roles, "after kill -9 of all three and restart")
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_replicated(&c, &m, &[1, 2, 3]);
+    eprintln!(
+        "all {} acknowledged writes found after restarting every node",
+        m.acked
+    );
+
+    // Graceful shutdown on SIGTERM, and the cluster still serves after.
+    assert!(c.stop(2), "node 2 did not exit on SIGTERM within 10 s");
+    add_server(&c, &mut m, &[1, 3], "after-sigterm", false);
+    c.restart(2);
+    c.wait_ready(Duration::from_secs(30));
+    wait_replicated(&c, &m, &[2]);
+}
+
+#[test]
+fn single_node_cluster_works_and_refuses_main_servers() {
+    let mut c = Cluster::start(1, ClusterOpts::default());
+    let st = c.json(&["cluster", "status"]);
+    assert_eq!(st["leader"], 1, "{st}");
+    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(1), "{st}");
+    c.json(&["server", "add", "srv-1"]);
+    c.json(&["server", "add", "srv-2"]);
+    c.json(&["server", "add", "srv-main", "--main"]);
+    c.json(&["role", "create", "r1", "--servers", "srv-1,srv-2"]);
+    let out = c.cli(&["role", "create", "r-main", "--servers", "srv-1,srv-main"]);
+    let line = out.error_line();
+    assert!(
+        line.contains("srv-main") && line.contains("configure directory failover first"),
+        "{line}"
+    );
+    let out = c.cli(&["role", "add-server", "r1", "srv-main"]);
+    assert!(
+        out.error_line()
+            .contains("configure directory failover first")
+    );
+    let r = c.json(&["role", "show", "r1"]);
+    assert_eq!(r["servers"], serde_json::json!(["srv-1", "srv-2"]), "{r}");
+    // It keeps everything over a kill -9.
+    c.kill9(1);
+    c.restart(1);
+    c.wait_ready(Duration::from_secs(30));
+    let r = c.json(&["role", "show", "r1"]);
+    assert_eq!(r["servers"], serde_json::json!(["srv-1", "srv-2"]), "{r}");
+    assert_eq!(c.json(&["role", "list"]).as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn empty_server_list_message() {
+    let c = Cluster::start(1, ClusterOpts::default());
+    c.json(&["server", "add", "srv-1"]);
+    let line = c
+        .cli(&["role", "create", "r1", "--servers", ""])
+        .error_line();
+    assert!(
+        line.contains("at least one server") || line.contains("empty"),
+        "{line}"
+    );
+    let line = c
+        .cli(&["role", "create", "r1", "--servers", "srv-1,"])
+        .error_line();
+    assert!(line.contains("empty"), "{line}");
+}
