@@ -1,0 +1,353 @@
+//! A real three-node Baton directory cluster on loopback, agents, and the client-side
+//! pieces the workloads need (agent-style sessions, watch streams).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use baton_client::{Client, v1};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::procs::{Proc, free_port};
+
+pub struct BatonNode {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub proc: Proc,
+}
+
+pub struct BatonCluster {
+    pub nodes: Vec<BatonNode>,
+    pub bin: PathBuf,
+    pub dir: PathBuf,
+    pub client: Client,
+    pub lease: Duration,
+    agents: Vec<Proc>,
+}
+
+/// A channel to one address (connected now, `TCP_NODELAY`).
+pub async fn channel(addr: &str) -> Result<Channel> {
+    let uri = if addr.starts_with("http") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await?)
+}
+
+impl BatonCluster {
+    /// Start three nodes with `extra` flags (e.g. `--lease 2s`) and wait for a leader.
+    pub async fn start(
+        bin: &Path,
+        dir: &Path,
+        lease: Duration,
+        extra: &[String],
+    ) -> Result<BatonCluster> {
+        std::fs::create_dir_all(dir)?;
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, p) in ports.iter().enumerate() {
+            let id = i as u64 + 1;
+            let addr = format!("127.0.0.1:{p}");
+            let data_dir = dir.join(format!("node{id}"));
+            let mut args: Vec<String> = vec![
+                "directory".into(),
+                "--id".into(),
+                id.to_string(),
+                "--listen".into(),
+                addr.clone(),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "--peers".into(),
+                peers.clone(),
+                "--lease".into(),
+                format!("{}ms", lease.as_millis()),
+            ];
+            args.extend(extra.iter().cloned());
+            let proc = Proc::spawn(
+                &format!("baton-node{id}"),
+                bin,
+                args,
+                vec![("RUST_LOG".into(), "warn".into())],
+                dir.join(format!("node{id}.log")),
+            )?;
+            nodes.push(BatonNode {
+                id,
+                addr,
+                data_dir,
+                proc,
+            });
+        }
+        let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect())?;
+        let c = BatonCluster {
+            nodes,
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            client,
+            lease,
+            agents: Vec::new(),
+        };
+        c.wait_healthy(Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut BatonNode {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
+    /// The cluster's status as the leader sees it.
+    pub async fn status(&self) -> Result<v1::ClusterStatusReply> {
+        Ok(self.client.cluster_status().await?)
+    }
+
+    /// The status as one node sees it (`local`).
+    pub async fn local_status(&self, id: u64) -> Result<v1::NodeStatus> {
+        let addr = &self.nodes.iter().find(|n| n.id == id).expect("id").addr;
+        let mut c = v1::directory_client::DirectoryClient::new(channel(addr).await?);
+        let r = c
+            .cluster_status(v1::ClusterStatusRequest { local: true })
+            .await?
+            .into_inner();
+        r.nodes
+            .into_iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| anyhow!("node {id} did not report itself"))
+    }
+
+    pub async fn leader(&self) -> Result<u64> {
+        self.status()
+            .await?
+            .leader
+            .ok_or_else(|| anyhow!("no leader"))
+    }
+
+    /// Wait until a leader leads all three nodes and every node answers.
+    pub async fn wait_healthy(&self, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(s) = self.status().await
+                && let Some(l) = s.leader
+                && s.nodes.len() == 3
+                && s.nodes
+                    .iter()
+                    .all(|n| n.state == "leader" || n.state == "follower")
+            {
+                return Ok(l);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "baton cluster in {} not healthy within {timeout:?}",
+                    self.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn apply(&self, cmd: v1::command::Command) -> Result<v1::WriteReply> {
+        Ok(self
+            .client
+            .apply(v1::Command { command: Some(cmd) })
+            .await?)
+    }
+
+    /// Start `baton agent` for `server`, running kind `bench` with `command`.
+    pub fn spawn_agent(&mut self, server: &str, command: &str) -> Result<usize> {
+        let args = vec![
+            "agent".into(),
+            "--server".into(),
+            server.into(),
+            "--directory".into(),
+            self.addrs().join(","),
+            "--run".into(),
+            format!("bench={command}"),
+            "--handover-grace".into(),
+            "1s".into(),
+        ];
+        let p = Proc::spawn(
+            &format!("agent-{server}"),
+            &self.bin,
+            args,
+            vec![("RUST_LOG".into(), "warn".into())],
+            self.dir.join(format!("agent-{server}.log")),
+        )?;
+        self.agents.push(p);
+        Ok(self.agents.len() - 1)
+    }
+
+    pub fn agent(&mut self, i: usize) -> &mut Proc {
+        &mut self.agents[i]
+    }
+
+    /// Wait until each of `servers` is up in the directory.
+    pub async fn wait_servers_up(&self, servers: &[&str], timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(list) = self.client.list_servers(true).await {
+                let up = servers.iter().all(|s| {
+                    list.servers
+                        .iter()
+                        .any(|x| x.name == *s && x.status == "up")
+                });
+                if up {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("servers {servers:?} not up within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stop everything (agents first).
+    pub fn shutdown(&mut self) {
+        for a in &mut self.agents {
+            a.stop(Duration::from_secs(2));
+        }
+        for n in &mut self.nodes {
+            n.proc.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for BatonCluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub fn set_role(role: &str, delay: u64) -> v1::command::Command {
+    v1::command::Command::SetRole(v1::SetRole {
+        role: role.into(),
+        failback: None,
+        failback_delay_ms: Some(delay),
+        database: None,
+    })
+}
+
+pub fn create_role(role: &str, servers: &[&str], kind: &str) -> v1::command::Command {
+    v1::command::Command::CreateRole(v1::CreateRole {
+        name: role.into(),
+        kind: kind.into(),
+        servers: servers.iter().map(|s| s.to_string()).collect(),
+        failback: false,
+        failback_delay_ms: 0,
+        database: None,
+    })
+}
+
+/// Counters shared by a group of agent-style sessions.
+#[derive(Default)]
+pub struct SessionStats {
+    /// Sessions that received their first assignment set (registered).
+    pub opened: AtomicU64,
+    pub acks: AtomicU64,
+    pub ended: AtomicU64,
+    /// Sessions registered and not ended.
+    pub live: AtomicU64,
+}
+
+/// Open an agent-style session for `server` on `ch`: Hello, then a renewal every
+/// `renew_every` (or, with `None`, a new renewal as soon as the previous one is acked).
+/// Runs until the stream ends (the returned task then finishes); the returned sender
+/// keeps it open (drop it to close).
+pub async fn open_session(
+    ch: Channel,
+    server: String,
+    renew_every: Option<Duration>,
+    stats: Arc<SessionStats>,
+) -> Result<(mpsc::Sender<v1::AgentMessage>, tokio::task::JoinHandle<()>)> {
+    use v1::agent_message::Msg as Out;
+    use v1::directory_message::Msg as In;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(v1::AgentMessage {
+        msg: Some(Out::Hello(v1::Hello {
+            server: server.clone(),
+            kinds: vec![],
+            main: false,
+            min_revision: 0,
+        })),
+    })
+    .await?;
+    let mut client = v1::agent_client::AgentClient::new(ch);
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .with_context(|| format!("session for {server}"))?
+        .into_inner();
+    let out = tx.clone();
+    let task = tokio::spawn(async move {
+        let mut seq = 0u64;
+        let mut opened = false;
+        let mut ticker = renew_every.map(|d| {
+            let mut t = tokio::time::interval(d);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let renew = |seq: u64| v1::AgentMessage {
+            msg: Some(Out::Renew(v1::Renew { seq })),
+        };
+        loop {
+            tokio::select! {
+                m = inbound.message() => {
+                    match m {
+                        Ok(Some(v1::DirectoryMessage { msg: Some(In::Assignments(_)) })) => {
+                            if !opened {
+                                opened = true;
+                                stats.opened.fetch_add(1, Ordering::Relaxed);
+                                stats.live.fetch_add(1, Ordering::Relaxed);
+                                if ticker.is_none() {
+                                    seq += 1;
+                                    if out.send(renew(seq)).await.is_err() { break }
+                                }
+                            }
+                        }
+                        Ok(Some(v1::DirectoryMessage { msg: Some(In::RenewAck(_)) })) => {
+                            stats.acks.fetch_add(1, Ordering::Relaxed);
+                            if ticker.is_none() {
+                                seq += 1;
+                                if out.send(renew(seq)).await.is_err() { break }
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    }
+                }
+                _ = async {
+                    match ticker.as_mut() {
+                        Some(t) => { t.tick().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    seq += 1;
+                    if out.send(renew(seq)).await.is_err() { break }
+                }
+            }
+        }
+        stats.ended.fetch_add(1, Ordering::Relaxed);
+        if opened {
+            stats.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
+    Ok((tx, task))
+}

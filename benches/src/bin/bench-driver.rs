@@ -1,0 +1,235 @@
+//! `bench-driver`: runs the cluster benchmarks (see `benches/run`), or, as
+//! `bench-driver etcd-agent ...`, one agent of the etcd failover recipe.
+//!
+//! ```text
+//! bench-driver [--quick] [--keep] [--out FILE] [--baton-args "FLAGS"] [--baton-bin PATH] [--etcd-bin PATH]
+//!              [--only throughput,failover,leader_kill,fanout,rss,renewals,restart]
+//! bench-driver etcd-agent --server S --endpoints A,B,C --roles R1,R2 --ttl SECS --run CMD
+//! ```
+//!
+//! `BENCH_LEADER_ONLY=1` gives the Baton writers only the leader's address (an experiment:
+//! baton-client otherwise may keep writing through a follower that forwards).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use baton_benches::workloads::{self, Ctx};
+use baton_benches::{etcd_agent, procs, report};
+
+const ALL: [&str; 7] = [
+    "throughput",
+    "failover",
+    "leader_kill",
+    "fanout",
+    "rss",
+    "renewals",
+    "restart",
+];
+
+fn value(args: &mut std::vec::IntoIter<String>, flag: &str) -> Result<String> {
+    args.next().ok_or_else(|| anyhow!("{flag} needs a value"))
+}
+
+fn main() -> Result<()> {
+    let mut args: std::vec::IntoIter<String> =
+        std::env::args().skip(1).collect::<Vec<_>>().into_iter();
+    if args.as_slice().first().map(String::as_str) == Some("etcd-agent") {
+        args.next();
+        return agent_main(args);
+    }
+    let mut quick = false;
+    let mut keep = false;
+    let mut baton_args: Vec<String> = Vec::new();
+    let mut out = PathBuf::from("target/bench/report.json");
+    let mut baton_bin = PathBuf::from("target/release/baton");
+    let mut etcd_bin = PathBuf::from("etcd");
+    let mut only: Vec<String> = ALL.iter().map(|s| s.to_string()).collect();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--keep" => keep = true,
+            "--baton-args" => {
+                baton_args = value(&mut args, "--baton-args")?
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect()
+            }
+            "--out" => out = value(&mut args, "--out")?.into(),
+            "--baton-bin" => baton_bin = value(&mut args, "--baton-bin")?.into(),
+            "--etcd-bin" => etcd_bin = value(&mut args, "--etcd-bin")?.into(),
+            "--only" => {
+                only = value(&mut args, "--only")?
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench-driver [--quick] [--keep] [--out FILE] [--baton-args FLAGS] [--baton-bin PATH] [--etcd-bin PATH] [--only {}]",
+                    ALL.join(",")
+                );
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    for o in &only {
+        if !ALL.contains(&o.as_str()) {
+            bail!("unknown workload {o:?}; known: {}", ALL.join(","));
+        }
+    }
+    let etcd_bin = which(&etcd_bin).context("etcd not found (install etcd-server)")?;
+    let baton_bin = std::fs::canonicalize(&baton_bin).with_context(|| {
+        format!(
+            "{} not found (cargo build --release -p baton)",
+            baton_bin.display()
+        )
+    })?;
+
+    // Nothing started here may outlive the driver: on a panic or a signal, kill it all.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        procs::kill_all();
+        default_hook(info);
+    }));
+    let work = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let load_before = procs::machine();
+    let result = rt.block_on(async {
+        let mut ctx = Ctx {
+            baton_bin,
+            etcd_bin: etcd_bin.clone(),
+            driver_bin: std::env::current_exe()?,
+            work: work.clone(),
+            quick,
+            rows: Vec::new(),
+            notes: Default::default(),
+            params: Default::default(),
+            baton_args: baton_args.clone(),
+        };
+        let run = async {
+            for w in ALL.iter().filter(|w| only.iter().any(|o| o == *w)) {
+                let r = match *w {
+                    "throughput" => workloads::throughput(&mut ctx).await,
+                    "failover" => workloads::failover(&mut ctx).await,
+                    "leader_kill" => workloads::leader_kill(&mut ctx).await,
+                    "fanout" => workloads::fanout(&mut ctx).await,
+                    "rss" => workloads::rss(&mut ctx).await,
+                    "renewals" => workloads::renewals(&mut ctx).await,
+                    "restart" => workloads::restart(&mut ctx).await,
+                    _ => unreachable!(),
+                };
+                if let Err(e) = r {
+                    eprintln!("workload {w} failed: {e:#}");
+                    ctx.notes.insert(format!("error_{w}"), format!("{e:#}"));
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        tokio::select! {
+            r = run => r?,
+            _ = signal() => {
+                procs::kill_all();
+                bail!("interrupted");
+            }
+        }
+        Ok::<_, anyhow::Error>(ctx)
+    });
+    procs::kill_all();
+    let ctx = result?;
+    let etcd_version = std::process::Command::new(&etcd_bin)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let report = serde_json::json!({
+        "generated_unix_s": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "quick": quick,
+        "duration_s": started.elapsed().as_secs(),
+        "machine": { "before": load_before, "after": procs::machine() },
+        "etcd": etcd_version,
+        "parameters": ctx.params,
+        "baton_directory_args": ctx.baton_args,
+        "notes": ctx.notes,
+        "rows": ctx.rows,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("{}", report::markdown(&ctx.rows));
+    println!(
+        "report: {} ({} s, load before: {}, after: {})",
+        out.display(),
+        started.elapsed().as_secs(),
+        report["machine"]["before"]["loadavg"]
+            .as_str()
+            .unwrap_or(""),
+        report["machine"]["after"]["loadavg"].as_str().unwrap_or("")
+    );
+    if keep || ctx.notes.keys().any(|k| k.starts_with("error_")) {
+        println!("work directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(())
+}
+
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn which(p: &std::path::Path) -> Result<PathBuf> {
+    if p.components().count() > 1 {
+        return Ok(p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+        .ok_or_else(|| anyhow!("{} not on PATH", p.display()))
+}
+
+fn agent_main(mut args: std::vec::IntoIter<String>) -> Result<()> {
+    let (mut server, mut endpoints, mut roles, mut ttl, mut run) = (None, None, None, 2i64, None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--server" => server = Some(value(&mut args, &a)?),
+            "--endpoints" => endpoints = Some(value(&mut args, &a)?),
+            "--roles" => roles = Some(value(&mut args, &a)?),
+            "--ttl" => ttl = value(&mut args, &a)?.parse()?,
+            "--run" => run = Some(value(&mut args, &a)?),
+            other => bail!("unknown etcd-agent argument {other:?}"),
+        }
+    }
+    let split = |s: String| s.split(',').map(String::from).collect::<Vec<_>>();
+    let a = etcd_agent::AgentArgs {
+        server: server.ok_or_else(|| anyhow!("--server"))?,
+        endpoints: split(endpoints.ok_or_else(|| anyhow!("--endpoints"))?),
+        roles: split(roles.ok_or_else(|| anyhow!("--roles"))?),
+        ttl_s: ttl,
+        run: run.ok_or_else(|| anyhow!("--run"))?,
+    };
+    // Current-thread runtime on the main thread: PR_SET_PDEATHSIG of role processes
+    // fires when this thread, that is the process, dies.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(etcd_agent::run(a))
+}
