@@ -216,7 +216,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     config.validate()?;
-    let client = baton_client::Client::new(config.directory.clone())?;
+    // A connect attempt is bounded by a quarter lease: one round of attempts must leave
+    // most of the lease for opening the session and renewing.
+    let client_config = baton_client::ClientConfig {
+        connect_timeout: Duration::from_millis((config.lease_ms / 4).clamp(50, 1_000)),
+        ..Default::default()
+    };
+    let client = baton_client::Client::with_config(config.directory.clone(), client_config)?;
     let mut agent = Agent::new(config);
     tokio::pin!(shutdown);
     let (exit_tx, mut exit_rx) = mpsc::channel::<Exit>(256);
@@ -238,8 +244,12 @@ pub async fn run(
             let client = client.clone();
             let tx = conn_tx.clone();
             let avoid = avoid.clone();
+            // A node that takes longer than this to open a session is as good as dead.
+            let open_timeout = Duration::from_millis(agent.fence.lease_ms / 2);
             tokio::spawn(async move {
-                let _ = tx.send(connect(&client, hello, avoid).await).await;
+                let _ = tx
+                    .send(connect(&client, hello, avoid, open_timeout).await)
+                    .await;
             });
         }
         tokio::select! {
@@ -289,7 +299,7 @@ pub async fn run(
                 // leader) is abandoned well before the lease runs out, so the agent can
                 // renew through another node.
                 if session.is_some() && agent.ack_overdue() {
-                    tracing::warn!("no renewal acknowledged for half a lease; trying another node");
+                    tracing::warn!("no renewal acknowledged for a third of a lease; trying another node");
                     // Not back to the same node (it may be cut off from the leader).
                     avoid = session.take().map(|s| s.node);
                     reconnect_at = boot_ms();
@@ -356,19 +366,14 @@ async fn connect(
     client: &baton_client::Client,
     hello: pb::Hello,
     avoid: Option<String>,
+    open_timeout: Duration,
 ) -> Result<Session, String> {
-    let mut picked = client.channel_to_any().await.map_err(|e| e.to_string())?;
-    // channel_to_any starts at a random node: a few more draws find another one when
-    // there is one; if only the avoided node answers, use it.
-    for _ in 0..4 {
-        if avoid.as_deref() != Some(picked.0.as_str()) || client.addresses().len() < 2 {
-            break;
-        }
-        match client.channel_to_any().await {
-            Ok(p) => picked = p,
-            Err(_) => break,
-        }
-    }
+    // Races every node (the avoided one only if no other answers): a dead or cut-off
+    // node must not eat the lease this agent has left to reach the new leader.
+    let picked = client
+        .channel_avoiding(avoid.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
     let (node, channel) = picked;
     let (tx, rx) = mpsc::channel(64);
     tx.send(pb::AgentMessage {
@@ -377,9 +382,9 @@ async fn connect(
     .await
     .map_err(|_| "session queue closed".to_string())?;
     let mut c = AgentClient::new(channel);
-    let reply = tokio::time::timeout(Duration::from_secs(5), c.session(ReceiverStream::new(rx)))
+    let reply = tokio::time::timeout(open_timeout, c.session(ReceiverStream::new(rx)))
         .await
-        .map_err(|_| format!("node {node} did not open a session within 5 s"))?
+        .map_err(|_| format!("node {node} did not open a session within {open_timeout:?}"))?
         .map_err(|s| format!("node {node}: {}", s.message()))?;
     Ok(Session {
         node,
@@ -486,7 +491,11 @@ impl Agent {
     }
 
     fn ack_overdue(&self) -> bool {
-        boot_ms().saturating_sub(self.last_ack_or_open) > self.fence.lease_ms / 2
+        // A third of a lease: renewals go out every quarter lease and are answered within
+        // milliseconds, so this is several missed answers; what is left of the lease
+        // (at least half of it) is for attaching elsewhere and renewing before the
+        // roles must stop.
+        boot_ms().saturating_sub(self.last_ack_or_open) > self.fence.lease_ms / 3
     }
 
     fn lease_valid(&self) -> bool {

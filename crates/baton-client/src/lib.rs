@@ -16,6 +16,7 @@ pub use baton_proto::v1;
 pub use error::{ClientError, Disposition, classify, leader_hint};
 
 use rand::RngExt;
+use rand::seq::SliceRandom;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -298,40 +299,75 @@ impl Client {
 
     /// A freshly connected channel to some reachable node, with its canonical address.
     ///
-    /// Starts at a random node, so that agents spread their sessions over the directory
-    /// nodes, and tries the others in turn; after a full round of failures it backs off
-    /// and goes round again until the retry budget runs out. The channel is dedicated to
-    /// the caller (not shared with unary calls) and pings the node every
-    /// `keepalive_interval`, so a stream on it fails when the node vanishes.
+    /// Connects to every node at once and keeps the first that answers, so a dead or
+    /// cut-off node costs nothing (an agent re-attaching after its node died must renew
+    /// with the new leader within a lease; a sequence of connect timeouts would eat it).
+    /// The nodes are raced in random order, which spreads sessions over nodes that answer
+    /// equally fast. After a round in which none answers it backs off and races again,
+    /// until the retry budget runs out. The channel is dedicated to the caller (not
+    /// shared with unary calls) and pings the node every `keepalive_interval`, so a
+    /// stream on it fails when the node vanishes.
     pub async fn channel_to_any(&self) -> Result<(String, Channel), ClientError> {
+        self.channel_avoiding(None).await
+    }
+
+    /// [`Client::channel_to_any`], but the node `avoid` (one that stopped answering on
+    /// an earlier stream) is raced only in rounds after one in which no other node
+    /// answered, or when it is the only node.
+    pub async fn channel_avoiding(
+        &self,
+        avoid: Option<&str>,
+    ) -> Result<(String, Channel), ClientError> {
         let cfg = &self.inner.config;
         let deadline = Instant::now() + cfg.retry_budget;
         let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
-        let n = self.inner.addrs.len();
-        let start = rand::rng().random_range(0..n);
         let mut last_error = String::from("no attempt made");
+        let mut first_round = true;
         loop {
-            for i in 0..n {
-                let addr = &self.inner.addrs[(start + i) % n];
-                let endpoint = self.endpoint(addr)?;
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let endpoint = endpoint
-                    .connect_timeout(
-                        cfg.connect_timeout
-                            .min(remaining.max(Duration::from_millis(1))),
-                    )
+            let mut candidates: Vec<String> = self
+                .inner
+                .addrs
+                .iter()
+                .filter(|a| !(first_round && avoid == Some(a.as_str())))
+                .cloned()
+                .collect();
+            if candidates.is_empty() {
+                candidates = self.inner.addrs.clone();
+            }
+            first_round = false;
+            candidates.shuffle(&mut rand::rng());
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeout = cfg
+                .connect_timeout
+                .min(remaining.max(Duration::from_millis(1)));
+            let mut racing = tokio::task::JoinSet::new();
+            for addr in candidates {
+                let endpoint = self
+                    .endpoint(&addr)?
+                    .connect_timeout(timeout)
                     .http2_keep_alive_interval(cfg.keepalive_interval)
                     .keep_alive_timeout(cfg.keepalive_interval)
                     .keep_alive_while_idle(true);
-                match endpoint.connect().await {
-                    Ok(channel) => return Ok((addr.clone(), channel)),
-                    Err(e) => {
+                racing.spawn(async move {
+                    // The connect timeout bounds the TCP handshake only; this bounds the
+                    // whole attempt (HTTP/2 preface included) against a hung node.
+                    let r = tokio::time::timeout(timeout, endpoint.connect()).await;
+                    (addr, r)
+                });
+            }
+            // Dropping the set aborts the attempts still running.
+            while let Some(joined) = racing.join_next().await {
+                match joined {
+                    Ok((addr, Ok(Ok(channel)))) => return Ok((addr, channel)),
+                    Ok((addr, Ok(Err(e)))) => {
                         last_error = format!("{addr}: {}", error_chain(&e));
                         debug!(%addr, error = %last_error, "connect failed");
                     }
-                }
-                if Instant::now() >= deadline {
-                    return Err(self.unavailable(&self.inner.addrs, &last_error));
+                    Ok((addr, Err(_))) => {
+                        last_error = format!("{addr}: no connection within {timeout:?}");
+                        debug!(%addr, error = %last_error, "connect failed");
+                    }
+                    Err(e) => last_error = format!("connect task failed: {e}"),
                 }
             }
             let remaining = deadline.saturating_duration_since(Instant::now());

@@ -522,9 +522,12 @@ impl Demo {
         let mut n = 0;
         let write_gap = loop {
             let cmd = v1::Command {
+                // A write that cannot move anything: alarm-plugin has failback off, so
+                // its failback delay is inert. (Toggling failback itself, as this tour
+                // once did, let failback move the role and blamed the leader kill.)
                 command: Some(Cmd::SetRole(v1::SetRole {
                     role: "alarm-plugin".into(),
-                    failback: Some(n % 2 == 0),
+                    failback_delay_ms: Some(60_000 + n),
                     ..Default::default()
                 })),
             };
