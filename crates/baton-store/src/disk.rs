@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, decode, encode, log_index, log_key, show_key};
+use crate::mark::{self, MarkFile};
 use crate::{
     CACHE_CAPACITY_BYTES, ENTRY_MAX_BYTES, FORMAT, LOCK_WAIT, LogEntry, LogId, PURGE_BATCH_KEYS,
     SNAPSHOT_MAX_BYTES, SnapshotMeta, StoreError, StoredMembership, Vote,
@@ -124,6 +125,9 @@ pub(crate) struct Disk {
     meta: sled::Tree,
     /// The stored snapshot.
     sm: sled::Tree,
+    /// The high-water mark, outside sled (see `crate::mark`). Written by the one task
+    /// that writes the log and the vote; the lock only makes `Disk` shareable.
+    mark: std::sync::Mutex<MarkFile>,
 }
 
 impl Disk {
@@ -157,6 +161,7 @@ impl Disk {
             log,
             meta,
             sm,
+            mark: std::sync::Mutex::new(MarkFile::load(dir)),
         };
         disk.check_format()?;
         Ok(disk)
@@ -215,6 +220,54 @@ impl Disk {
             .await
             .map(|_| ())
             .map_err(|e| self.io(doing, e))
+    }
+
+    // --- the high-water mark ---------------------------------------------------------------
+
+    /// Check sled's vote and last log id (`verified`) against the mark, then raise the
+    /// mark to them (they were just read from disk, so they are durable). Refuses a store
+    /// that rolled back.
+    pub(crate) fn check_mark(&self, verified: &Verified) -> Result<(), StoreError> {
+        let last_log = match (verified.last_log_id, verified.last_purged) {
+            (Some(l), Some(p)) if l.index <= p.index => Some(p),
+            (Some(l), _) => Some(l),
+            (None, p) => p,
+        };
+        let mut m = self.mark.lock().map_err(|_| StoreError::Poisoned)?;
+        mark::check(m.current(), verified.vote.as_ref(), last_log.as_ref())
+            .map_err(|detail| self.corrupt("the store as a whole", detail))?;
+        m.write(verified.vote, last_log)
+    }
+
+    /// Record `vote` as made durable (after the flush that made it so). Blocking.
+    pub(crate) fn mark_vote(&self, vote: Vote) -> Result<(), StoreError> {
+        let mut m = self.mark.lock().map_err(|_| StoreError::Poisoned)?;
+        let last_log = m.current().last_log;
+        m.write(Some(vote), last_log)
+    }
+
+    /// Record `last_log` as the end of the durable log: after the flush when the log
+    /// grew, *before* the truncation when it shrinks. Blocking.
+    pub(crate) fn mark_last_log(&self, last_log: Option<LogId>) -> Result<(), StoreError> {
+        let mut m = self.mark.lock().map_err(|_| StoreError::Poisoned)?;
+        let vote = m.current().vote;
+        m.write(vote, last_log)
+    }
+
+    /// The id the log ends at once everything from `index` on is removed.
+    pub(crate) fn last_id_before(&self, index: u64) -> Result<Option<LogId>, StoreError> {
+        let purged = self.last_purged()?;
+        let Some(prev) = index.checked_sub(1) else {
+            return Ok(None);
+        };
+        if purged.is_some_and(|p| p.index >= prev) {
+            return Ok(purged);
+        }
+        Ok(self
+            .entries(prev, Some(index))?
+            .pop()
+            .map(|e| e.log_id)
+            .or(purged))
     }
 
     // --- meta -----------------------------------------------------------------------------

@@ -17,7 +17,12 @@ baton cluster add-node ID ADDR)";
 pub enum StoreError {
     /// sled could not open the data directory (missing permissions, another process holds
     /// its lock, or a damaged sled file).
-    #[error("cannot open the data directory {}: {source}", dir.display())]
+    #[error(
+        "cannot open the data directory {}: {source}; unless another process holds it, \
+         its files are damaged and {}",
+        dir.display(),
+        remedy(dir)
+    )]
     Open {
         /// The data directory.
         dir: PathBuf,
@@ -79,6 +84,14 @@ pub enum StoreError {
         what: String,
         /// serde_json's reason.
         source: serde_json::Error,
+    },
+    /// The high-water mark file could not be written (see the `mark` module).
+    #[error("cannot write the high-water mark {}: {source}", path.display())]
+    Mark {
+        /// The mark file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// The in-memory state lock was poisoned by a panic while applying an entry.
     #[error("the state machine lock is poisoned (an earlier apply panicked)")]

@@ -93,6 +93,7 @@ mod disk;
 mod error;
 pub mod fault;
 mod log_store;
+mod mark;
 mod state_machine;
 #[cfg(test)]
 mod tests;
@@ -188,6 +189,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let disk = Arc::new(disk::Disk::open(dir)?);
     disk.finish_purge()?;
     let (verified, snapshot) = disk.verify_full()?;
+    disk.check_mark(&verified)?;
     tracing::info!(dir = %disk.dir().display(), "storage verified: {verified}");
     let sm = StateMachineStore::restore(disk.clone(), snapshot);
     Ok((LogStore::new(disk), sm))

@@ -56,6 +56,15 @@ impl LogStore {
     }
 }
 
+/// Run a small blocking write (the mark's fsync) off the async runtime.
+async fn blocking(
+    f: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
+) -> Result<(), StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
 /// `[start, end)` of a range of log indexes; `end = None` means "to the end of the log".
 /// `None` when the range is empty.
 fn index_range(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
@@ -114,6 +123,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.disk
             .flush("flushing the vote")
             .await
+            .map_err(StoreError::write_vote)?;
+        let (disk, vote) = (self.disk.clone(), *vote);
+        blocking(move || disk.mark_vote(vote))
+            .await
             .map_err(StoreError::write_vote)
     }
 
@@ -141,13 +154,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = LogEntry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Written as one atomic batch (readable at once), then fsynced; only then are the
-        // entries reported as persisted (invariant 2: nothing acknowledged before fsync).
-        if let Err(e) = self.disk.append(entries) {
+        // Written as one atomic batch (readable at once), then fsynced, then the
+        // high-water mark raised; only then are the entries reported as persisted
+        // (invariant 2: nothing acknowledged before fsync, nor before the mark covers it).
+        let mut last = None;
+        if let Err(e) = self
+            .disk
+            .append(entries.into_iter().inspect(|e| last = Some(e.log_id)))
+        {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(e.write_logs());
         }
-        match self.disk.flush("flushing appended log entries").await {
+        let durable = async {
+            self.disk.flush("flushing appended log entries").await?;
+            if last.is_some() {
+                let disk = self.disk.clone();
+                blocking(move || disk.mark_last_log(last)).await?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        match durable.await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -160,6 +186,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Lower the mark first: it must never claim more than the log holds.
+        let before = self
+            .disk
+            .last_id_before(log_id.index)
+            .map_err(StoreError::write_logs)?;
+        let disk = self.disk.clone();
+        blocking(move || disk.mark_last_log(before))
+            .await
+            .map_err(StoreError::write_logs)?;
         self.disk
             .remove_from(log_id.index)
             .map_err(StoreError::write_logs)?;

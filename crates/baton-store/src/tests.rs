@@ -766,3 +766,115 @@ mod single_node {
         raft.shutdown().await.unwrap();
     }
 }
+
+// --- the high-water mark ------------------------------------------------------------------
+
+/// Copy sled's files (everything but the mark) from `from` to `to`, replacing what is there.
+fn copy_sled_files(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("mark-") {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            let _ = std::fs::remove_dir_all(&target);
+            std::fs::create_dir_all(&target).unwrap();
+            copy_sled_files(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// sled silently dropping its newest records looks, to our checksums, like a perfectly
+/// good older store. Replaying an older copy of sled's files under the current mark is
+/// exactly that, and open must refuse it.
+#[tokio::test]
+async fn a_log_that_rolled_back_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = tempfile::tempdir().unwrap();
+    let entries = sample_log(8);
+    write_and_close(dir.path(), entries[..=4].to_vec()).await;
+    copy_sled_files(dir.path(), old.path());
+    write_and_close(dir.path(), entries[5..].to_vec()).await;
+    copy_sled_files(old.path(), dir.path());
+    let msg = open_corrupt(dir.path());
+    assert!(msg.contains("rolled back"), "{msg}");
+    assert!(msg.contains(&log_id(3, 8).to_string()), "{msg}");
+}
+
+#[tokio::test]
+async fn a_vote_that_rolled_back_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = open(dir.path()).unwrap();
+        log.save_vote(&Vote::new(2, 1)).await.unwrap();
+    }
+    copy_sled_files(dir.path(), old.path());
+    {
+        let (mut log, _sm) = open(dir.path()).unwrap();
+        log.save_vote(&Vote::new(3, 2)).await.unwrap();
+    }
+    copy_sled_files(old.path(), dir.path());
+    let msg = open_corrupt(dir.path());
+    assert!(msg.contains("older than the vote"), "{msg}");
+}
+
+/// Truncation lowers the mark before the log shrinks, so a store that truncated and
+/// then crashed opens; and an intact store always opens, however often it restarts.
+#[tokio::test]
+async fn truncation_and_restarts_keep_the_mark_a_lower_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = sample_log(8);
+    write_and_close(dir.path(), entries.clone()).await;
+    {
+        let (mut log, _sm) = open(dir.path()).unwrap();
+        log.truncate(log_id(2, 5)).await.unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id, Some(log_id(2, 4)));
+    }
+    let (mut log, _sm) = open(dir.path()).unwrap();
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(2, 4))
+    );
+    // Entries from a newer term replace the truncated ones; the mark rises again.
+    let newer: Vec<LogEntry> = (5..=6).map(|i| blank(4, i)).collect();
+    log.blocking_append(newer).await.unwrap();
+    drop(log);
+    drop(_sm);
+    let (mut log, _sm) = open(dir.path()).unwrap();
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(4, 6))
+    );
+}
+
+/// A crash while the mark is written tears one slot; the other, older one still bounds
+/// the log from below, so the store opens.
+#[tokio::test]
+async fn a_torn_mark_slot_falls_back_to_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = sample_log(6);
+    write_and_close(dir.path(), entries[..=3].to_vec()).await;
+    write_and_close(dir.path(), entries[4..].to_vec()).await;
+    let slots: Vec<_> = ["mark-0", "mark-1"]
+        .iter()
+        .map(|s| dir.path().join(s))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(slots.len(), 2, "both mark slots written: {slots:?}");
+    let newest = slots
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    std::fs::write(newest, b"torn").unwrap();
+    let (mut log, _sm) = open(dir.path()).expect("opens on the older slot");
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(2, 6))
+    );
+}

@@ -80,13 +80,6 @@ fn logical_damage_is_refused_with_the_remedy_and_the_rest_serves() {
 /// directory lose an acknowledged write or serve wrong data: the node refuses, or it
 /// starts and converges on exactly the leader's data; the other two keep serving.
 #[test]
-#[ignore = "bug: a follower whose sled files silently rolled back rejoins and openraft, which \
-            assumes a follower never loses what it acknowledged, misbehaves: in debug builds \
-            the leader panics (`follower log reversion is not allowed`, openraft \
-            progress/entry/mod.rs:165) and the cluster is unavailable; in release builds the \
-            follower may stay stuck on its old state forever (`crashes stuck`) or serve a \
-            state missing acknowledged writes at the leader's revision (`crashes corrupt \
-            --kinds raw`: 3 of 20 db cases)"]
 fn raw_sled_damage_loses_no_ack_and_serves_no_wrong_data() {
     let cfg = CorruptConfig {
         cases: 4,
@@ -109,12 +102,6 @@ fn raw_sled_damage_loses_no_ack_and_serves_no_wrong_data() {
 
 /// What the issue asks of raw damage too: every case detected and refused.
 #[test]
-#[ignore = "bug: raw damage to sled's files goes undetected or is refused without the \
-            remedy: sled 0.34 takes a damaged record in its log for the torn end of the log \
-            and silently drops it and everything after it (flushed data, newer snapshots, \
-            sometimes all of it), after which the store verifies and the node serves; damage \
-            to sled's conf file is refused as `cannot open the data directory` with no word \
-            of re-adding the node (`crashes corrupt --kinds raw`)"]
 fn raw_sled_damage_is_detected_and_refused() {
     let cfg = CorruptConfig {
         cases: 6,
@@ -133,8 +120,6 @@ fn raw_sled_damage_is_detected_and_refused() {
 /// leaving the survivor without a quorum (unavailable, nothing lost); one that does not
 /// notice elects a leader with the survivor and acknowledged writes are gone.
 #[test]
-#[ignore = "bug: undetected sled rollback on one node plus the loss of the leader loses \
-            acknowledged writes (`crashes rollback`: 30 of 30 lost)"]
 fn a_silently_rolled_back_follower_cannot_lose_acknowledged_writes() {
     let report = crashes::rollback_demo().expect("demonstration ran");
     eprintln!("{report}");
