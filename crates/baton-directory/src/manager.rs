@@ -28,7 +28,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use baton_core::{Command, ServerStatus};
 use baton_proto::v1 as pb;
@@ -40,7 +42,7 @@ use tonic::{Request, Status};
 
 use crate::config::NodeConfig;
 use crate::error::{self, invalid, not_leader, status};
-use crate::node::{Node, wall_ms};
+use crate::node::Node;
 
 /// How long a membership change may take (a learner catching up included).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,6 +86,9 @@ pub struct Manager {
     shutdown: watch::Sender<bool>,
     /// Serialises membership changes and transfers: one at a time per node.
     membership: tokio::sync::Mutex<()>,
+    /// Planted bugs (test builds only).
+    #[cfg(feature = "planted-bugs")]
+    planted: crate::env::Planted,
 }
 
 impl Manager {
@@ -101,7 +106,15 @@ impl Manager {
             role_cooldown_ms: config.role_cooldown_ms,
             shutdown: watch::channel(false).0,
             membership: tokio::sync::Mutex::new(()),
+            #[cfg(feature = "planted-bugs")]
+            planted: crate::env::Planted::default(),
         }
+    }
+
+    /// Switch on planted bugs (test builds only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, planted: crate::env::Planted) {
+        self.planted = planted;
     }
 
     pub fn lease_ms(&self) -> u64 {
@@ -199,6 +212,11 @@ impl Manager {
         let mut l = self.liveness.lock().expect("liveness lock");
         l.term = Some(term);
         l.leader_since_ms = now;
+        #[cfg(feature = "planted-bugs")]
+        if self.planted.no_clock_restart {
+            // Planted bug: every server counts as last seen when this node started.
+            l.leader_since_ms = 0;
+        }
         l.last_seen_ms.clear();
         l.declared_down.clear();
     }
@@ -557,7 +575,7 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
         }
         // 2. Time-based placement (failback delays, quarantine ends).
         let due = node.read(baton_core::controller::next_tick_ms);
-        let now_wall = wall_ms();
+        let now_wall = node.wall_ms();
         if let Some(due) = due
             && due <= now_wall
             && now_wall.saturating_sub(last_tick_ms) >= 200
