@@ -1,0 +1,126 @@
+//! A simulated admin client: creates roles through the real `Directory/Apply` API,
+//! records which creations were acknowledged, and reads them all back (linearizable
+//! `ListRoles`) after the faults healed. It uses the generated gRPC client directly,
+//! rotating through the nodes itself (baton-client picks nodes with an unseeded RNG).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use baton_proto::v1 as pb;
+use baton_proto::v1::directory_client::DirectoryClient;
+
+use crate::agent::KIND;
+use crate::checker::{Shared, lock, now_ms};
+use crate::net;
+use crate::rng::Prng;
+
+pub struct ClientOpts {
+    pub name: String,
+    pub nodes: Vec<String>,
+    pub agents: Vec<String>,
+    pub seed: u64,
+    /// Writes from this time (simulated ms) ...
+    pub start_ms: u64,
+    /// ... until this one; read back after `read_ms`.
+    pub stop_ms: u64,
+    pub read_ms: u64,
+}
+
+async fn sleep_until_ms(t: u64) {
+    let now = now_ms();
+    if t > now {
+        tokio::time::sleep(Duration::from_millis(t - now)).await;
+    }
+}
+
+/// Create `role`; `true` when acknowledged (or found to exist on a retry).
+async fn create(o: &ClientOpts, rng: &mut Prng, role: &str, servers: Vec<String>) -> bool {
+    let cmd = pb::Command {
+        command: Some(pb::command::Command::CreateRole(pb::CreateRole {
+            name: role.to_string(),
+            kind: KIND.to_string(),
+            servers,
+            failback: false,
+            failback_delay_ms: 0,
+            database: None,
+        })),
+    };
+    let mut node = rng.below(o.nodes.len() as u64) as usize;
+    for attempt in 0..8 {
+        let mut c = DirectoryClient::new(net::channel(&o.nodes[node % o.nodes.len()]));
+        let mut req = tonic::Request::new(cmd.clone());
+        req.set_timeout(Duration::from_millis(1500));
+        match c.apply(req).await {
+            Ok(_) => return true,
+            Err(s) if s.code() == tonic::Code::AlreadyExists && attempt > 0 => return true,
+            Err(s) if s.code() == tonic::Code::AlreadyExists => return false,
+            Err(_) => {}
+        }
+        node += 1;
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(200))).await;
+        if now_ms() > o.stop_ms {
+            return false;
+        }
+    }
+    false
+}
+
+/// Every role name, by a linearizable read from any node that can serve it.
+async fn read_all(o: &ClientOpts) -> Option<BTreeSet<String>> {
+    for attempt in 0..30 {
+        let mut c = DirectoryClient::new(net::channel(&o.nodes[attempt % o.nodes.len()]));
+        let mut req = tonic::Request::new(pb::ListRequest { read: None });
+        req.set_timeout(Duration::from_millis(1000));
+        if let Ok(r) = c.list_roles(req).await {
+            return Some(r.into_inner().roles.into_iter().map(|r| r.name).collect());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+pub async fn run(o: ClientOpts, checker: Shared) -> turmoil::Result {
+    let mut rng = Prng::new(o.seed);
+    sleep_until_ms(o.start_ms).await;
+    let mut i = 0;
+    while now_ms() < o.stop_ms {
+        let role = format!("{}-r{i}", o.name);
+        i += 1;
+        let mut servers = o.agents.clone();
+        rng.shuffle(&mut servers);
+        if create(&o, &mut rng, &role, servers.clone()).await {
+            let mut c = lock(&checker);
+            c.event(now_ms(), format!("{} acked create {role} {servers:?}", o.name));
+            c.acked.entry(o.name.clone()).or_default().insert(role);
+        }
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+    }
+    sleep_until_ms(o.read_ms).await;
+    let found = read_all(&o).await;
+    let mut c = lock(&checker);
+    let now = now_ms();
+    match found {
+        None => c.violation(now, format!("{} could not read the roles back", o.name)),
+        Some(found) => {
+            let acked = c.acked.get(&o.name).cloned().unwrap_or_default();
+            for r in acked.difference(&found) {
+                c.violation(
+                    now,
+                    format!("acknowledged write lost: {} created {r}", o.name),
+                );
+            }
+            c.event(
+                now,
+                format!(
+                    "{} read back {} roles, {} acked by it",
+                    o.name,
+                    found.len(),
+                    acked.len()
+                ),
+            );
+            c.found_roles.extend(found);
+            c.read_back.insert(o.name.clone());
+        }
+    }
+    Ok(())
+}
