@@ -24,6 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::checker::{Shared, lock, now_ms};
 use crate::net;
 
+/// How often to renew while renewals go unanswered (as the real agent).
+const RENEW_RETRY_MS: u64 = 100;
+
 /// The kind every simulated agent advertises and every simulated role has.
 pub const KIND: &str = "k";
 
@@ -169,7 +172,10 @@ impl Agent<'_> {
         self.released_sent.clear();
         self.last_ack_or_open = now_ms();
         let mut renew = tokio::time::interval(Duration::from_millis(self.fence.renew_every_ms()));
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // As the real agent: check every 20 ms whether acks are overdue (then try another
+        // node), and renew every 100 ms while the newest renewal is unanswered.
+        let mut check = tokio::time::interval(Duration::from_millis(20));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let now = now_ms();
             // Wake when the lease runs out, to fence.
@@ -179,18 +185,20 @@ impl Agent<'_> {
                 Duration::from_millis(self.stop_at - now)
             };
             let mut out = Vec::new();
+            let mut renew_now = false;
             tokio::select! {
-                _ = renew.tick() => {
+                _ = renew.tick() => renew_now = true,
+                _ = check.tick() => {
                     if now.saturating_sub(self.last_ack_or_open) > self.fence.lease_ms / 2 {
-                        return Err(format!("no ack from {node} for half a lease"));
+                        return Err(format!(
+                            "no ack from {node} since t={} (fence at t={})",
+                            self.last_ack_or_open, self.stop_at
+                        ));
                     }
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    self.sent.insert(seq, now);
-                    while self.sent.len() > 64 {
-                        self.sent.pop_first();
-                    }
-                    out.push(pb::AgentMessage { msg: Some(Out::Renew(pb::Renew { seq })) });
+                    renew_now = self
+                        .sent
+                        .last_key_value()
+                        .is_some_and(|(_, t)| now.saturating_sub(*t) >= RENEW_RETRY_MS);
                 }
                 m = inbound.message() => {
                     match m {
@@ -203,6 +211,15 @@ impl Agent<'_> {
                     }
                 }
                 _ = tokio::time::sleep(fence_in) => {}
+            }
+            if renew_now {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.sent.insert(seq, now);
+                while self.sent.len() > 64 {
+                    self.sent.pop_first();
+                }
+                out.push(pb::AgentMessage { msg: Some(Out::Renew(pb::Renew { seq })) });
             }
             out.extend(self.reconcile());
             for m in out {
@@ -248,6 +265,6 @@ pub async fn run(opts: AgentOpts, checker: Shared) -> turmoil::Result {
             lock(&a.checker).event(now_ms(), format!("{} session: {e}", opts.server));
         }
         a.reconcile();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

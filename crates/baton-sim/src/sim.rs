@@ -53,6 +53,8 @@ pub struct Outcome {
 #[derive(Clone, Debug)]
 enum Fault {
     CrashNode(usize),
+    /// Every directory node crashes; all restart together (a directory restart).
+    CrashAllNodes,
     CrashAgent(usize),
     /// Cut these hosts off from every other host: a blackhole. Segments sent meanwhile
     /// are held and delivered when it heals (what TCP retransmission achieves; turmoil's
@@ -86,7 +88,7 @@ fn plan(rng: &mut Prng, directory_only: bool) -> Vec<Planned> {
     let mut t = FAULTS_FROM_MS;
     while t < FAULTS_FROM_MS + FAULT_PHASE_MS {
         let len = rng.between(1_000, 5_000);
-        let kinds = if directory_only { 4 } else { 6 };
+        let kinds = if directory_only { 5 } else { 7 };
         let mut kind = rng.below(kinds);
         if kind == 3 && t + len + DROP_CLEAR_MS > FAULTS_FROM_MS + FAULT_PHASE_MS {
             // Wedged streams must be replaced before the liveness deadline (see `Drop`).
@@ -94,13 +96,20 @@ fn plan(rng: &mut Prng, directory_only: bool) -> Vec<Planned> {
         }
         let fault = match kind {
             0 => Fault::CrashNode(rng.below(3) as usize),
+            1 if directory_only => {
+                // One node cut off from everything: agents can still reach a majority.
+                Fault::Partition(vec![pick(rng, &NODES)])
+            }
             1 => {
-                // A minority or a majority of the directory, cut off from everything.
+                // A minority or a majority of the directory, cut off from everything
+                // (a majority cut off from the agents is, for them, the directory gone:
+                // not a directory-only fault).
                 let mut n = NODES.to_vec();
                 rng.shuffle(&mut n);
                 n.truncate(rng.between(1, 2) as usize);
                 Fault::Partition(n)
             }
+            4 if directory_only => Fault::CrashAllNodes,
             2 => {
                 let mut n = NODES.to_vec();
                 rng.shuffle(&mut n);
@@ -111,7 +120,8 @@ fn plan(rng: &mut Prng, directory_only: bool) -> Vec<Planned> {
                 rng.shuffle(&mut n);
                 Fault::Drop(n[0], n[1])
             }
-            4 => Fault::CrashAgent(rng.below(3) as usize),
+            4 => Fault::CrashAllNodes,
+            5 => Fault::CrashAgent(rng.below(3) as usize),
             _ => {
                 // Any set of hosts.
                 let mut h = all_hosts();
@@ -339,6 +349,16 @@ fn apply(sim: &mut turmoil::Sim<'_>, checker: &Shared, now: u64, f: &Fault, star
     match (f, start) {
         (Fault::CrashNode(i), true) => sim.crash(NODES[*i]),
         (Fault::CrashNode(i), false) => sim.bounce(NODES[*i]),
+        (Fault::CrashAllNodes, true) => {
+            for n in NODES {
+                sim.crash(n);
+            }
+        }
+        (Fault::CrashAllNodes, false) => {
+            for n in NODES {
+                sim.bounce(n);
+            }
+        }
         (Fault::CrashAgent(i), true) => {
             sim.crash(AGENTS[*i]);
             lock(checker).agent_crashed(now, AGENTS[*i]);
