@@ -84,11 +84,16 @@ impl Checker {
             })
             .unwrap_or_default();
         for (s, h) in others {
+            let until = if h.until_ms == u64::MAX {
+                "with no fence".to_string()
+            } else {
+                format!("until t={}ms", h.until_ms)
+            };
             self.violation(
                 now,
                 format!(
-                    "single active: {server} starts {role}@{epoch} while {s} may run it @{} until t={}ms",
-                    h.epoch, h.until_ms
+                    "single active: {server} starts {role}@{epoch} while {s} may run it @{} {until}",
+                    h.epoch
                 ),
             );
         }
