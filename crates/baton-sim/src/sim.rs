@@ -24,6 +24,8 @@ pub const LEASE_MS: u64 = 2_000;
 /// Clock-rate bound given to nodes and agents.
 pub const RHO_PPM: u64 = 10_000;
 const HEARTBEAT_MS: u64 = 50;
+/// Simulated time per step: every host runs, every link delivers, once per tick.
+const TICK_MS: u64 = 2;
 /// When faults start, and how long the fault phase lasts.
 const FAULTS_FROM_MS: u64 = 3_000;
 const FAULT_PHASE_MS: u64 = 14_000;
@@ -177,12 +179,12 @@ pub fn run_seed(seed: u64, bugs: Bugs) -> Outcome {
     let election_ms = 2 * max_election_ms + HEARTBEAT_MS;
     let live_ms = heal_ms + 2 * LEASE_MS + election_ms;
     let read_ms = heal_ms + 1_000;
-    let end_ms = live_ms + 3_000;
+    let end_ms = live_ms + 1_000;
 
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(Duration::from_millis(TICK_MS))
         .simulation_duration(Duration::from_millis(end_ms + 60_000))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(4))
@@ -240,6 +242,25 @@ pub fn run_seed(seed: u64, bugs: Bugs) -> Outcome {
                 let node =
                     baton_directory::Node::open_with(config, Faults::default(), log, sm, view, env)
                         .await?;
+                // Trace leadership as this node sees it.
+                let mut metrics = node.raft.metrics();
+                let (id, tracer) = (node.id, checker.clone());
+                tokio::spawn(async move {
+                    let mut last = None;
+                    loop {
+                        let now = {
+                            let m = metrics.borrow_and_update();
+                            (m.state == openraft::ServerState::Leader, m.current_term)
+                        };
+                        if now.0 && last != Some(now) {
+                            lock(&tracer).event(now_ms(), format!("n{id} leads, term {}", now.1));
+                        }
+                        last = Some(now);
+                        if metrics.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                });
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", net::PORT)).await?;
                 let _running = baton_directory::serve(node, net::incoming(listener)).await?;
                 std::future::pending::<()>().await;

@@ -73,6 +73,24 @@ fn a_seed_replays_with_the_same_trace() {
     assert_eq!(a.violations, b.violations);
 }
 
+/// Regression: a leader that lost its quorum without losing its term (one follower
+/// crashed, the link to the other wedged by dropped segments) declared every server
+/// down when the crashed follower came back: a false failover in a run with directory
+/// faults only. The manager now restarts liveness clocks when a leader regains its
+/// quorum. Seed 380 is the seed that found it (with this version of the simulator: its
+/// trace shows `Drop("n2", "n3")`, then `CrashNode(0)` while n3 leads).
+#[test]
+fn regression_leader_regaining_quorum_does_not_fail_over() {
+    let o = run_seed_caught(380, Bugs::default());
+    assert!(o.directory_only);
+    assert!(
+        o.trace.iter().any(|l| l.contains("fault starts CrashNode(0)")),
+        "seed 380 no longer replays the scenario: {:?}",
+        o.trace
+    );
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+}
+
 /// The first seed in 0..500 at which the checkers see the planted bug.
 fn first_failing_seed(bugs: Bugs) -> Option<u64> {
     // In batches, so that a bug found early costs only a few seeds.
