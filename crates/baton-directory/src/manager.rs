@@ -221,6 +221,16 @@ impl Manager {
         l.declared_down.clear();
     }
 
+    /// Count every server as seen now, as a new leader does (after this leader
+    /// regained a quorum it had lost).
+    fn restart_clocks(&self, term: u64) {
+        let now = self.mono_ms();
+        let mut l = self.liveness.lock().expect("liveness lock");
+        if l.term == Some(term) {
+            l.leader_since_ms = l.leader_since_ms.max(now);
+        }
+    }
+
     fn lose_leadership(&self) {
         let mut l = self.liveness.lock().expect("liveness lock");
         l.term = None;
@@ -491,6 +501,9 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick_ms = 0u64;
+    // A leader that has not heard from a quorum for this long counts as without one.
+    let quorum_stale_ms = node.config.election_timeout_max_ms;
+    let mut quorum_lost = false;
     // Cluster-wide settings travel in the log: propose ours if the state differs.
     let history_max = node.config.history_max;
     if node.read(|st| st.history_max != history_max as usize) {
@@ -501,8 +514,32 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
     }
     loop {
         ticker.tick().await;
-        if node.raft.metrics().borrow().current_term != term {
-            return;
+        let since_quorum_ack = {
+            let metrics = node.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_term != term {
+                return;
+            }
+            metrics.millis_since_quorum_ack
+        };
+        // 0. A leader without a quorum confirms no renewal: agents cannot keep their
+        //    leases, through no fault of theirs. It decides nothing meanwhile, and on
+        //    regaining its quorum restarts every clock, as a new leader would (leases
+        //    only lengthen; invariant 4). Found by baton-sim (seed 380 of its first
+        //    version): a leader whose one follower crashed while the link to the other
+        //    was broken kept its term, and declared every server down when the crashed
+        //    follower came back.
+        if since_quorum_ack.is_none_or(|ms| ms > quorum_stale_ms) {
+            if !quorum_lost {
+                tracing::warn!(term, "leader without a quorum: liveness decisions paused");
+            }
+            quorum_lost = true;
+            continue;
+        }
+        if quorum_lost {
+            quorum_lost = false;
+            m.restart_clocks(term);
+            tracing::info!(term, "quorum regained: liveness clocks restarted");
         }
         // 1. Expired leases, decided and marked under the liveness lock.
         let expired: Vec<String> = {
