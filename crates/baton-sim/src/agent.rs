@@ -83,7 +83,12 @@ impl Agent<'_> {
         for (role, epoch) in held {
             if !(valid && self.desired.get(&role) == Some(&epoch)) {
                 self.held.remove(&role);
-                c.hold_stop(now, server, &role, if valid { "released" } else { "fenced" });
+                c.hold_stop(
+                    now,
+                    server,
+                    &role,
+                    if valid { "released" } else { "fenced" },
+                );
             }
         }
         let mut out = Vec::new();
@@ -219,7 +224,9 @@ impl Agent<'_> {
                 while self.sent.len() > 64 {
                     self.sent.pop_first();
                 }
-                out.push(pb::AgentMessage { msg: Some(Out::Renew(pb::Renew { seq })) });
+                out.push(pb::AgentMessage {
+                    msg: Some(Out::Renew(pb::Renew { seq })),
+                });
             }
             out.extend(self.reconcile());
             for m in out {

@@ -66,7 +66,8 @@ impl Checker {
 
     pub fn violation(&mut self, now: u64, msg: impl AsRef<str>) {
         let m = format!("t={now}ms {}", msg.as_ref());
-        self.trace.push(format!("{now:>7} VIOLATION {}", msg.as_ref()));
+        self.trace
+            .push(format!("{now:>7} VIOLATION {}", msg.as_ref()));
         self.violations.push(m);
     }
 
@@ -126,7 +127,9 @@ impl Checker {
             let ever = ever.clone();
             self.violation(
                 now,
-                format!("false failover: {role} moved with only directory faults (held by {ever:?})"),
+                format!(
+                    "false failover: {role} moved with only directory faults (held by {ever:?})"
+                ),
             );
         }
         self.holds

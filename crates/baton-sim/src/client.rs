@@ -45,8 +45,8 @@ async fn create(o: &ClientOpts, rng: &mut Prng, role: &str, servers: Vec<String>
             database: None,
         })),
     };
-    let mut node = rng.below(o.nodes.len() as u64) as usize;
-    for attempt in 0..8 {
+    let first = rng.below(o.nodes.len() as u64) as usize;
+    for (attempt, node) in (first..first + 8).enumerate() {
         let mut c = DirectoryClient::new(net::channel(&o.nodes[node % o.nodes.len()]));
         let mut req = tonic::Request::new(cmd.clone());
         req.set_timeout(Duration::from_millis(1500));
@@ -56,7 +56,6 @@ async fn create(o: &ClientOpts, rng: &mut Prng, role: &str, servers: Vec<String>
             Err(s) if s.code() == tonic::Code::AlreadyExists => return false,
             Err(_) => {}
         }
-        node += 1;
         tokio::time::sleep(Duration::from_millis(100 + rng.below(200))).await;
         if now_ms() > o.stop_ms {
             return false;
@@ -90,7 +89,10 @@ pub async fn run(o: ClientOpts, checker: Shared) -> turmoil::Result {
         rng.shuffle(&mut servers);
         if create(&o, &mut rng, &role, servers.clone()).await {
             let mut c = lock(&checker);
-            c.event(now_ms(), format!("{} acked create {role} {servers:?}", o.name));
+            c.event(
+                now_ms(),
+                format!("{} acked create {role} {servers:?}", o.name),
+            );
             c.acked.entry(o.name.clone()).or_default().insert(role);
         }
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;

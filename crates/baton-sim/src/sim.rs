@@ -77,7 +77,12 @@ struct Planned {
 }
 
 fn all_hosts() -> Vec<&'static str> {
-    NODES.iter().chain(&AGENTS).chain(&CLIENTS).copied().collect()
+    NODES
+        .iter()
+        .chain(&AGENTS)
+        .chain(&CLIENTS)
+        .copied()
+        .collect()
 }
 
 fn pick<T: Copy>(rng: &mut Prng, v: &[T]) -> T {
@@ -169,7 +174,7 @@ fn node_config(id: u64, rng: &mut Prng) -> NodeConfig {
 /// Run one seed.
 pub fn run_seed(seed: u64, bugs: Bugs) -> Outcome {
     let mut rng = Prng::new(seed);
-    let directory_only = seed % 4 == 0;
+    let directory_only = seed.is_multiple_of(4);
     let mut c = Checker::default();
     c.forbid_moves = directory_only;
     let checker: Shared = Arc::new(Mutex::new(c));

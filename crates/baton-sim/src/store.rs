@@ -29,8 +29,8 @@ use std::time::Duration;
 use baton_core::{Outcome, State};
 use baton_directory::AppliedState;
 use baton_store::{
-    LogEntry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig, Vote,
+    LogEntry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Vote,
 };
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
@@ -125,9 +125,9 @@ impl Disk {
             });
         }
         let snapshot = self.with(|d| d.written.snapshot.clone());
-        let (state, applied) = match snapshot.and_then(|(_, data)| {
-            serde_json::from_slice::<SnapshotPayload>(&data).ok()
-        }) {
+        let (state, applied) = match snapshot
+            .and_then(|(_, data)| serde_json::from_slice::<SnapshotPayload>(&data).ok())
+        {
             Some(p) => (
                 p.state,
                 Applied {
@@ -257,7 +257,10 @@ impl RaftLogStorage<TypeConfig> for MemLog {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.disk.with(|d| {
-            if d.written.last_purged.is_some_and(|p| p.index >= log_id.index) {
+            if d.written
+                .last_purged
+                .is_some_and(|p| p.index >= log_id.index)
+            {
                 return;
             }
             d.written.last_purged = Some(log_id);
@@ -346,9 +349,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MemSm {
 impl RaftStateMachine<TypeConfig> for MemSm {
     type SnapshotBuilder = MemSm;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let a = self.applied();
         Ok((a.last_applied, a.last_membership))
     }

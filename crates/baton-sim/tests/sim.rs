@@ -51,8 +51,16 @@ fn two_hundred_seeds_without_violations() {
     assert!(bad.is_empty(), "violations found:\n{bad}");
     // The runs did something: roles were created, run, and faults injected.
     for o in &outcomes {
-        assert!(o.trace.iter().any(|l| l.contains("acked create")), "seed {}", o.seed);
-        assert!(o.trace.iter().any(|l| l.contains("fault starts")), "seed {}", o.seed);
+        assert!(
+            o.trace.iter().any(|l| l.contains("acked create")),
+            "seed {}",
+            o.seed
+        );
+        assert!(
+            o.trace.iter().any(|l| l.contains("fault starts")),
+            "seed {}",
+            o.seed
+        );
     }
 }
 
@@ -84,7 +92,9 @@ fn regression_leader_regaining_quorum_does_not_fail_over() {
     let o = run_seed_caught(380, Bugs::default());
     assert!(o.directory_only);
     assert!(
-        o.trace.iter().any(|l| l.contains("fault starts CrashNode(0)")),
+        o.trace
+            .iter()
+            .any(|l| l.contains("fault starts CrashNode(0)")),
         "seed 380 no longer replays the scenario: {:?}",
         o.trace
     );
