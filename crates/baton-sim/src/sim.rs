@@ -24,6 +24,8 @@ pub const LEASE_MS: u64 = 2_000;
 /// Clock-rate bound given to nodes and agents.
 pub const RHO_PPM: u64 = 10_000;
 const HEARTBEAT_MS: u64 = 50;
+/// Entries between snapshots (a run writes about a hundred).
+const SNAPSHOT_EVERY: u64 = 10;
 /// Simulated time per step: every host runs, every link delivers, once per tick.
 const TICK_MS: u64 = 2;
 /// When faults start, and how long the fault phase lasts.
@@ -164,6 +166,9 @@ fn node_config(id: u64, rng: &mut Prng) -> NodeConfig {
     c.rho_ppm = RHO_PPM;
     c.grace_ms = baton_directory::config::default_grace_ms(LEASE_MS, RHO_PPM);
     c.heartbeat_ms = HEARTBEAT_MS;
+    // Snapshots (and purging the log behind them) every few dozen entries, so that
+    // restarts and lagging followers go through snapshot install.
+    c.snapshot_every = SNAPSHOT_EVERY;
     // openraft draws the election timeout from [min, max) with its own unseeded RNG: a
     // range of one millisecond makes the draw fixed, and the seed picks the value.
     c.election_timeout_min_ms = 250 + 80 * (id - 1) + rng.below(60);
@@ -218,7 +223,11 @@ pub fn run_seed(seed: u64, bugs: Bugs) -> Outcome {
 
     let mut disks = Vec::new();
     for (i, name) in NODES.iter().enumerate() {
-        let disk = Disk::new(bugs.ack_before_flush);
+        let tracer = checker.clone();
+        let disk = Disk::new(
+            bugs.ack_before_flush,
+            Arc::new(move |m| lock(&tracer).event(now_ms(), format!("{name}: {m}"))),
+        );
         disks.push(disk.clone());
         let config = node_config(i as u64 + 1, &mut rng);
         let checker = checker.clone();

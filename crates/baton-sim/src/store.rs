@@ -66,6 +66,8 @@ struct DiskInner {
 pub struct Disk {
     inner: Arc<Mutex<DiskInner>>,
     ack_before_flush: bool,
+    /// Reports snapshot events to the run's trace.
+    trace: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 /// What a snapshot's bytes hold.
@@ -83,10 +85,11 @@ fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, msg: String) -> StorageEr
 }
 
 impl Disk {
-    pub fn new(ack_before_flush: bool) -> Self {
+    pub fn new(ack_before_flush: bool, trace: Arc<dyn Fn(String) + Send + Sync>) -> Self {
         Disk {
             inner: Arc::default(),
             ack_before_flush,
+            trace,
         }
     }
 
@@ -339,6 +342,10 @@ impl RaftSnapshotBuilder<TypeConfig> for MemSm {
         self.disk
             .with(|d| d.written.snapshot = Some((meta.clone(), data.clone())));
         self.disk.flush().await;
+        (self.disk.trace)(format!(
+            "built a snapshot at {:?}",
+            meta.last_log_id.map(|l| l.index)
+        ));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -420,6 +427,10 @@ impl RaftStateMachine<TypeConfig> for MemSm {
         self.disk
             .with(|d| d.written.snapshot = Some((meta.clone(), data)));
         self.disk.flush().await;
+        (self.disk.trace)(format!(
+            "installed a snapshot at {:?}",
+            meta.last_log_id.map(|l| l.index)
+        ));
         let index = payload.last_applied.map_or(0, |l| l.index);
         {
             let mut state = self
