@@ -78,6 +78,46 @@ async fn read_all(o: &ClientOpts) -> Option<BTreeSet<String>> {
     None
 }
 
+/// The directory's assignment history (linearizable read), oldest first.
+async fn read_history(o: &ClientOpts) -> Option<Vec<pb::Event>> {
+    for attempt in 0..30 {
+        let mut c = DirectoryClient::new(net::channel(&o.nodes[attempt % o.nodes.len()]));
+        let mut req = tonic::Request::new(pb::EventsRequest {
+            role: None,
+            read: None,
+        });
+        req.set_timeout(Duration::from_millis(1000));
+        if let Ok(r) = c.events(req).await {
+            let mut events = r.into_inner().events;
+            events.sort_by_key(|e| e.revision);
+            return Some(events);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Epochs in the directory's own history: an epoch given to a server belongs to that
+/// server only, and each assignment of a role has a larger epoch than every earlier one.
+fn check_history(events: &[pb::Event]) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut last: std::collections::BTreeMap<&str, (u64, &str)> = Default::default();
+    for e in events {
+        let Some(to) = e.to.as_deref() else { continue };
+        match last.get(e.role.as_str()) {
+            Some((epoch, server)) if e.epoch < *epoch || (e.epoch == *epoch && to != *server) => {
+                bad.push(format!(
+                    "history: {} assigned to {to} at epoch {} (revision {}) after epoch {epoch} on {server}",
+                    e.role, e.epoch, e.revision
+                ));
+            }
+            _ => {}
+        }
+        last.insert(&e.role, (e.epoch, to));
+    }
+    bad
+}
+
 pub async fn run(o: ClientOpts, checker: Shared) -> turmoil::Result {
     let mut rng = Prng::new(o.seed);
     sleep_until_ms(o.start_ms).await;
@@ -99,8 +139,26 @@ pub async fn run(o: ClientOpts, checker: Shared) -> turmoil::Result {
     }
     sleep_until_ms(o.read_ms).await;
     let found = read_all(&o).await;
+    let history = read_history(&o).await;
     let mut c = lock(&checker);
     let now = now_ms();
+    match history {
+        None => c.violation(now, format!("{} could not read the history", o.name)),
+        Some(events) => {
+            let assigned = events.iter().filter(|e| e.to.is_some()).count();
+            c.event(
+                now,
+                format!(
+                    "{} read {} history events, {assigned} assignments",
+                    o.name,
+                    events.len()
+                ),
+            );
+            for v in check_history(&events) {
+                c.violation(now, v);
+            }
+        }
+    }
     match found {
         None => c.violation(now, format!("{} could not read the roles back", o.name)),
         Some(found) => {
