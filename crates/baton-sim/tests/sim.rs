@@ -101,6 +101,33 @@ fn regression_leader_regaining_quorum_does_not_fail_over() {
     assert!(o.violations.is_empty(), "{:?}", o.violations);
 }
 
+/// The command line's replay: the same seed run twice by the binary prints the same
+/// trace, byte for byte (separate processes, so nothing is shared but the seed).
+#[test]
+fn the_binary_replays_a_seed_byte_for_byte() {
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton-sim"))
+            .args(["--from", "11", "--seeds", "1", "--trace"])
+            .output()
+            .expect("run baton-sim");
+        assert!(out.status.success() || out.status.code() == Some(1));
+        out.stdout
+    };
+    let a = run();
+    let b = run();
+    let text = String::from_utf8_lossy(&a);
+    assert!(
+        text.ends_with("simulated 1 seeds, 0 violations\n"),
+        "unexpected end of output: {text}"
+    );
+    assert!(text.lines().count() > 20, "trace too short: {text}");
+    assert!(
+        a == b,
+        "the two runs differ:\n{text}\n---\n{}",
+        String::from_utf8_lossy(&b)
+    );
+}
+
 /// The first seed in 0..500 at which the checkers see the planted bug.
 fn first_failing_seed(bugs: Bugs) -> Option<u64> {
     // In batches, so that a bug found early costs only a few seeds.
