@@ -50,6 +50,8 @@ pub struct Checker {
     pub held_at_deadline: Option<BTreeSet<String>>,
     /// Whether a role moving counts as a violation (runs with directory faults only).
     pub forbid_moves: bool,
+    /// Register histories (role -> operations) for the linearizability check.
+    pub registers: BTreeMap<String, Vec<crate::linear::Op>>,
 }
 
 /// The checker shared by every host of one run.

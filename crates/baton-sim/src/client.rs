@@ -16,6 +16,8 @@ use crate::rng::Prng;
 
 pub struct ClientOpts {
     pub name: String,
+    /// 1, 2, ...: makes this client's register values unique.
+    pub index: u64,
     pub nodes: Vec<String>,
     pub agents: Vec<String>,
     pub seed: u64,
@@ -62,6 +64,82 @@ async fn create(o: &ClientOpts, rng: &mut Prng, role: &str, servers: Vec<String>
         }
     }
     false
+}
+
+/// Roles every client also uses as registers (their failback delay), see [`crate::linear`].
+pub const REGISTERS: [&str; 2] = ["reg-0", "reg-1"];
+
+/// Make sure the register role exists (created by whichever client gets there first).
+async fn ensure_register(o: &ClientOpts, rng: &mut Prng, role: &str) -> bool {
+    while now_ms() < o.stop_ms {
+        let cmd = pb::Command {
+            command: Some(pb::command::Command::CreateRole(pb::CreateRole {
+                name: role.to_string(),
+                kind: KIND.to_string(),
+                servers: o.agents.clone(),
+                failback: false,
+                failback_delay_ms: 0,
+                database: None,
+            })),
+        };
+        let node = &o.nodes[rng.below(o.nodes.len() as u64) as usize];
+        let mut req = tonic::Request::new(cmd);
+        req.set_timeout(Duration::from_millis(1500));
+        match DirectoryClient::new(net::channel(node)).apply(req).await {
+            Ok(_) => return true,
+            Err(s) if s.code() == tonic::Code::AlreadyExists => return true,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    false
+}
+
+/// One register operation, recorded with its invocation and completion times.
+async fn register_op(o: &ClientOpts, rng: &mut Prng, checker: &Shared, value: &mut u64) {
+    let role = REGISTERS[rng.below(REGISTERS.len() as u64) as usize];
+    let node = &o.nodes[rng.below(o.nodes.len() as u64) as usize];
+    let mut c = DirectoryClient::new(net::channel(node));
+    let invoke_ms = now_ms();
+    let op = if rng.chance(50) {
+        *value += 1;
+        let v = *value;
+        let cmd = pb::Command {
+            command: Some(pb::command::Command::SetRole(pb::SetRole {
+                role: role.to_string(),
+                failback: None,
+                failback_delay_ms: Some(v),
+                database: None,
+            })),
+        };
+        let mut req = tonic::Request::new(cmd);
+        req.set_timeout(Duration::from_millis(1500));
+        let done = c.apply(req).await.is_ok();
+        Some(crate::linear::Op {
+            client: o.name.clone(),
+            kind: crate::linear::Kind::Write(v),
+            invoke_ms,
+            complete_ms: done.then(now_ms),
+        })
+    } else {
+        let mut req = tonic::Request::new(pb::GetRoleRequest {
+            name: role.to_string(),
+            read: None,
+        });
+        req.set_timeout(Duration::from_millis(1500));
+        c.get_role(req).await.ok().map(|r| crate::linear::Op {
+            client: o.name.clone(),
+            kind: crate::linear::Kind::Read(r.into_inner().failback_delay_ms),
+            invoke_ms,
+            complete_ms: Some(now_ms()),
+        })
+    };
+    if let Some(op) = op {
+        lock(checker)
+            .registers
+            .entry(role.to_string())
+            .or_default()
+            .push(op);
+    }
 }
 
 /// Every role name, by a linearizable read from any node that can serve it.
@@ -121,6 +199,12 @@ fn check_history(events: &[pb::Event]) -> Vec<String> {
 pub async fn run(o: ClientOpts, checker: Shared) -> turmoil::Result {
     let mut rng = Prng::new(o.seed);
     sleep_until_ms(o.start_ms).await;
+    let mut registers = true;
+    for r in REGISTERS {
+        registers &= ensure_register(&o, &mut rng, r).await;
+    }
+    // Unique values: this client's number in the high digits.
+    let mut value = o.index * 10_000_000;
     let mut i = 0;
     while now_ms() < o.stop_ms {
         let role = format!("{}-r{i}", o.name);
@@ -134,6 +218,11 @@ pub async fn run(o: ClientOpts, checker: Shared) -> turmoil::Result {
                 format!("{} acked create {role} {servers:?}", o.name),
             );
             c.acked.entry(o.name.clone()).or_default().insert(role);
+        }
+        for _ in 0..rng.between(1, 3) {
+            if registers && now_ms() < o.stop_ms {
+                register_op(&o, &mut rng, &checker, &mut value).await;
+            }
         }
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
     }

@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod checker;
 pub mod client;
+pub mod linear;
 pub mod net;
 pub mod rng;
 pub mod sim;

@@ -297,9 +297,10 @@ pub fn run_seed(seed: u64, bugs: Bugs) -> Outcome {
             agent::run(opts, checker.clone())
         });
     }
-    for name in CLIENTS {
+    for (i, name) in CLIENTS.iter().enumerate() {
         let opts = ClientOpts {
             name: name.to_string(),
+            index: i as u64 + 1,
             nodes: NODES.iter().map(|s| s.to_string()).collect(),
             agents: AGENTS.iter().map(|s| s.to_string()).collect(),
             seed: rng.next_u64(),
@@ -307,7 +308,7 @@ pub fn run_seed(seed: u64, bugs: Bugs) -> Outcome {
             stop_ms: heal_ms,
             read_ms,
         };
-        sim.client(name, client::run(opts, checker.clone()));
+        sim.client(*name, client::run(opts, checker.clone()));
     }
 
     // Start and end actions of the faults, in time order.
@@ -365,6 +366,29 @@ pub fn run_seed(seed: u64, bugs: Bugs) -> Outcome {
             now,
             format!("liveness: {r} not running at the deadline ({live_ms} ms)"),
         );
+    }
+    let registers = c.registers.clone();
+    for (role, ops) in registers {
+        let result = crate::linear::linearizable(&ops, 0);
+        c.event(
+            now,
+            format!(
+                "register {role}: {} operations, linearizable: {result:?}",
+                ops.len()
+            ),
+        );
+        if result == Some(false) {
+            let h: Vec<String> = ops
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{} {:?} [{}, {:?}]",
+                        o.client, o.kind, o.invoke_ms, o.complete_ms
+                    )
+                })
+                .collect();
+            c.violation(now, format!("register {role} not linearizable: {h:?}"));
+        }
     }
     let n = c.violations.len();
     c.event(now, format!("end: {n} violations"));
