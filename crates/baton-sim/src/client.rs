@@ -14,6 +14,9 @@ use crate::checker::{Shared, lock, now_ms};
 use crate::net;
 use crate::rng::Prng;
 
+/// The simulated wall clock at the start of a run (turmoil's epoch), in Unix ms.
+pub const EPOCH_MS: u64 = 1_700_000_000_000;
+
 pub struct ClientOpts {
     pub name: String,
     /// 1, 2, ...: makes this client's register values unique.
@@ -243,6 +246,24 @@ pub async fn run(o: ClientOpts, checker: Shared) -> turmoil::Result {
                     events.len()
                 ),
             );
+            if o.index == 1 {
+                for e in &events {
+                    c.event(
+                        now,
+                        format!(
+                            "  history rev {} at {} ms: {} {:?} -> {:?} @{} ({}) {}",
+                            e.revision,
+                            e.time_ms.saturating_sub(EPOCH_MS),
+                            e.role,
+                            e.from,
+                            e.to,
+                            e.epoch,
+                            e.cause,
+                            e.detail
+                        ),
+                    );
+                }
+            }
             for v in check_history(&events) {
                 c.violation(now, v);
             }

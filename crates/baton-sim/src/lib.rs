@@ -22,7 +22,7 @@ pub mod rng;
 pub mod sim;
 pub mod store;
 
-pub use sim::{Bugs, Outcome, run_seed};
+pub use sim::{Bugs, Fault, Outcome, Planned, run_seed, run_with};
 
 /// Run `seed` and catch a panic inside the simulation as a violation.
 pub fn run_seed_caught(seed: u64, bugs: Bugs) -> Outcome {
