@@ -224,6 +224,10 @@ impl Manager {
     /// Count every server as seen now, as a new leader does (after this leader
     /// regained a quorum it had lost).
     fn restart_clocks(&self, term: u64) {
+        #[cfg(feature = "planted-bugs")]
+        if self.planted.no_clock_restart {
+            return;
+        }
         let now = self.mono_ms();
         let mut l = self.liveness.lock().expect("liveness lock");
         if l.term == Some(term) {
