@@ -471,6 +471,9 @@ pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> O
             c.violation(now, format!("register {role} not linearizable: {h:?}"));
         }
     }
+    for p in crate::take_panics() {
+        c.violation(now, format!("a task panicked: {p}"));
+    }
     let n = c.violations.len();
     c.event(now, format!("end: {n} violations"));
     Outcome {
