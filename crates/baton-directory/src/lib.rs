@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod env;
 pub mod error;
 pub mod faults;
 pub mod manager;
@@ -30,10 +31,11 @@ pub mod session;
 pub mod watch;
 
 pub use config::NodeConfig;
+pub use env::{AppliedState, NodeEnv};
 pub use error::DirectoryError;
 pub use faults::Faults;
 pub use node::Node;
-pub use server::{RunningNode, start};
+pub use server::{RunningNode, serve, start};
 
 /// `host:port` or a full URI, as the `http://` URI tonic needs.
 pub fn http_uri(addr: &str) -> String {

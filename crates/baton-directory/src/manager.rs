@@ -28,7 +28,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use baton_core::{Command, ServerStatus};
 use baton_proto::v1 as pb;
@@ -40,7 +42,7 @@ use tonic::{Request, Status};
 
 use crate::config::NodeConfig;
 use crate::error::{self, invalid, not_leader, status};
-use crate::node::{Node, wall_ms};
+use crate::node::Node;
 
 /// How long a membership change may take (a learner catching up included).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,6 +86,9 @@ pub struct Manager {
     shutdown: watch::Sender<bool>,
     /// Serialises membership changes and transfers: one at a time per node.
     membership: tokio::sync::Mutex<()>,
+    /// Planted bugs (test builds only).
+    #[cfg(feature = "planted-bugs")]
+    planted: crate::env::Planted,
 }
 
 impl Manager {
@@ -101,7 +106,15 @@ impl Manager {
             role_cooldown_ms: config.role_cooldown_ms,
             shutdown: watch::channel(false).0,
             membership: tokio::sync::Mutex::new(()),
+            #[cfg(feature = "planted-bugs")]
+            planted: crate::env::Planted::default(),
         }
+    }
+
+    /// Switch on planted bugs (test builds only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, planted: crate::env::Planted) {
+        self.planted = planted;
     }
 
     pub fn lease_ms(&self) -> u64 {
@@ -199,8 +212,27 @@ impl Manager {
         let mut l = self.liveness.lock().expect("liveness lock");
         l.term = Some(term);
         l.leader_since_ms = now;
+        #[cfg(feature = "planted-bugs")]
+        if self.planted.no_clock_restart {
+            // Planted bug: every server counts as last seen when this node started.
+            l.leader_since_ms = 0;
+        }
         l.last_seen_ms.clear();
         l.declared_down.clear();
+    }
+
+    /// Count every server as seen now, as a new leader does (after this leader
+    /// regained a quorum it had lost).
+    fn restart_clocks(&self, term: u64) {
+        #[cfg(feature = "planted-bugs")]
+        if self.planted.no_clock_restart {
+            return;
+        }
+        let now = self.mono_ms();
+        let mut l = self.liveness.lock().expect("liveness lock");
+        if l.term == Some(term) {
+            l.leader_since_ms = l.leader_since_ms.max(now);
+        }
     }
 
     fn lose_leadership(&self) {
@@ -473,6 +505,9 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick_ms = 0u64;
+    // A leader that has not heard from a quorum for this long counts as without one.
+    let quorum_stale_ms = node.config.election_timeout_max_ms;
+    let mut quorum_lost = false;
     // Cluster-wide settings travel in the log: propose ours if the state differs.
     let history_max = node.config.history_max;
     if node.read(|st| st.history_max != history_max as usize) {
@@ -483,8 +518,32 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
     }
     loop {
         ticker.tick().await;
-        if node.raft.metrics().borrow().current_term != term {
-            return;
+        let since_quorum_ack = {
+            let metrics = node.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_term != term {
+                return;
+            }
+            metrics.millis_since_quorum_ack
+        };
+        // 0. A leader without a quorum confirms no renewal: agents cannot keep their
+        //    leases, through no fault of theirs. It decides nothing meanwhile, and on
+        //    regaining its quorum restarts every clock, as a new leader would (leases
+        //    only lengthen; invariant 4). Found by baton-sim (seed 380 of its first
+        //    version): a leader whose one follower crashed while the link to the other
+        //    was broken kept its term, and declared every server down when the crashed
+        //    follower came back.
+        if since_quorum_ack.is_none_or(|ms| ms > quorum_stale_ms) {
+            if !quorum_lost {
+                tracing::warn!(term, "leader without a quorum: liveness decisions paused");
+            }
+            quorum_lost = true;
+            continue;
+        }
+        if quorum_lost {
+            quorum_lost = false;
+            m.restart_clocks(term);
+            tracing::info!(term, "quorum regained: liveness clocks restarted");
         }
         // 1. Expired leases, decided and marked under the liveness lock.
         let expired: Vec<String> = {
@@ -557,7 +616,7 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
         }
         // 2. Time-based placement (failback delays, quarantine ends).
         let due = node.read(baton_core::controller::next_tick_ms);
-        let now_wall = wall_ms();
+        let now_wall = node.wall_ms();
         if let Some(due) = due
             && due <= now_wall
             && now_wall.saturating_sub(last_tick_ms) >= 200

@@ -47,6 +47,8 @@ pub struct Network {
     pub connect_timeout: Duration,
     /// Test-only switches that cut links; empty in production.
     pub faults: Faults,
+    /// Turns an endpoint into a channel (`connect_lazy` in production).
+    pub connect: crate::env::ChannelFactory,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -60,7 +62,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5))
             })
-            .map(|e| e.connect_lazy());
+            .map(|e| (self.connect)(e));
         Connection {
             from: self.id,
             target,

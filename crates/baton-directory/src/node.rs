@@ -8,20 +8,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use baton_core::{Command, Entry, Outcome, State};
 use baton_proto::v1::directory_client::DirectoryClient;
 use baton_proto::v1::raft_client::RaftClient;
 use baton_proto::v1::{AddNodeRequest, RaftPayload, WriteReply};
-use baton_store::{Raft, StateMachineStore};
+use baton_store::{Raft, TypeConfig};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use crate::config::NodeConfig;
+use crate::env::{AppliedState, NodeEnv};
 use crate::error::{self, DirectoryError};
 use crate::faults::Faults;
 use crate::manager::Manager;
@@ -33,7 +35,9 @@ pub struct Node {
     pub config: NodeConfig,
     pub raft: Raft,
     /// The applied state (read side) and its revision channel.
-    pub sm: StateMachineStore,
+    pub sm: Arc<dyn AppliedState>,
+    /// How this node connects to others and reads the wall clock.
+    pub env: NodeEnv,
     /// The Directory Manager: leadership, liveness, controller.
     pub manager: Manager,
     /// Agent sessions attached to this node right now (shown in `cluster status`).
@@ -49,10 +53,7 @@ pub struct Node {
 
 /// Wall-clock milliseconds since the Unix epoch, stamped on every proposed entry.
 pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::env::system_wall_ms()
 }
 
 impl Node {
@@ -70,21 +71,46 @@ impl Node {
         let (log, sm) = tokio::task::spawn_blocking(move || baton_store::open(&dir))
             .await
             .map_err(|e| DirectoryError::Config(format!("opening storage: {e}")))??;
+        let view = Arc::new(sm.clone());
+        Node::open_with(config, faults, log, sm, view, NodeEnv::default()).await
+    }
+
+    /// Start Raft over the given storage, with the given environment (a simulation's
+    /// in-memory store and network). [`Node::open`] is this with sled and production's
+    /// environment. `view` must read the state that `sm` applies to.
+    pub async fn open_with<LS, SM>(
+        config: NodeConfig,
+        faults: Faults,
+        log: LS,
+        sm: SM,
+        view: Arc<dyn AppliedState>,
+        env: NodeEnv,
+    ) -> Result<Arc<Node>, DirectoryError>
+    where
+        LS: RaftLogStorage<TypeConfig>,
+        SM: RaftStateMachine<TypeConfig>,
+    {
+        config.validate()?;
         let network = Network {
             id: config.id,
             connect_timeout: Duration::from_millis(500),
             faults: faults.clone(),
+            connect: env.connect.clone(),
         };
         let raft_config = Arc::new(config.raft_config()?);
-        let raft = Raft::new(config.id, raft_config, network, log, sm.clone())
+        let raft = Raft::new(config.id, raft_config, network, log, sm)
             .await
             .map_err(|e| DirectoryError::Raft(e.to_string()))?;
-        let manager = Manager::new(&config);
+        #[allow(unused_mut)]
+        let mut manager = Manager::new(&config);
+        #[cfg(feature = "planted-bugs")]
+        manager.plant(env.planted);
         Ok(Arc::new(Node {
             id: config.id,
             config,
             raft,
-            sm,
+            sm: view,
+            env,
             manager,
             sessions: AtomicU64::new(0),
             channels: Mutex::new(HashMap::new()),
@@ -167,8 +193,8 @@ impl Node {
         let c = Endpoint::from_shared(crate::http_uri(addr))
             .map_err(|e| error::unavailable(format!("bad node address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let c = (self.env.connect)(c);
         // Bounded: addresses come from the membership, which is small; reset if it grows
         // beyond any sane cluster (a node re-added at many addresses).
         if channels.len() > 64 {
@@ -176,6 +202,11 @@ impl Node {
         }
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// Wall-clock ms from this node's environment.
+    pub fn wall_ms(&self) -> u64 {
+        (self.env.wall_ms)()
     }
 
     /// The current leader as (id, address), if known.
@@ -211,7 +242,7 @@ impl Node {
             self.manager.touch(server);
         }
         let entry = Entry {
-            now_ms: wall_ms(),
+            now_ms: self.wall_ms(),
             cmd,
         };
         match self.raft.client_write(entry.clone()).await {

@@ -49,7 +49,24 @@ pub async fn start(config: NodeConfig, faults: Faults) -> Result<RunningNode, Di
         tracing::warn!("{w}");
     }
     let node = Node::open(config, faults).await?;
+    serve(node, TcpListenerStream::new(listener)).await
+}
 
+/// Serve every gRPC service of an opened node on the connections `incoming` yields, run
+/// the Directory Manager, and bootstrap or join. [`start`] is this over a bound TCP
+/// listener; a simulation passes its own listener's connections.
+pub async fn serve<I, IO, IE>(node: Arc<Node>, incoming: I) -> Result<RunningNode, DirectoryError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let listen = node.config.listen;
     let (renew_tx, renew_rx) = renewal_queue();
     tokio::spawn(run_batcher(node.clone(), renew_rx));
 
@@ -93,12 +110,9 @@ pub async fn start(config: NodeConfig, faults: Faults) -> Result<RunningNode, Di
                 .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
                 .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
         );
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
-        async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        },
-    ));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    }));
     let manager = Manager::spawn(node.clone());
     node.bootstrap().await?;
     tracing::info!(node = node.id, %listen, "directory node serving");
