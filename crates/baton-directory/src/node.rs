@@ -29,6 +29,26 @@ use crate::faults::Faults;
 use crate::manager::Manager;
 use crate::network::{Connection, Network};
 
+/// HTTP/2 PING interval and answer deadline on node-to-node channels (see [`Node::channel`]).
+const PEER_KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// The endpoint of a node-to-node channel (see [`Node::channel`]), not yet connected.
+pub fn peer_endpoint(addr: &str) -> Result<Endpoint, Status> {
+    Ok(Endpoint::from_shared(crate::http_uri(addr))
+        .map_err(|e| error::unavailable(format!("bad node address {addr:?}: {e}")))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        // Renewal forwarding and confirmation rounds ride this channel. Without a
+        // keepalive, a connection to a peer that went silent without a FIN or RST (host
+        // gone, route blackholed, a middlebox dropping state) stays "up" until TCP's
+        // retransmissions give up (minutes), and every call on it waits out its own
+        // timeout. An HTTP/2 PING every 2 s, answered within 2 s, closes it, so the next
+        // call reconnects. tests/keepalive.rs holds a connection silent to check this.
+        .http2_keep_alive_interval(PEER_KEEPALIVE)
+        .keep_alive_timeout(PEER_KEEPALIVE)
+        .keep_alive_while_idle(true))
+}
+
 /// The state shared by every service and task of one node.
 pub struct Node {
     pub id: u64,
@@ -190,11 +210,7 @@ impl Node {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let c = Endpoint::from_shared(crate::http_uri(addr))
-            .map_err(|e| error::unavailable(format!("bad node address {addr:?}: {e}")))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true);
-        let c = (self.env.connect)(c);
+        let c = (self.env.connect)(peer_endpoint(addr)?);
         // Bounded: addresses come from the membership, which is small; reset if it grows
         // beyond any sane cluster (a node re-added at many addresses).
         if channels.len() > 64 {
