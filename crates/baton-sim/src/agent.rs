@@ -194,7 +194,8 @@ impl Agent<'_> {
             tokio::select! {
                 _ = renew.tick() => renew_now = true,
                 _ = check.tick() => {
-                    if now.saturating_sub(self.last_ack_or_open) > self.fence.lease_ms / 2 {
+                    // A third of a lease, as baton-agent's `ack_overdue`.
+                    if now.saturating_sub(self.last_ack_or_open) > self.fence.lease_ms / 3 {
                         return Err(format!(
                             "no ack from {node} since t={} (fence at t={})",
                             self.last_ack_or_open, self.stop_at
