@@ -79,7 +79,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use baton_tests::{CliOutput, journal, now_ns, run_baton};
+use baton_tests::tools::{Rng, parse_duration};
+use baton_tests::{CliOutput, journal, now_ns, run_baton, strip_ansi};
 use serde_json::{Value, json};
 
 /// Role processes write this often.
@@ -153,54 +154,6 @@ fn main() {
 // ---------------------------------------------------------------------------------------
 // Small things
 // ---------------------------------------------------------------------------------------
-
-fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow!("{s:?} is not a duration (write e.g. 5m, 90s, 2s, 500ms, 1h)"))?;
-    let secs = match unit {
-        "ms" => n / 1e3,
-        "s" | "" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => bail!("{s:?} is not a duration (write e.g. 5m, 90s, 2s, 500ms, 1h)"),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// splitmix64: a seeded generator for the fault schedule (no dependency, stable forever).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn between(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-}
 
 /// Runs a command; an error carries its stderr.
 fn sh(program: &str, args: &[&str]) -> Result<String> {
@@ -327,24 +280,6 @@ fn stats_text(v: &[f64]) -> String {
         }
         _ => "n=0".to_string(),
     }
-}
-
-/// A log line without ANSI colour sequences.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn valid_prefix(p: &str) -> bool {
@@ -1481,7 +1416,7 @@ impl Kind {
             .filter(|(k, _)| only.is_empty() || only.contains(k))
             .collect();
         let total: u32 = pool.iter().map(|(_, w)| w).sum();
-        let mut x = (rng.next() % total as u64) as u32;
+        let mut x = (rng.next_u64() % total as u64) as u32;
         for (k, w) in pool {
             if x < w {
                 return k;
@@ -1554,9 +1489,9 @@ fn run_args(args: &[String]) -> Result<RunArgs> {
                 .ok_or_else(|| anyhow!("{flag} needs a value"))
         };
         match flag.as_str() {
-            "--duration" => a.duration = parse_duration(&value()?)?,
+            "--duration" => a.duration = parse_duration(&value()?).map_err(anyhow::Error::msg)?,
             "--seed" => a.seed = value()?.parse().context("--seed")?,
-            "--lease" => a.lease = parse_duration(&value()?)?,
+            "--lease" => a.lease = parse_duration(&value()?).map_err(anyhow::Error::msg)?,
             "--report" => a.report = Some(PathBuf::from(value()?)),
             "--prefix" => a.prefix = value()?,
             "--workdir" => a.workdir = PathBuf::from(value()?),
@@ -1732,10 +1667,10 @@ impl World {
                 .map(|(i, _)| i)
                 .collect();
             if !busy.is_empty() {
-                return busy[self.rng.below(busy.len())];
+                return busy[self.rng.index(busy.len())];
             }
         }
-        self.rng.below(3)
+        self.rng.index(3)
     }
 
     fn hold_time(&mut self) -> Duration {
@@ -1762,7 +1697,7 @@ impl World {
                 let leader = self.leader();
                 let id = match leader {
                     Some(l) if self.rng.chance(0.5) => l,
-                    _ => self.rng.below(3) + 1,
+                    _ => self.rng.index(3) + 1,
                 };
                 let down = Duration::from_secs_f64(self.rng.between(0.3, 3.0));
                 f.target = format!("node {id}");
@@ -1894,11 +1829,11 @@ impl World {
                 let host = match kind {
                     Kind::PartitionLeader => match leader {
                         Some(l) => format!("n{l}"),
-                        None => format!("n{}", self.rng.below(3) + 1),
+                        None => format!("n{}", self.rng.index(3) + 1),
                     },
                     Kind::PartitionNode => {
                         let others: Vec<usize> = (1..=3).filter(|i| Some(*i) != leader).collect();
-                        format!("n{}", others[self.rng.below(others.len())])
+                        format!("n{}", others[self.rng.index(others.len())])
                     }
                     _ => SERVERS[self.pick_server()].1.to_string(),
                 };
@@ -2062,7 +1997,7 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         iptables,
         nodes: Vec::new(),
         agents: Vec::new(),
-        rng: Rng(a.seed),
+        rng: Rng::new(a.seed),
         t0: Instant::now(),
         log,
         unexpected: Vec::new(),

@@ -57,7 +57,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use baton_client::{Client, ClientConfig, v1};
 use baton_store::Verified;
 use baton_store::fault::{self, Damage, Target};
-use baton_tests::{Cluster, ClusterOpts, try_wait_until};
+use baton_tests::tools::{Rng, parse_duration};
+use baton_tests::{Cluster, ClusterOpts, strip_ansi, try_wait_until};
 
 // ---------------------------------------------------------------------------------------
 // Command line
@@ -193,16 +194,6 @@ fn use_release_binary() -> Result<Option<PathBuf>> {
     Ok(Some(copy))
 }
 
-fn parse_duration(s: &str) -> Result<Duration> {
-    if let Some(ms) = s.strip_suffix("ms") {
-        return Ok(Duration::from_millis(ms.parse()?));
-    }
-    if let Some(sec) = s.strip_suffix('s') {
-        return Ok(Duration::from_secs_f64(sec.parse()?));
-    }
-    bail!("{s:?} is not a duration (write e.g. 1s or 500ms)")
-}
-
 fn default_seed() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -241,45 +232,6 @@ fn parse_flags(
 // ---------------------------------------------------------------------------------------
 // Small tools
 // ---------------------------------------------------------------------------------------
-
-/// A small seeded generator (splitmix64): a campaign's choices replay from its seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi.saturating_sub(lo) + 1)
-    }
-
-    pub fn chance(&mut self, p: f64) -> bool {
-        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(self.range(lo, hi))
-    }
-}
 
 /// A multi-threaded runtime for the in-process clients.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -332,26 +284,6 @@ fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Text without ANSI colour sequences.
-fn plain(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// (p50, p99, max) in milliseconds.
@@ -631,10 +563,12 @@ impl CrashConfig {
                 "--writers" => c.writers = v.parse()?,
                 "--rate" => c.rate = v.parse()?,
                 "--check-every" => c.check_every = v.parse()?,
-                "--down-max" => c.down_max = parse_duration(v)?,
+                "--down-max" => c.down_max = parse_duration(v).map_err(anyhow::Error::msg)?,
                 "--snapshot-every" => c.snapshot_every = v.parse()?,
-                "--lease" => c.lease = Some(parse_duration(v)?),
-                "--restart-limit" => c.restart_limit = parse_duration(v)?,
+                "--lease" => c.lease = Some(parse_duration(v).map_err(anyhow::Error::msg)?),
+                "--restart-limit" => {
+                    c.restart_limit = parse_duration(v).map_err(anyhow::Error::msg)?
+                }
                 "--seed" => c.seed = v.parse()?,
                 _ => return Ok(false),
             }
@@ -843,7 +777,7 @@ pub fn crash_campaign(cfg: &CrashConfig) -> Result<CrashReport> {
             }
             let mut back = wait_caught_up(&rt, &mut c, victim, target, cfg.restart_limit);
             if let Err(what) = &back {
-                let log_tail = plain(&tail(c.node(victim).proc.log(), 80));
+                let log_tail = strip_ansi(&tail(c.node(victim).proc.log(), 80));
                 eprintln!(
                     "FAILED RESTART at kill {k}: {what}\n----- node {victim} log -----\n{log_tail}\n-----"
                 );
@@ -909,7 +843,7 @@ pub fn crash_campaign(cfg: &CrashConfig) -> Result<CrashReport> {
         }
         for id in &ids {
             if let Err(what) = wait_caught_up(&rt, &mut c, *id, target, cfg.restart_limit * 2) {
-                let log_tail = plain(&tail(c.node(*id).proc.log(), 80));
+                let log_tail = strip_ansi(&tail(c.node(*id).proc.log(), 80));
                 eprintln!(
                     "FAILED RESTART after kill -9 of all: {what}\n----- node {id} log -----\n{log_tail}\n-----"
                 );
@@ -1223,7 +1157,7 @@ impl CorruptConfig {
                     }
                 }
                 "--no-readd" => c.readd = false,
-                "--lease" => c.lease = Some(parse_duration(v)?),
+                "--lease" => c.lease = Some(parse_duration(v).map_err(anyhow::Error::msg)?),
                 "--seed" => c.seed = v.parse()?,
                 _ => return Ok(false),
             }
@@ -1249,7 +1183,8 @@ pub enum Outcome {
     /// Neither served nor exited in time.
     Hung,
     /// Started and converged on the leader's data; its store shows no difference from
-    /// before the damage (the damaged bytes held nothing live).
+    /// before the damage (the damaged bytes held nothing live) but, at most, an older
+    /// committed log id (see [`same_durable_state`]).
     StartedIntact,
     /// Started and converged on the leader's data, but its store silently lost data (sled
     /// dropped what followed the damage, or a removed value was not missed): undetected
@@ -1278,6 +1213,26 @@ impl Outcome {
     pub fn refused_with_remedy(&self) -> bool {
         matches!(self, Outcome::Refused { .. })
     }
+}
+
+/// Whether the store `after` the damage holds everything Raft needs from it `before`:
+/// the same log, purge point, vote and snapshot. The saved committed log id may only be
+/// older: Raft does not need it durable (openraft saves it as a hint so a restart
+/// re-applies sooner; a node that lost it learns the commit point from the leader), so an
+/// older one loses nothing. A newer one would claim commits that never happened.
+fn same_durable_state(before: &Verified, after: &Verified) -> bool {
+    let committed_ok = after.committed <= before.committed;
+    let rest = |v: &Verified| {
+        (
+            v.entries,
+            v.first_log_id,
+            v.last_log_id,
+            v.last_purged,
+            v.vote,
+            v.snapshot.clone(),
+        )
+    };
+    committed_ok && rest(before) == rest(after)
 }
 
 /// One case of the corruption campaign.
@@ -1544,7 +1499,7 @@ impl OwnNode {
     }
 
     fn output(&self) -> String {
-        plain(&std::fs::read_to_string(&self.log).unwrap_or_default())
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 }
 
@@ -2013,7 +1968,7 @@ fn corrupt_case(
             Err(detail) if !detail.starts_with("at revision") => Outcome::Stuck { detail },
             Err(detail) => Outcome::WrongData { detail },
             Ok(()) => match (&before, &after) {
-                (Ok(b), Ok(a)) if a == b => Outcome::StartedIntact,
+                (Ok(b), Ok(a)) if same_durable_state(b, a) => Outcome::StartedIntact,
                 (Ok(b), Ok(a)) => Outcome::StartedLostData {
                     detail: format!(
                         "{} -> {} log entries, last {:?} -> {:?}, vote {} -> {}, snapshot {} -> {}",
@@ -2075,7 +2030,8 @@ fn corrupt_case(
     let panics = healthy_ids
         .iter()
         .filter_map(|id| {
-            let text = plain(&std::fs::read_to_string(c.node(*id).proc.log()).unwrap_or_default());
+            let text =
+                strip_ansi(&std::fs::read_to_string(c.node(*id).proc.log()).unwrap_or_default());
             let mut lines = text.lines().skip_while(|l| !l.contains("panicked at"));
             let at = lines.next()?;
             let what = lines.next().unwrap_or_default();

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use baton_tests::tools::parse_duration;
 use baton_tests::{
     Agent, Cluster, ClusterOpts, check_journal, journal, journal_command, ms_between, now_ns,
     role_instances, role_pid_alive, try_wait_until, wait_quiet, wait_until,
@@ -32,16 +33,6 @@ struct Args {
     writes: usize,
     /// `--leader-kills N`: only the leader-kill figures, with N kills.
     leader_kills: Option<usize>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration> {
-    if let Some(ms) = s.strip_suffix("ms") {
-        return Ok(Duration::from_millis(ms.parse()?));
-    }
-    if let Some(sec) = s.strip_suffix('s') {
-        return Ok(Duration::from_secs_f64(sec.parse()?));
-    }
-    bail!("{s:?} is not a duration (write e.g. 1s or 500ms)")
 }
 
 fn args() -> Result<Args> {
@@ -59,7 +50,7 @@ fn args() -> Result<Args> {
         };
         match flag.as_str() {
             "--runs" => a.runs = value()?.parse()?,
-            "--lease" => a.lease = parse_duration(&value()?)?,
+            "--lease" => a.lease = parse_duration(&value()?).map_err(anyhow::Error::msg)?,
             "--writes" => a.writes = value()?.parse()?,
             "--leader-kills" => a.leader_kills = Some(value()?.parse()?),
             "-h" | "--help" => {
