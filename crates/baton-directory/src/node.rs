@@ -375,19 +375,30 @@ impl Node {
             });
         }
         // Stop at the first majority: the slowest follower does not delay every renewal.
+        // A follower that answers with a higher vote does not grant, but it does not end
+        // the round either: a higher vote is a candidacy, not a leader. A node that was
+        // cut off comes back with a term raised by its failed elections (openraft has no
+        // pre-vote), and until this leader's replication to it sees that vote and steps
+        // down, which can take seconds of retry backoff, failing here would stop every
+        // renewal and make agents fence for nothing. A majority that accepts this round's
+        // vote is still proof that no other leader exists: each of its members would
+        // reject the round had it voted for a higher term (found by tests/chaos:
+        // partition-node faults restarted roles in place on heal).
+        let mut higher_vote_seen = false;
         while !has_quorum(&granted) {
             let Some((id, r)) = rounds.next().await else {
                 break;
             };
             match r {
-                Ok(Ok(AppendEntriesResponse::HigherVote(_))) => {
-                    return Err(error::not_leader(None));
-                }
+                Ok(Ok(AppendEntriesResponse::HigherVote(_))) => higher_vote_seen = true,
                 Ok(Ok(_)) => {
                     granted.insert(id);
                 }
                 _ => {}
             }
+        }
+        if !has_quorum(&granted) && higher_vote_seen {
+            return Err(error::not_leader(None));
         }
         if !has_quorum(&granted) {
             return Err(error::unavailable(format!(

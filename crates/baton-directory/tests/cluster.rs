@@ -269,6 +269,68 @@ async fn a_follower_cut_off_from_the_leader_stops_acknowledging_renewals() {
     c.shutdown().await;
 }
 
+/// A follower cut off for a while comes back with a term raised by its failed elections
+/// (openraft has no pre-vote) and answers the leader's confirmation rounds with that
+/// higher vote until the leader's replication sees it and steps down. The leader and the
+/// other follower are still a majority, so while the leader leads, every round must
+/// confirm: a round that gave up on the first higher vote stopped renewals for seconds
+/// after every heal and made agents fence for nothing (found by tests/chaos).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_rejoining_with_a_higher_term_does_not_fail_confirmation_rounds() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let f = others(leader)[0];
+    let node = c.nodes[&leader].node.clone();
+    let term_of = |id: u64| c.nodes[&id].node.raft.metrics().borrow().current_term;
+    let leader_term = term_of(leader);
+    node.confirm_for_renewals()
+        .await
+        .expect("a round confirms before any fault");
+
+    c.faults.isolate(f, &others(f));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while term_of(f) < leader_term + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off follower never raised its term (at {})",
+            term_of(f)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.faults.heal();
+
+    // Rounds back to back until the leader steps down (or 5 s): each that started and
+    // ended while this node led at its old term must have confirmed.
+    let leads = || {
+        let m = node.raft.metrics().borrow().clone();
+        m.state == openraft::ServerState::Leader && m.current_term == leader_term
+    };
+    let (mut confirmed, mut failed) = (0u32, Vec::new());
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && leads() {
+        let r = node.confirm_for_renewals().await;
+        match r {
+            Ok(_) => confirmed += 1,
+            Err(e) if leads() => failed.push(e.message().to_string()),
+            Err(_) => {}
+        }
+    }
+    assert!(
+        confirmed > 0 || !failed.is_empty(),
+        "node {leader} stepped down before any round ran after the heal: nothing was tested"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} rounds failed while node {leader} still led term {leader_term} with a \
+         majority behind it; first: {}",
+        failed.len(),
+        failed.len() as u32 + confirmed,
+        failed[0]
+    );
+    eprintln!("{confirmed} rounds confirmed after the heal while node {leader} led");
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deposed_leader_on_the_minority_side_acknowledges_nothing() {
     let c = Cluster::start().await;
