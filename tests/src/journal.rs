@@ -27,6 +27,18 @@ pub fn journal_command(journal: &Path) -> String {
     )
 }
 
+/// A role whose worker ignores SIGTERM: the role's shell starts the journaling loop as a
+/// background `sh` that traps TERM (as a daemon that handles TERM badly would) and waits
+/// for it. SIGTERM to the group kills the waiting shell at once and leaves the worker; only
+/// SIGKILL stops it. The worker's `$$` is its own pid, and its command line names the
+/// journal, so [`crate::live_role_pids`] finds it.
+pub fn stubborn_journal_command(journal: &Path) -> String {
+    format!(
+        "sh -c 'trap \"\" TERM; while true; do echo \"$(date +%s%N) $BATON_ROLE $BATON_EPOCH $BATON_SERVER $$\" >> \"{}\"; sleep 0.02; done' & wait",
+        journal.display()
+    )
+}
+
 /// One journal line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-pub use journal::{Line, Report, check, journal_command};
+pub use journal::{Line, Report, check, journal_command, stubborn_journal_command};
 
 // ---------------------------------------------------------------------------------------
 // The binary

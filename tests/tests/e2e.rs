@@ -3,7 +3,9 @@
 //! - `directory`: issue 2 (replication, refusals, leader kill, durable acknowledgement);
 //! - `failover`: issue 3 (kill -9, failback, drain, role health, directory freeze, history);
 //! - `manager`: issue 4 (the directory's own failover: leader and session-node kills move
-//!   no role, membership changes, preferred leader, sessions spread over the nodes).
+//!   no role, membership changes, preferred leader, sessions spread over the nodes);
+//! - `stop`: a role is stopped only when no process of it is left (workers that ignore
+//!   SIGTERM, through a drain, a kill -9 of the agent and a frozen agent).
 //!
 //! Run with `cargo test -p baton-tests`; `BATON_BIN` picks a prebuilt binary and
 //! `BATON_E2E_KEEP=1` keeps the temporary directories (logs, journals, data).
@@ -16,6 +18,8 @@ mod durability;
 mod failover;
 #[path = "e2e/manager.rs"]
 mod manager;
+#[path = "e2e/stop.rs"]
+mod stop;
 
 /// The harness itself: a failing test leaves no process and no directory behind.
 mod harness {

@@ -37,6 +37,7 @@
 
 pub mod clock;
 pub mod process;
+pub mod tree;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -50,7 +51,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::clock::boot_ms;
-use crate::process::{FenceWriter, RoleEnv, signal_group, spawn_role};
+use crate::process::{FenceWriter, Grace, RoleEnv, signal_group, spawn_role};
+use crate::tree::{CgroupBase, RoleCgroup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -86,6 +88,11 @@ pub struct AgentConfig {
     pub restart_backoff_max: Duration,
     /// The `baton` executable, which provides the `role-exec` wrapper.
     pub exe: PathBuf,
+    /// Put each role process in a cgroup v2 of its own where the hierarchy is writable
+    /// (see the `tree` module): then nothing a role starts can outlive it, even a process
+    /// that leaves its process group. Off, or where no cgroup can be made, the process
+    /// group is all the agent tracks.
+    pub cgroups: bool,
 }
 
 impl AgentConfig {
@@ -103,6 +110,7 @@ impl AgentConfig {
             restart_backoff_min: Duration::from_millis(200),
             restart_backoff_max: Duration::from_secs(5),
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("baton")),
+            cgroups: true,
         }
     }
 
@@ -177,6 +185,8 @@ struct RoleProc {
     crashes: VecDeque<u64>,
     /// Tells the process's wrapper each new fence time (its dead-man switch).
     fence: Option<FenceWriter>,
+    /// The process's cgroup, where the agent made one (see the `tree` module).
+    cgroup: Option<RoleCgroup>,
 }
 
 #[derive(Debug)]
@@ -224,6 +234,17 @@ pub async fn run(
     };
     let client = baton_client::Client::with_config(config.directory.clone(), client_config)?;
     let mut agent = Agent::new(config);
+    if agent.config.cgroups {
+        match CgroupBase::make(&agent.config.server) {
+            Ok(base) => {
+                tracing::info!(cgroup = %base.dir().display(), "each role process runs in a cgroup of its own");
+                agent.cgroups = Some(base);
+            }
+            Err(why) => tracing::info!(
+                "role processes are tracked by process group only ({why}): a process that leaves its role's group (setsid) is not stopped with the role"
+            ),
+        }
+    }
     tokio::pin!(shutdown);
     let (exit_tx, mut exit_rx) = mpsc::channel::<Exit>(256);
     let (conn_tx, mut conn_rx) = mpsc::channel::<Result<Session, String>>(1);
@@ -359,7 +380,37 @@ pub async fn run(
             tracing::info!("told the directory this server is leaving");
         }
     }
+    if let Some(base) = &agent.cgroups {
+        base.remove();
+    }
     Ok(())
+}
+
+/// Waits until no process of a role whose wrapper has exited is left, killing what is.
+/// Unbounded on purpose: a process that survives SIGKILL (stuck in the kernel) still
+/// holds whatever the role holds, so the role must not count as stopped; it is logged.
+async fn wait_role_gone(role: &str, pgid: u32, cgroup: Option<&RoleCgroup>) {
+    let started = boot_ms();
+    let mut warned = false;
+    loop {
+        let left = tree::remaining(pgid, cgroup, 0);
+        if left.is_empty() {
+            if let Some(cg) = cgroup {
+                cg.remove();
+            }
+            return;
+        }
+        if let Some(cg) = cgroup {
+            cg.kill_all();
+        }
+        signal_group(pgid, libc::SIGKILL);
+        tree::kill_remaining(pgid, cgroup, 0);
+        if !warned && boot_ms().saturating_sub(started) > 1_000 {
+            warned = true;
+            tracing::error!(role, pids = ?left, "processes of a stopped role survive SIGKILL; the role counts as running until they are gone");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn connect(
@@ -415,7 +466,14 @@ struct Agent {
     last_ack_or_open: u64,
     /// Messages for the directory, sent after each step.
     outbox: Vec<pb::AgentMessage>,
+    /// Where role cgroups are made, if they can be.
+    cgroups: Option<CgroupBase>,
 }
+
+/// Leases the agent accepts from the directory: the directory's own bounds. A lease
+/// outside them is refused, so no value received can overflow the fence arithmetic or
+/// push the fence time out of reach.
+pub const LEASE_MS_RANGE: std::ops::RangeInclusive<u64> = 500..=3_600_000;
 
 /// How often to renew while renewals go unanswered.
 const RENEW_RETRY_MS: u64 = 100;
@@ -443,6 +501,7 @@ impl Agent {
             stop_at: 0,
             last_ack_or_open: 0,
             outbox: Vec::new(),
+            cgroups: None,
         }
     }
 
@@ -502,6 +561,25 @@ impl Agent {
         boot_ms() < self.stop_at
     }
 
+    /// Take the lease the directory states, if it is within [`LEASE_MS_RANGE`]. Anything
+    /// else (0 from an older node, or a value so large that the fence time would overflow
+    /// or never come) is ignored with a warning, and the lease in force stays.
+    fn adopt_lease(&mut self, lease_ms: u64) {
+        if lease_ms == self.fence.lease_ms || lease_ms == 0 {
+            return;
+        }
+        if LEASE_MS_RANGE.contains(&lease_ms) {
+            self.fence.lease_ms = lease_ms;
+        } else {
+            tracing::warn!(
+                lease_ms,
+                "ignoring a lease outside {}..={} ms from the directory",
+                LEASE_MS_RANGE.start(),
+                LEASE_MS_RANGE.end()
+            );
+        }
+    }
+
     fn on_message(&mut self, m: pb::DirectoryMessage) {
         match m.msg {
             Some(In::Assignments(set)) => {
@@ -515,9 +593,7 @@ impl Agent {
                     return;
                 }
                 self.revision = set.revision;
-                if set.lease_ms >= 500 {
-                    self.fence.lease_ms = set.lease_ms;
-                }
+                self.adopt_lease(set.lease_ms);
                 self.desired = set
                     .assignments
                     .into_iter()
@@ -530,9 +606,7 @@ impl Agent {
                     .collect();
             }
             Some(In::RenewAck(ack)) => {
-                if ack.lease_ms >= 500 && ack.lease_ms != self.fence.lease_ms {
-                    self.fence.lease_ms = ack.lease_ms;
-                }
+                self.adopt_lease(ack.lease_ms);
                 self.last_ack_or_open = boot_ms();
                 if let Some(t_send) = self.sent.get(&ack.seq).copied() {
                     let before = self.stop_at;
@@ -617,35 +691,39 @@ impl Agent {
     fn reconcile(&mut self, exits: &mpsc::Sender<Exit>) {
         let now = boot_ms();
         let valid = self.lease_valid();
-        let fence_grace = self.fence.fence_grace_ms();
+        // When fencing, the grace counts from the fence time, not from when the agent
+        // noticed it: an agent that was frozen or suspended past it kills at once.
+        let fence_kill_at = self.stop_at.saturating_add(self.fence.fence_grace_ms());
         // 1. Stop what must not run.
         let mut forget = Vec::new();
         for (role, p) in self.roles.iter_mut() {
             let wanted = valid && self.desired.get(role).is_some_and(|a| a.epoch == p.epoch);
-            match p.phase {
-                Phase::Running if !wanted => {
-                    let grace = if valid {
-                        self.config.handover_grace.as_millis() as u64
-                    } else {
-                        fence_grace
-                    };
-                    if !valid {
-                        tracing::warn!(role, epoch = p.epoch, "lease ran out: fencing");
-                    }
-                    if let Some(pgid) = p.pgid {
-                        signal_group(pgid, libc::SIGTERM);
-                    }
-                    p.phase = Phase::Stopping {
-                        kill_at: now + grace,
-                    };
+            if matches!(p.phase, Phase::Running) && !wanted {
+                let kill_at = if valid {
+                    now + self.config.handover_grace.as_millis() as u64
+                } else {
+                    tracing::warn!(role, epoch = p.epoch, "lease ran out: fencing");
+                    fence_kill_at
+                };
+                if let Some(pgid) = p.pgid {
+                    signal_group(pgid, libc::SIGTERM);
                 }
+                p.phase = Phase::Stopping { kill_at };
+            }
+            match p.phase {
                 Phase::Stopping { ref mut kill_at } => {
                     if !valid {
-                        *kill_at = (*kill_at).min(now + fence_grace);
+                        *kill_at = (*kill_at).min(fence_kill_at);
                     }
                     if now >= *kill_at
                         && let Some(pgid) = p.pgid
                     {
+                        // The whole role: its cgroup at once, its group, and whatever
+                        // of it is left by pid. The waiter reports the exit only once
+                        // nothing of it is left.
+                        if let Some(cg) = &p.cgroup {
+                            cg.kill_all();
+                        }
                         signal_group(pgid, libc::SIGKILL);
                     }
                 }
@@ -698,6 +776,7 @@ impl Agent {
                     phase: Phase::Failed,
                     crashes: VecDeque::new(),
                     fence: None,
+                    cgroup: None,
                 },
             );
             self.outbox.push(pb::AgentMessage {
@@ -718,13 +797,28 @@ impl Agent {
             server: self.config.server.clone(),
             database: a.database.clone(),
         };
-        let grace = Duration::from_millis(self.fence.fence_grace_ms());
+        let grace = Grace {
+            fence: Duration::from_millis(self.fence.fence_grace_ms()),
+            handover: self.config.handover_grace,
+        };
         let crashes = self
             .roles
             .remove(&a.role)
             .map(|p| p.crashes)
             .unwrap_or_default();
-        match spawn_role(&self.config.exe, &command, &env, grace, self.stop_at) {
+        let cgroup = self.cgroups.as_mut().and_then(|base| {
+            base.make_role(&a.role, a.epoch)
+                .inspect_err(|e| tracing::warn!(role = %a.role, "no cgroup for this process: {e}"))
+                .ok()
+        });
+        match spawn_role(
+            &self.config.exe,
+            &command,
+            &env,
+            grace,
+            self.stop_at,
+            cgroup.as_ref(),
+        ) {
             Ok((mut child, fence)) => {
                 let pgid = child.id().unwrap_or(0);
                 tracing::info!(role = %a.role, epoch = a.epoch, pid = pgid, "role started");
@@ -736,6 +830,7 @@ impl Agent {
                         phase: Phase::Running,
                         crashes,
                         fence: Some(fence),
+                        cgroup: cgroup.clone(),
                     },
                 );
                 let exits = exits.clone();
@@ -745,6 +840,10 @@ impl Agent {
                         Ok(s) => (s.to_string(), s.code() == Some(process::FENCED_EXIT)),
                         Err(e) => (format!("wait failed: {e}"), false),
                     };
+                    // The wrapper leaves nothing behind when it exits by itself; when it
+                    // was killed, what is left of the role is killed now. Either way the
+                    // role counts as stopped only once nothing of it is left.
+                    wait_role_gone(&role, pgid, cgroup.as_ref()).await;
                     let _ = exits
                         .send(Exit {
                             role,
@@ -757,6 +856,9 @@ impl Agent {
             }
             Err(e) => {
                 tracing::error!(role = %a.role, "cannot start role: {e}");
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
                 let mut crashes = crashes;
                 crashes.push_back(boot_ms());
                 self.roles.insert(
@@ -770,6 +872,7 @@ impl Agent {
                         },
                         crashes,
                         fence: None,
+                        cgroup: None,
                     },
                 );
             }

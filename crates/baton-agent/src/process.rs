@@ -26,12 +26,12 @@
 //!   that is frozen (SIGSTOP, a hung runtime, a debugger) cannot keep its roles past the
 //!   lease: self-fencing does not depend on the agent being scheduled.
 
-use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::clock::boot_ms;
+use crate::tree::{RoleCgroup, kill_remaining, remaining};
 
 /// Environment variable naming the agent's pid, checked by the wrapper after it armed
 /// its parent-death signal.
@@ -42,6 +42,9 @@ pub const FENCE_AT_ENV: &str = "BATON_FENCE_AT_MS";
 pub const FENCE_FD: i32 = 3;
 /// The wrapper's exit code when it stopped the role because the fence time passed.
 pub const FENCED_EXIT: i32 = 86;
+/// Environment variable naming the role's cgroup directory, where the agent made one
+/// (the wrapper has joined it before it runs; it lists the role's processes there).
+pub const CGROUP_ENV: &str = "BATON_CGROUP_DIR";
 
 /// What a role process is told about itself.
 #[derive(Clone, Debug)]
@@ -52,15 +55,31 @@ pub struct RoleEnv {
     pub database: Option<String>,
 }
 
+/// The two SIGTERM-to-SIGKILL graces a wrapper knows.
+#[derive(Clone, Copy, Debug)]
+pub struct Grace {
+    /// When the agent dies or the fence time passes (inside the fence's stop bound).
+    pub fence: Duration,
+    /// When the role's shell exits while the agent lives (what is left of the role gets
+    /// the handover grace, as the agent gives it on a graceful stop).
+    pub handover: Duration,
+}
+
 /// Spawn `command` for a role under the wrapper `exe role-exec`. Returns the child; its
 /// pid is also its process group id.
 pub fn spawn_role(
     exe: &Path,
     command: &str,
     env: &RoleEnv,
-    grace: Duration,
+    grace: Grace,
     fence_at_ms: u64,
+    cgroup: Option<&RoleCgroup>,
 ) -> std::io::Result<(tokio::process::Child, FenceWriter)> {
+    // Prepared before the fork: nothing may allocate between fork and exec.
+    let join = cgroup
+        .map(|cg| std::ffi::CString::new(cg.procs_file().as_os_str().as_encoded_bytes()))
+        .transpose()
+        .map_err(std::io::Error::other)?;
     let mut fds = [0i32; 2];
     // SAFETY: plain syscall; both ends close on exec (fd 3 is made by dup2, which clears
     // the flag for the child only).
@@ -72,7 +91,9 @@ pub fn spawn_role(
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("role-exec")
         .arg("--grace-ms")
-        .arg(grace.as_millis().to_string())
+        .arg(grace.fence.as_millis().to_string())
+        .arg("--handover-grace-ms")
+        .arg(grace.handover.as_millis().to_string())
         .arg("--")
         .arg(command)
         .env("BATON_ROLE", &env.role)
@@ -84,11 +105,28 @@ pub fn spawn_role(
         .stdin(std::process::Stdio::null())
         .kill_on_drop(false)
         .process_group(0);
-    // SAFETY: only async-signal-safe calls (prctl) between fork and exec.
+    if let Some(cg) = cgroup {
+        cmd.env(CGROUP_ENV, cg.dir());
+    }
+    // SAFETY: only async-signal-safe calls (prctl, open, write, close, dup2) between fork
+    // and exec.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR2) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Join the role's cgroup before anything of the role exists, so every
+            // process it ever starts is born inside it.
+            if let Some(path) = &join {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             if libc::dup2(read_fd, FENCE_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -208,9 +246,20 @@ pub fn signal_pid(pid: u32, signal: i32) {
 }
 
 /// The `baton role-exec` wrapper (see the module essay). Runs `sh -c command` in this
-/// process's group and returns the exit code to exit with. Synchronous on purpose: it
-/// runs before any runtime exists and must stay tiny.
-pub fn role_exec(command: &str, grace: Duration) -> i32 {
+/// process's group and returns the exit code to exit with, once *nothing* of the role is
+/// left: the shell exiting is not enough while a worker it started lives on (one that
+/// ignores SIGTERM, say). Synchronous on purpose: it runs before any runtime exists and
+/// must stay tiny.
+///
+/// Deadlines, each a bound on how long anything of the role may live (boot ms):
+/// - the shell exited (on its own, or on the agent's SIGTERM): the rest of the group gets
+///   SIGTERM, and SIGKILL `handover_grace` later (the agent, while it lives, escalates on
+///   its own schedule too);
+/// - the agent died: SIGTERM now, SIGKILL `grace` later;
+/// - the fence time passed: SIGTERM, and SIGKILL `grace` after the *fence time*, not
+///   after the moment it was noticed (a thawed freeze or a resume from suspend notices it
+///   late, and then kills at once).
+pub fn role_exec(command: &str, grace: Duration, handover_grace: Duration) -> i32 {
     // Block the signals we wait for, so they queue for sigtimedwait instead of killing us.
     // SAFETY: plain signal-mask manipulation on the only thread of this process.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -228,6 +277,7 @@ pub fn role_exec(command: &str, grace: Duration) -> i32 {
         .ok()
         .and_then(|p| p.parse().ok());
     let orphaned = || agent_pid.is_some_and(|p| unsafe { libc::getppid() } != p);
+    let cgroup = std::env::var_os(CGROUP_ENV).map(|d| RoleCgroup::at(d.into()));
     let mut fence = FenceReader::open();
     if orphaned() {
         return 143;
@@ -238,6 +288,7 @@ pub fn role_exec(command: &str, grace: Duration) -> i32 {
     let mut child = std::process::Command::new("/bin/sh");
     child.arg("-c").arg(command);
     child.env_remove(AGENT_PID_ENV);
+    child.env_remove(CGROUP_ENV);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         child.pre_exec(|| {
@@ -256,10 +307,16 @@ pub fn role_exec(command: &str, grace: Duration) -> i32 {
             return 127;
         }
     };
+    let me = std::process::id();
     let child_pid = child.id() as i32;
     let pgid = unsafe { libc::getpgrp() } as u32;
+    let grace_ms = grace.as_millis() as u64;
+    // The shell's exit code, once reaped.
+    let mut shell_code: Option<i32> = None;
+    // When the rest of the role gets SIGKILL; `None` while nothing asked it to stop.
     let mut kill_at: Option<u64> = None;
     let mut fenced = false;
+    let mut agent_gone = false;
     loop {
         let timeout = libc::timespec {
             tv_sec: 0,
@@ -268,53 +325,58 @@ pub fn role_exec(command: &str, grace: Duration) -> i32 {
         };
         // SAFETY: `set` is initialised; a null info pointer is allowed.
         let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
-        // Reap the shell if it ended.
-        let mut status = 0;
-        // SAFETY: waiting on our own child.
-        let r = unsafe { libc::waitpid(child_pid, &mut status, libc::WNOHANG) };
-        if r == child_pid {
-            // Leave nothing behind in the group.
-            signal_group_except_self(pgid);
-            return if fenced {
-                FENCED_EXIT
-            } else if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128 + libc::WTERMSIG(status)
-            };
+        let now = boot_ms();
+        if shell_code.is_none() {
+            let mut status = 0;
+            // SAFETY: waiting on our own child.
+            let r = unsafe { libc::waitpid(child_pid, &mut status, libc::WNOHANG) };
+            if r == child_pid {
+                shell_code = Some(if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    128 + libc::WTERMSIG(status)
+                });
+            }
         }
         // SIGTERM/SIGINT are the agent's (or an operator's) signal to the whole group: the
-        // role handles them, and the agent escalates. Only the agent's death is ours.
-        // And the fence time passing without an extension (the agent is frozen).
-        let expired = kill_at.is_none() && fence.expired();
-        fenced |= expired;
-        let stop = sig == libc::SIGUSR2 || orphaned() || expired;
-        if stop && kill_at.is_none() {
-            signal_group_except_self(pgid);
-            kill_at = Some(boot_ms() + grace.as_millis() as u64);
+        // role handles them, and the agent escalates. Only the agent's death is ours, and
+        // the fence time passing without an extension (the agent is frozen).
+        let mut deadlines = Vec::new();
+        if let Some(t) = kill_at {
+            deadlines.push(t);
         }
-        if kill_at.is_some_and(|t| boot_ms() >= t) {
-            // Everything in the group, the wrapper included.
-            signal_group(pgid, libc::SIGKILL);
+        if shell_code.is_some() {
+            deadlines.push(now + handover_grace.as_millis() as u64);
+        }
+        if !agent_gone && (sig == libc::SIGUSR2 || orphaned()) {
+            agent_gone = true;
+            deadlines.push(now + grace_ms);
+        }
+        if !fenced && fence.expired() {
+            fenced = true;
+            deadlines.push(fence.fence_at_ms.saturating_add(grace_ms));
+        }
+        if kill_at.is_none() && !deadlines.is_empty() {
+            // First reason to stop: SIGTERM to the whole role (ours is blocked).
+            signal_group(pgid, libc::SIGTERM);
+            if let Some(cg) = &cgroup {
+                for pid in cg.members(me) {
+                    signal_pid(pid, libc::SIGTERM);
+                }
+            }
+        }
+        kill_at = deadlines.into_iter().min();
+        let left = remaining(pgid, cgroup.as_ref(), me);
+        if shell_code.is_some() && left.is_empty() {
+            return if fenced {
+                FENCED_EXIT
+            } else {
+                shell_code.unwrap_or(0)
+            };
+        }
+        if kill_at.is_some_and(|t| now >= t) {
+            // Everything of the role but the wrapper, which must outlive it to say so.
+            kill_remaining(pgid, cgroup.as_ref(), me);
         }
     }
-}
-
-/// SIGTERM to every process of the group; ours is blocked, so it only queues for us.
-fn signal_group_except_self(pgid: u32) {
-    signal_group(pgid, libc::SIGTERM);
-}
-
-/// The wrapper's own command line, for the binary's argument parser.
-pub fn role_exec_args(args: &[OsString]) -> Option<(String, Duration)> {
-    let mut grace = Duration::from_secs(5);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.to_str()? {
-            "--grace-ms" => grace = Duration::from_millis(it.next()?.to_str()?.parse().ok()?),
-            "--" => return Some((it.next()?.to_str()?.to_string(), grace)),
-            _ => return None,
-        }
-    }
-    None
 }

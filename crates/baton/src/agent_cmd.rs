@@ -34,6 +34,10 @@ pub struct AgentArgs {
     /// Window for --crash-limit (default 30s).
     #[arg(long, value_parser = parse_duration)]
     crash_window: Option<Duration>,
+    /// Do not put role processes in cgroups of their own; track them by process group
+    /// only (a process that calls setsid then escapes the role's stop).
+    #[arg(long)]
+    no_cgroups: bool,
 }
 
 /// Keys of an agent config file.
@@ -48,6 +52,8 @@ pub struct AgentFile {
     handover_grace: Option<Dur>,
     crash_limit: Option<u32>,
     crash_window: Option<Dur>,
+    /// Put each role process in a cgroup of its own where cgroup v2 is writable (default true).
+    cgroups: Option<bool>,
 }
 
 pub fn agent_config(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<AgentConfig> {
@@ -86,6 +92,7 @@ pub fn agent_config(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<A
     if let Some(d) = args.crash_window.or(file.crash_window.map(|d| d.0)) {
         c.crash_window = d;
     }
+    c.cgroups = !args.no_cgroups && file.cgroups.unwrap_or(true);
     c.validate().map_err(|e| anyhow!("{e}"))?;
     Ok(c)
 }

@@ -37,6 +37,8 @@ enum Top {
     RoleExec {
         #[arg(long = "grace-ms", default_value_t = 5000)]
         grace_ms: u64,
+        #[arg(long = "handover-grace-ms", default_value_t = 5000)]
+        handover_grace_ms: u64,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -45,10 +47,16 @@ enum Top {
 fn main() {
     // The role wrapper must stay minimal: no runtime, no logging.
     let cli = Cli::parse();
-    if let Top::RoleExec { grace_ms, command } = &cli.command {
+    if let Top::RoleExec {
+        grace_ms,
+        handover_grace_ms,
+        command,
+    } = &cli.command
+    {
         let code = baton_agent::process::role_exec(
             &command.join(" "),
             std::time::Duration::from_millis(*grace_ms),
+            std::time::Duration::from_millis(*handover_grace_ms),
         );
         std::process::exit(code);
     }
