@@ -22,6 +22,8 @@ fn register(s: &mut State, name: String) {
             server: name,
             kinds: vec![],
             main: false,
+            instance: Default::default(),
+            replaces: None,
         },
     );
 }
@@ -157,6 +159,8 @@ fn bench_placement(c: &mut Criterion) {
                         server: "srv-0".into(),
                         kinds: vec![],
                         main: false,
+                        instance: Default::default(),
+                        replaces: None,
                     },
                 );
                 s

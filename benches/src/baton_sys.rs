@@ -286,6 +286,7 @@ pub async fn open_session(
             kinds: vec![],
             main: false,
             min_revision: 0,
+            instance: String::new(),
         })),
     })
     .await?;

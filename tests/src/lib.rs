@@ -267,6 +267,12 @@ impl Proc {
         }
     }
 
+    /// The exit code, once the process has exited by itself (`None` while it runs or
+    /// when a signal ended it).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.as_mut()?.try_wait().ok()??.code()
+    }
+
     /// SIGKILL to the whole process group; reaps.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -903,6 +909,10 @@ impl Agent {
 
     pub fn is_running(&mut self) -> bool {
         self.proc.is_running()
+    }
+
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.proc.exit_code()
     }
 
     pub fn kill9(&mut self) {

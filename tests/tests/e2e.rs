@@ -4,6 +4,8 @@
 //! - `failover`: issue 3 (kill -9, failback, drain, role health, directory freeze, history);
 //! - `manager`: issue 4 (the directory's own failover: leader and session-node kills move
 //!   no role, membership changes, preferred leader, sessions spread over the nodes);
+//! - `instance`: one agent instance per server name (a second one is refused; a restart
+//!   takes the name over without a failover);
 //! - `stop`: a role is stopped only when no process of it is left (workers that ignore
 //!   SIGTERM, through a drain, a kill -9 of the agent and a frozen agent).
 //!
@@ -16,6 +18,8 @@ mod directory;
 mod durability;
 #[path = "e2e/failover.rs"]
 mod failover;
+#[path = "e2e/instance.rs"]
+mod instance;
 #[path = "e2e/manager.rs"]
 mod manager;
 #[path = "e2e/stop.rs"]

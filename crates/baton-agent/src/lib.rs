@@ -60,6 +60,9 @@ pub enum AgentError {
     Config(String),
     #[error(transparent)]
     Client(#[from] baton_client::ClientError),
+    /// Another live agent instance holds this server name: this one ran nothing.
+    #[error("{0}")]
+    ServerHeld(String),
 }
 
 /// An agent's configuration. Defaults in [`AgentConfig::new`].
@@ -255,6 +258,9 @@ pub async fn run(
     let mut connecting = false;
     let mut reconnect_at = 0u64;
     let mut renew = tokio::time::interval(Duration::from_millis(agent.fence.renew_every_ms()));
+    // Set when the directory refused this instance the server name: stop and exit.
+    let mut held: Option<String> = None;
+    tracing::info!(server = %agent.config.server, instance = %agent.instance, "agent starting");
     let mut check = tokio::time::interval(Duration::from_millis(20));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
@@ -298,6 +304,11 @@ pub async fn run(
                 }
             } => match msg {
                 Ok(Some(m)) => agent.on_message(m),
+                Err(e) if is_server_held(&e) => {
+                    tracing::error!("{}; this agent runs nothing and exits", e.message());
+                    held = Some(e.message().to_string());
+                    break;
+                }
                 Ok(None) | Err(_) => {
                     let why = match msg { Err(e) => e.message().to_string(), _ => "closed".into() };
                     tracing::warn!("session lost ({why}); reconnecting");
@@ -367,6 +378,7 @@ pub async fn run(
     // Every role has stopped: tell the directory, so the roles move now rather than after
     // lease + grace. Best effort, bounded: if it does not arrive, the lease does the job.
     if let Some(mut s) = session
+        && held.is_none()
         && agent.roles.values().all(|p| p.pgid.is_none())
     {
         let leaving = pb::AgentMessage {
@@ -383,7 +395,29 @@ pub async fn run(
     if let Some(base) = &agent.cgroups {
         base.remove();
     }
-    Ok(())
+    match held {
+        Some(why) => Err(AgentError::ServerHeld(why)),
+        None => Ok(()),
+    }
+}
+
+/// Whether a session ended because another live instance holds the server name.
+fn is_server_held(s: &tonic::Status) -> bool {
+    s.metadata()
+        .get(baton_proto::REASON_KEY)
+        .is_some_and(|v| v.as_bytes() == baton_proto::SERVER_HELD.as_bytes())
+}
+
+/// A random id for this agent start (128 bits from the kernel, in hex). Falls back to
+/// the pid and boot time if getrandom fails, which only weakens uniqueness across hosts.
+fn new_instance_id() -> String {
+    let mut buf = [0u8; 16];
+    // SAFETY: writing at most 16 bytes into a 16-byte buffer.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        return format!("{:x}-{:x}", std::process::id(), boot_ms());
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Waits until no process of a role whose wrapper has exited is left, killing what is.
@@ -447,6 +481,10 @@ async fn connect(
 /// The agent's state machine: everything but the I/O loop.
 struct Agent {
     config: AgentConfig,
+    /// This agent start's identity (see `Hello.instance`).
+    instance: String,
+    /// When the last "waiting for the holder's lease" was logged (boot ms).
+    waiting_logged_ms: u64,
     fence: Fence,
     /// Highest directory revision seen: sent in Hello so no node serves an older view.
     revision: u64,
@@ -490,6 +528,8 @@ impl Agent {
         };
         Agent {
             config,
+            instance: new_instance_id(),
+            waiting_logged_ms: 0,
             fence,
             revision: 0,
             desired: BTreeMap::new(),
@@ -511,6 +551,7 @@ impl Agent {
             kinds: self.config.runs.keys().cloned().collect(),
             main: self.config.main,
             min_revision: self.revision,
+            instance: self.instance.clone(),
         }
     }
 
@@ -619,6 +660,19 @@ impl Agent {
                             }
                         }
                     }
+                }
+            }
+            Some(In::Waiting(w)) => {
+                // The node is alive and working on our claim: stay on this session.
+                self.last_ack_or_open = boot_ms();
+                if boot_ms().saturating_sub(self.waiting_logged_ms) >= 5_000 {
+                    self.waiting_logged_ms = boot_ms();
+                    tracing::warn!(
+                        holder = %w.holder_instance,
+                        from = %w.holder_address,
+                        since_ms = w.holder_since_ms,
+                        "server name held by another agent instance: waiting for its lease to run out (a restart) or for it to prove alive (then this agent exits)"
+                    );
                 }
             }
             None => {}

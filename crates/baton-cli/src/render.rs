@@ -84,6 +84,12 @@ pub struct ServerView {
     pub kinds: Vec<String>,
     /// Roles it is the active server of.
     pub roles: Vec<String>,
+    /// The agent instance holding the server name ("" before any agent registered).
+    pub instance: String,
+    /// That agent's session address, as a directory node saw it.
+    pub agent_address: String,
+    /// Wall-clock ms since which that instance holds the name (0: never held).
+    pub instance_since_ms: u64,
 }
 
 impl From<&v1::Server> for ServerView {
@@ -95,6 +101,9 @@ impl From<&v1::Server> for ServerView {
             main: s.main,
             kinds: s.kinds.clone(),
             roles: s.roles.clone(),
+            instance: s.instance.clone(),
+            agent_address: s.agent_address.clone(),
+            instance_since_ms: s.instance_since_ms,
         }
     }
 }
@@ -379,7 +388,15 @@ pub fn role_text(r: &v1::Role) -> String {
 
 /// `server list` as a table.
 pub fn servers_table(servers: &[v1::Server]) -> String {
-    let mut t = Table::new(&["SERVER", "STATUS", "MAINTENANCE", "MAIN", "KINDS", "ROLES"]);
+    let mut t = Table::new(&[
+        "SERVER",
+        "STATUS",
+        "MAINTENANCE",
+        "MAIN",
+        "KINDS",
+        "ROLES",
+        "AGENT",
+    ]);
     for s in servers {
         t.row(vec![
             s.name.clone(),
@@ -395,6 +412,21 @@ pub fn servers_table(servers: &[v1::Server]) -> String {
                 "-".to_string()
             } else {
                 s.roles.join(",")
+            },
+            // Which agent instance holds the name, from where: two agents configured
+            // with one server name show up here (the second is refused).
+            if s.instance.is_empty() && s.agent_address.is_empty() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{}@{}",
+                    s.instance.get(..8).unwrap_or(&s.instance),
+                    if s.agent_address.is_empty() {
+                        "?"
+                    } else {
+                        &s.agent_address
+                    }
+                )
             },
         ]);
     }

@@ -420,14 +420,29 @@ fn server_json_has_the_contract_keys() {
         main: true,
         kinds: vec![],
         roles: vec!["cam-1".into()],
+        instance: "3f2a9c01d4e5b6a7".into(),
+        agent_address: "10.0.0.5:51234".into(),
+        instance_since_ms: 1_700_000_000_000,
     };
     let v: serde_json::Value =
         serde_json::from_str(&render::json(&[render::ServerView::from(&s)])).unwrap();
     let obj = &v[0];
     assert_eq!(
         keys(obj),
-        sorted(&["name", "status", "maintenance", "main", "kinds", "roles"])
+        sorted(&[
+            "name",
+            "status",
+            "maintenance",
+            "main",
+            "kinds",
+            "roles",
+            "instance",
+            "agent_address",
+            "instance_since_ms"
+        ])
     );
+    assert_eq!(obj["instance"], "3f2a9c01d4e5b6a7");
+    assert_eq!(obj["agent_address"], "10.0.0.5:51234");
     assert_eq!(obj["status"], "up");
     assert_eq!(obj["main"], true);
     assert_eq!(obj["kinds"], serde_json::json!([]));
@@ -638,6 +653,9 @@ fn server_table_uses_yes_no_and_placeholders() {
             main: false,
             kinds: vec![],
             roles: vec![],
+            instance: String::new(),
+            agent_address: String::new(),
+            instance_since_ms: 0,
         },
         v1::Server {
             name: "srv-b".into(),
@@ -646,6 +664,9 @@ fn server_table_uses_yes_no_and_placeholders() {
             main: true,
             kinds: vec!["camera".into(), "gw".into()],
             roles: vec!["cam-1".into(), "cam-2".into()],
+            instance: "0123456789abcdef".into(),
+            agent_address: "10.0.0.5:51234".into(),
+            instance_since_ms: 1,
         },
     ]);
     let lines: Vec<Vec<&str>> = text
@@ -654,12 +675,28 @@ fn server_table_uses_yes_no_and_placeholders() {
         .collect();
     assert_eq!(
         lines[0],
-        ["SERVER", "STATUS", "MAINTENANCE", "MAIN", "KINDS", "ROLES"]
+        [
+            "SERVER",
+            "STATUS",
+            "MAINTENANCE",
+            "MAIN",
+            "KINDS",
+            "ROLES",
+            "AGENT"
+        ]
     );
-    assert_eq!(lines[1], ["srv-a", "up", "yes", "no", "any", "-"]);
+    assert_eq!(lines[1], ["srv-a", "up", "yes", "no", "any", "-", "-"]);
     assert_eq!(
         lines[2],
-        ["srv-b", "down", "no", "yes", "camera,gw", "cam-1,cam-2"]
+        [
+            "srv-b",
+            "down",
+            "no",
+            "yes",
+            "camera,gw",
+            "cam-1,cam-2",
+            "01234567@10.0.0.5:51234"
+        ]
     );
 }
 

@@ -14,6 +14,21 @@ pub struct Entry {
     pub cmd: Command,
 }
 
+/// Which agent process registers (or holds) a server name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInstance {
+    /// A random id the agent chooses at every start ("" from agents that send none).
+    pub id: String,
+    /// The agent's session address as its node saw it: for operators, never for logic.
+    #[serde(default)]
+    pub address: String,
+}
+
+/// Longest agent instance id accepted.
+pub const INSTANCE_ID_MAX: usize = 64;
+/// Longest agent address accepted.
+pub const ADDRESS_MAX: usize = 256;
+
 /// Every change to the directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -73,10 +88,20 @@ pub enum Command {
     // --- agent and controller commands -------------------------------------------------
     /// An agent opened a session (or came back after being declared down): the server
     /// exists from now on, with these kinds, and is up.
+    ///
+    /// A server name is held by one agent instance at a time. While the server is up,
+    /// a registration by another instance is refused ([`RefusalKind::ServerHeld`]) unless
+    /// it `replaces` exactly the holder: the leader proposes that only once the holder's
+    /// lease has run out (a restarted agent, a replaced host), never for a live holder.
     RegisterAgent {
         server: String,
         kinds: Vec<String>,
         main: bool,
+        #[serde(default)]
+        instance: AgentInstance,
+        /// The holder instance this registration takes the name over from.
+        #[serde(default)]
+        replaces: Option<String>,
     },
     /// The controller found these servers' leases expired (plus grace). Their agents have
     /// fenced themselves; their roles move at once.
@@ -138,7 +163,7 @@ impl Command {
     /// runs it before proposing, so malformed input never reaches the log; `apply` runs
     /// it again (the log is the authority), followed by the checks against the state.
     pub fn validate(&self) -> Result<(), Refusal> {
-        use crate::names::{check_database, check_delay, check_kinds, check_name};
+        use crate::names::{check_database, check_delay, check_kinds, check_name, check_text};
         match self {
             Command::AddServer { name, kinds, .. } => {
                 check_name("server", name)?;
@@ -206,9 +231,20 @@ impl Command {
                     check_database(db)?;
                 }
             }
-            Command::RegisterAgent { server, kinds, .. } => {
+            Command::RegisterAgent {
+                server,
+                kinds,
+                instance,
+                replaces,
+                ..
+            } => {
                 check_name("server", server)?;
                 check_kinds(kinds)?;
+                check_text("agent instance id", &instance.id, INSTANCE_ID_MAX)?;
+                check_text("agent address", &instance.address, ADDRESS_MAX)?;
+                if let Some(r) = replaces {
+                    check_text("replaced agent instance id", r, INSTANCE_ID_MAX)?;
+                }
             }
             Command::Configure { history_max } => {
                 if !crate::HISTORY_MAX_RANGE.contains(history_max) {
@@ -271,6 +307,8 @@ pub enum RefusalKind {
     NotFound,
     AlreadyExists,
     FailedPrecondition,
+    /// A second agent instance under a server name that a live instance holds.
+    ServerHeld,
     InvalidArgument,
 }
 
@@ -299,6 +337,12 @@ impl Refusal {
     pub fn precondition(m: impl Into<String>) -> Self {
         Refusal {
             kind: RefusalKind::FailedPrecondition,
+            message: m.into(),
+        }
+    }
+    pub fn held(m: impl Into<String>) -> Self {
+        Refusal {
+            kind: RefusalKind::ServerHeld,
             message: m.into(),
         }
     }

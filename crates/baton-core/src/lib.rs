@@ -55,7 +55,7 @@ pub mod names;
 mod placement;
 pub mod state;
 
-pub use command::{Cause, Command, Entry, Outcome, Refusal, RefusalKind};
+pub use command::{AgentInstance, Cause, Command, Entry, Outcome, Refusal, RefusalKind};
 pub use state::{Event, Release, Role, RoleState, Server, ServerStatus, State};
 
 /// The kind a role gets when none is given.

@@ -124,3 +124,20 @@ mod tests {
         assert!(check_database("a\nb").is_err());
     }
 }
+
+/// Free text that travels from an agent into the state (ids, addresses): at most `max`
+/// bytes, no control characters (it is printed on operators' terminals).
+pub(crate) fn check_text(what: &str, text: &str, max: usize) -> Result<(), Refusal> {
+    if text.len() > max {
+        return Err(Refusal::invalid(format!(
+            "{what} is {} bytes long; the limit is {max}",
+            text.len()
+        )));
+    }
+    if text.chars().any(|c| c.is_control()) {
+        return Err(Refusal::invalid(format!(
+            "{what} {text:?} contains a control character"
+        )));
+    }
+    Ok(())
+}

@@ -44,6 +44,12 @@ pub struct Server {
     /// Wall-clock time (from the log) since which the server has been up and out of
     /// maintenance; the failback delay counts from here.
     pub eligible_since_ms: u64,
+    /// The agent instance that holds this server name (see [`Command::RegisterAgent`]).
+    #[serde(default)]
+    pub instance: crate::AgentInstance,
+    /// Wall-clock time (from the log) since which `instance` holds the name.
+    #[serde(default)]
+    pub instance_since_ms: u64,
 }
 
 impl Server {
@@ -470,9 +476,31 @@ impl State {
                     )));
                 }
             }
-            Command::RegisterAgent { server, kinds, .. } => {
+            Command::RegisterAgent {
+                server,
+                kinds,
+                instance,
+                replaces,
+                ..
+            } => {
                 check_name("server", server)?;
                 check_kinds(kinds)?;
+                if let Some(s) = self.servers.get(server)
+                    && s.status == ServerStatus::Up
+                    && s.instance.id != instance.id
+                    && replaces.as_ref() != Some(&s.instance.id)
+                {
+                    return Err(Refusal::held(format!(
+                        "server {server:?} is held by agent instance {:?} (from {}, since {} ms) whose lease has not run out; two agents must not run under one server name",
+                        s.instance.id,
+                        if s.instance.address.is_empty() {
+                            "an unknown address"
+                        } else {
+                            &s.instance.address
+                        },
+                        s.instance_since_ms
+                    )));
+                }
                 if !self.servers.contains_key(server) && self.servers.len() >= OBJECTS_MAX {
                     return Err(Refusal::precondition(format!(
                         "the directory holds {OBJECTS_MAX} servers, its limit"
@@ -555,6 +583,8 @@ impl State {
                         maintenance: false,
                         status: ServerStatus::Unknown,
                         eligible_since_ms: now_ms,
+                        instance: Default::default(),
+                        instance_since_ms: 0,
                     },
                 );
                 format!("server {name} added")
@@ -705,6 +735,8 @@ impl State {
                 server,
                 kinds,
                 main,
+                instance,
+                ..
             } => {
                 let s = self
                     .servers
@@ -716,9 +748,15 @@ impl State {
                         maintenance: false,
                         status: ServerStatus::Unknown,
                         eligible_since_ms: now_ms,
+                        instance: Default::default(),
+                        instance_since_ms: 0,
                     });
                 s.kinds = kinds.iter().cloned().collect();
                 s.main = s.main || *main;
+                if s.instance.id != instance.id || s.instance_since_ms == 0 {
+                    s.instance_since_ms = now_ms;
+                }
+                s.instance = instance.clone();
                 if s.status != ServerStatus::Up {
                     s.status = ServerStatus::Up;
                     s.eligible_since_ms = now_ms;

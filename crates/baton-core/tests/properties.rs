@@ -346,6 +346,8 @@ fn commands(state: &State, op: &Op) -> Vec<Command> {
             server: SERVERS[*s].into(),
             kinds: strings(kinds, &KINDS),
             main: *main,
+            instance: Default::default(),
+            replaces: None,
         }),
         Op::ServersDown(ss) => one(Command::ServersDown {
             servers: strings(ss, &SERVERS),
@@ -1018,6 +1020,7 @@ fn effects(
             server,
             kinds,
             main,
+            ..
         } => {
             let s = &state.servers[server];
             prop_assert_eq!(s.status, ServerStatus::Up);

@@ -506,6 +506,8 @@ fn main_server_needs_directory_failover() {
             server: s("m2"),
             kinds: vec![],
             main: true,
+            instance: Default::default(),
+            replaces: None,
         });
         d.refuse_with(
             create_role("r", &["a", "m"]),
@@ -669,4 +671,51 @@ fn object_limits() {
         FailedPrecondition,
         "the directory holds 100000 roles, its limit",
     );
+}
+
+fn register_as(server: &str, id: &str, replaces: Option<&str>) -> Command {
+    Command::RegisterAgent {
+        server: s(server),
+        kinds: vec![],
+        main: false,
+        instance: baton_core::AgentInstance {
+            id: id.into(),
+            address: format!("10.0.0.9:{}", id.len()),
+        },
+        replaces: replaces.map(str::to_string),
+    }
+}
+
+/// One agent instance holds a server name at a time: a second instance is refused while
+/// the server is up, unless it replaces exactly the holder (a takeover the leader
+/// proposes once the holder's lease ran out); once the server is down anyone may register.
+#[test]
+fn a_second_agent_instance_cannot_take_a_held_server_name() {
+    let mut d = Dir::new();
+    d.ok(register_as("a", "i1", None));
+    assert_eq!(d.state.servers["a"].instance.id, "i1");
+    let since = d.state.servers["a"].instance_since_ms;
+    d.advance(500);
+    // The holder re-registering keeps its since-time.
+    d.ok(register_as("a", "i1", None));
+    assert_eq!(d.state.servers["a"].instance_since_ms, since);
+    d.refuse_with(
+        register_as("a", "i2", None),
+        baton_core::RefusalKind::ServerHeld,
+        "server \"a\" is held by agent instance \"i1\" (from 10.0.0.9:2, since 1000 ms) whose lease has not run out; two agents must not run under one server name",
+    );
+    // A takeover naming another holder than the current one is refused too.
+    d.refuse(register_as("a", "i2", Some("i9")));
+    d.ok(register_as("a", "i2", Some("i1")));
+    assert_eq!(d.state.servers["a"].instance.id, "i2");
+    assert_eq!(d.state.servers["a"].instance_since_ms, 1_500);
+    // Down: the name is free.
+    d.ok(Command::ServersDown {
+        servers: vec![s("a")],
+    });
+    d.ok(register_as("a", "i3", None));
+    assert_eq!(d.state.servers["a"].instance.id, "i3");
+    // Control characters and oversized ids are refused before the state is read.
+    d.refuse(register_as("a", "i\u{1b}[2J", None));
+    d.refuse(register_as("a", &"x".repeat(65), None));
 }

@@ -92,6 +92,9 @@ pub fn server_to_proto(state: &State, s: &Server) -> pb::Server {
         main: s.main,
         kinds: s.kinds.iter().cloned().collect(),
         roles: state.roles_on(&s.name),
+        instance: s.instance.id.clone(),
+        agent_address: s.instance.address.clone(),
+        instance_since_ms: s.instance_since_ms,
     }
 }
 

@@ -26,6 +26,10 @@ pub enum DirectoryError {
     Join { addr: String, message: String },
 }
 
+/// The reason of a session refused because a live agent instance holds its server name;
+/// the agent exits on it rather than retrying.
+pub const SERVER_HELD: &str = baton_proto::SERVER_HELD;
+
 /// A status with the machine-readable reason attached.
 pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
     let mut s = Status::new(code, message);
@@ -68,6 +72,7 @@ pub fn refusal(r: &Refusal) -> Status {
         RefusalKind::NotFound => (Code::NotFound, "NOT_FOUND"),
         RefusalKind::AlreadyExists => (Code::AlreadyExists, "ALREADY_EXISTS"),
         RefusalKind::FailedPrecondition => (Code::FailedPrecondition, "FAILED_PRECONDITION"),
+        RefusalKind::ServerHeld => (Code::FailedPrecondition, SERVER_HELD),
         RefusalKind::InvalidArgument => (Code::InvalidArgument, "INVALID_ARGUMENT"),
     };
     status(code, reason, r.message.clone())

@@ -62,6 +62,39 @@ struct Liveness {
     /// entry (0 while it is in flight). Their renewals are refused until they register
     /// again after that index.
     declared_down: BTreeMap<String, u64>,
+    /// Renewals recorded per server while this node leads: a claim watches the holder's
+    /// count to learn whether the holder is still alive.
+    renewals: BTreeMap<String, u64>,
+    /// A new agent instance waiting to take a held server name over (see [`Claim`]).
+    claims: BTreeMap<String, Claim>,
+    /// Holders whose name this leader decided to hand to a claimant, by server: their
+    /// renewals are refused from that decision on, as a declared-down server's are.
+    superseded: BTreeMap<String, String>,
+}
+
+/// A claim of a held server name by a new agent instance (an agent restart, a replaced
+/// host, or a mistake: a second agent under the same name). The holder is
+/// - *alive* when it renews twice after the claim began (one renewal may have been in
+///   flight when a killed holder died): the claimant is refused, it must not run;
+/// - *gone* when its lease runs out (lease + grace after its last renewal, as for a
+///   failover): the leader hands the name to the claimant, whose roles stay where they
+///   are: a quick agent restart moves nothing. The holder has fenced itself by then, by
+///   the same arithmetic that makes a failover safe.
+struct Claim {
+    instance: String,
+    /// When the claim began and was last repeated (ms on `origin`'s clock).
+    first_ms: u64,
+    last_ms: u64,
+    /// The holder's renewal count when the claim began.
+    holder_renewals_at_first: u64,
+}
+
+/// What a claim decided.
+enum ClaimDecision {
+    Free,
+    Pending,
+    Held,
+    TakeOver(String),
 }
 
 impl Liveness {
@@ -100,6 +133,9 @@ impl Manager {
                 leader_since_ms: 0,
                 last_seen_ms: BTreeMap::new(),
                 declared_down: BTreeMap::new(),
+                renewals: BTreeMap::new(),
+                claims: BTreeMap::new(),
+                superseded: BTreeMap::new(),
             }),
             lease_ms: config.lease_ms,
             grace_ms: config.grace_ms,
@@ -199,7 +235,19 @@ impl Manager {
     }
 
     /// Count `server` as seen now (a registration through this node while it leads).
-    pub fn touch(&self, server: &str) {
+    /// Not for a registration the state will refuse (another instance holds the name):
+    /// that would extend the holder's lease on the claimant's behalf.
+    pub fn touch(&self, node: &Node, server: &str, instance: &str, replaces: Option<&str>) {
+        let held_by_other = node.read(|st| {
+            st.servers.get(server).is_some_and(|x| {
+                x.status == ServerStatus::Up
+                    && x.instance.id != instance
+                    && replaces != Some(x.instance.id.as_str())
+            })
+        });
+        if held_by_other {
+            return;
+        }
         let now = self.mono_ms();
         let mut l = self.liveness.lock().expect("liveness lock");
         if l.term.is_some() {
@@ -219,6 +267,9 @@ impl Manager {
         }
         l.last_seen_ms.clear();
         l.declared_down.clear();
+        l.renewals.clear();
+        l.claims.clear();
+        l.superseded.clear();
     }
 
     /// Count every server as seen now, as a new leader does (after this leader
@@ -240,49 +291,202 @@ impl Manager {
         l.term = None;
         l.last_seen_ms.clear();
         l.declared_down.clear();
+        l.renewals.clear();
+        l.claims.clear();
+        l.superseded.clear();
+    }
+
+    /// Whether a claim for `server` is being pursued: the controller then leaves the
+    /// server to the claim (a takeover keeps the roles where they are) instead of
+    /// declaring it down. A claim stops counting when the claimant stops repeating it,
+    /// or after a few leases, so a claim that cannot complete never holds roles back.
+    fn claim_pending(l: &Liveness, server: &str, now: u64, lease_ms: u64) -> bool {
+        l.claims.get(server).is_some_and(|c| {
+            now.saturating_sub(c.last_ms) < lease_ms / 2
+                && now.saturating_sub(c.first_ms) < 3 * lease_ms + 1_000
+        })
+    }
+
+    /// A new agent instance claims a server name held by another instance (see
+    /// [`Claim`]). Leader only.
+    pub async fn claim(
+        &self,
+        node: &Node,
+        req: pb::ClaimRequest,
+    ) -> Result<pb::ClaimReply, Status> {
+        if !node.is_leader() {
+            return Err(not_leader(node.leader()));
+        }
+        let holder = node.read(|st| {
+            st.servers
+                .get(&req.server)
+                .filter(|s| s.status == ServerStatus::Up)
+                .map(|s| (s.instance.clone(), s.instance_since_ms))
+        });
+        let reply = |outcome: &str, revision: u64| {
+            let (h, since) = holder.clone().unwrap_or_default();
+            pb::ClaimReply {
+                outcome: outcome.to_string(),
+                revision,
+                holder_instance: h.id,
+                holder_address: h.address,
+                holder_since_ms: since,
+            }
+        };
+        let quorum_fresh = node
+            .raft
+            .metrics()
+            .borrow()
+            .millis_since_quorum_ack
+            .is_some_and(|ms| ms <= node.config.election_timeout_max_ms);
+        let decision = {
+            let now = self.mono_ms();
+            let mut l = self.liveness.lock().expect("liveness lock");
+            let l = &mut *l;
+            match &holder {
+                None => ClaimDecision::Free,
+                Some((h, _)) if h.id == req.instance => {
+                    l.claims.remove(&req.server);
+                    ClaimDecision::Free
+                }
+                Some(_) if l.term.is_none() => return Err(not_leader(node.leader())),
+                Some((h, _)) => {
+                    let count = l.renewals.get(&req.server).copied().unwrap_or(0);
+                    let c = l.claims.entry(req.server.clone()).or_insert(Claim {
+                        instance: req.instance.clone(),
+                        first_ms: now,
+                        last_ms: now,
+                        holder_renewals_at_first: count,
+                    });
+                    if c.instance != req.instance {
+                        if now.saturating_sub(c.last_ms) < self.lease_ms / 2 {
+                            let other = c.instance.clone();
+                            return Ok(pb::ClaimReply {
+                                outcome: "held".into(),
+                                holder_instance: other,
+                                holder_address: "another new instance claiming it".into(),
+                                ..reply("held", 0)
+                            });
+                        }
+                        *c = Claim {
+                            instance: req.instance.clone(),
+                            first_ms: now,
+                            last_ms: now,
+                            holder_renewals_at_first: count,
+                        };
+                    }
+                    c.last_ms = now;
+                    let seen = l
+                        .last_seen_ms
+                        .get(&req.server)
+                        .copied()
+                        .unwrap_or(l.leader_since_ms)
+                        .max(l.leader_since_ms);
+                    if count >= c.holder_renewals_at_first + 2 {
+                        l.claims.remove(&req.server);
+                        ClaimDecision::Held
+                    } else if quorum_fresh
+                        && now.saturating_sub(seen) >= self.lease_ms + self.grace_ms
+                    {
+                        // Decided under the lock: from here on the holder's renewals
+                        // are refused, so none can extend the lease being revoked.
+                        l.superseded.insert(req.server.clone(), h.id.clone());
+                        ClaimDecision::TakeOver(h.id.clone())
+                    } else {
+                        ClaimDecision::Pending
+                    }
+                }
+            }
+        };
+        match decision {
+            ClaimDecision::Free => Ok(reply("free", 0)),
+            ClaimDecision::Pending => Ok(reply("pending", 0)),
+            ClaimDecision::Held => Ok(reply("held", 0)),
+            ClaimDecision::TakeOver(old) => {
+                let cmd = Command::RegisterAgent {
+                    server: req.server.clone(),
+                    kinds: req.kinds.clone(),
+                    main: req.main,
+                    instance: baton_core::AgentInstance {
+                        id: req.instance.clone(),
+                        address: req.address.clone(),
+                    },
+                    replaces: Some(old.clone()),
+                };
+                let r = tokio::time::timeout(
+                    Duration::from_millis(self.lease_ms),
+                    node.write(cmd, true),
+                )
+                .await
+                .map_err(|_| error::unavailable("taking the server name over timed out"))??;
+                tracing::info!(server = %req.server, from = %old, to = %req.instance, "holder's lease ran out: server name taken over by the new agent instance");
+                self.liveness
+                    .lock()
+                    .expect("liveness lock")
+                    .claims
+                    .remove(&req.server);
+                Ok(reply("granted", r.revision))
+            }
+        }
     }
 
     /// Record renewals from `servers` and confirm them (see the module essay). Returns the
     /// confirmed servers and the read index the serving node must apply before acking.
+    /// Renewals are (server, agent instance): only the instance that holds the server
+    /// name in the applied state renews it.
     pub async fn confirm_renewals(
         &self,
         node: &Node,
-        servers: Vec<String>,
-    ) -> Result<(Vec<String>, u64), Status> {
+        renewals: Vec<(String, String)>,
+    ) -> Result<(Vec<(String, String)>, u64), Status> {
         if !node.is_leader() {
             return Err(not_leader(node.leader()));
         }
-        let accepted: Vec<String> = {
+        let holds = |st: &baton_core::State, s: &str, i: &str| {
+            st.servers
+                .get(s)
+                .is_some_and(|x| x.status == ServerStatus::Up && x.instance.id == i)
+        };
+        let accepted: Vec<(String, String)> = {
             let now = self.mono_ms();
             let mut l = self.liveness.lock().expect("liveness lock");
             let l = &mut *l;
             // A server that registered again is live again at once, not at the
             // controller's next pass (its first renewal would be refused meanwhile).
-            node.read(|st| l.forget_reregistered(st));
-            servers
-                .into_iter()
-                .filter(|s| !l.declared_down.contains_key(s))
-                .inspect(|s| {
-                    l.last_seen_ms.insert(s.clone(), now);
-                })
-                .collect()
+            node.read(|st| {
+                l.forget_reregistered(st);
+                l.superseded
+                    .retain(|s, i| st.servers.get(s).is_some_and(|x| &x.instance.id == i));
+                renewals
+                    .into_iter()
+                    .filter(|(s, i)| {
+                        !l.declared_down.contains_key(s)
+                            && l.superseded.get(s) != Some(i)
+                            && holds(st, s, i)
+                    })
+                    .inspect(|(s, _)| {
+                        l.last_seen_ms.insert(s.clone(), now);
+                        *l.renewals.entry(s.clone()).or_insert(0) += 1;
+                    })
+                    .collect()
+            })
         };
         let read_index = node.confirm_for_renewals().await?;
-        let up: BTreeSet<String> = node.read(|st| {
+        let still: BTreeSet<(String, String)> = node.read(|st| {
             accepted
                 .iter()
-                .filter(|s| {
-                    st.servers
-                        .get(*s)
-                        .is_some_and(|x| x.status == ServerStatus::Up)
-                })
+                .filter(|(s, i)| holds(st, s, i))
                 .cloned()
                 .collect()
         });
         let l = self.liveness.lock().expect("liveness lock");
         let confirmed = accepted
             .into_iter()
-            .filter(|s| up.contains(s) && !l.declared_down.contains_key(s))
+            .filter(|r| {
+                still.contains(r)
+                    && !l.declared_down.contains_key(&r.0)
+                    && l.superseded.get(&r.0) != Some(&r.1)
+            })
             .collect();
         Ok((confirmed, read_index))
     }
@@ -565,6 +769,7 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
             let fresh: Vec<String> = expired
                 .into_iter()
                 .filter(|s| !l.declared_down.contains_key(s))
+                .filter(|s| !Manager::claim_pending(&l, s, now, m.lease_ms))
                 .collect();
             for s in &fresh {
                 l.declared_down.insert(s.clone(), 0);

@@ -251,11 +251,18 @@ impl Node {
                 "leadership is being transferred; retry in a moment",
             ));
         }
-        if let Command::RegisterAgent { server, .. } = &cmd {
+        if let Command::RegisterAgent {
+            server,
+            instance,
+            replaces,
+            ..
+        } = &cmd
+        {
             // A registration counts as hearing from the agent: without this a server
             // that registers with a leader that has led for longer than a lease would
             // be declared down at once.
-            self.manager.touch(server);
+            self.manager
+                .touch(self, server, &instance.id, replaces.as_deref());
         }
         let entry = Entry {
             now_ms: self.wall_ms(),

@@ -57,21 +57,31 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::RenewalBatch>,
     ) -> Result<Response<pb::RenewalBatchReply>, Status> {
-        let servers = req.into_inner().servers;
-        if servers.len() > crate::session::RENEWAL_BATCH_MAX {
+        let b = req.into_inner();
+        if b.servers.len() > crate::session::RENEWAL_BATCH_MAX {
             return Err(invalid(format!(
                 "renewal batch of {} servers exceeds the limit of {}",
-                servers.len(),
+                b.servers.len(),
                 crate::session::RENEWAL_BATCH_MAX
             )));
         }
+        if b.instances.len() != b.servers.len() {
+            return Err(invalid(format!(
+                "renewal batch names {} servers but {} agent instances",
+                b.servers.len(),
+                b.instances.len()
+            )));
+        }
+        let renewals = b.servers.into_iter().zip(b.instances).collect();
         let (confirmed, read_index) = self
             .node
             .manager
-            .confirm_renewals(&self.node, servers)
+            .confirm_renewals(&self.node, renewals)
             .await?;
+        let (confirmed, confirmed_instances) = confirmed.into_iter().unzip();
         Ok(Response::new(pb::RenewalBatchReply {
             confirmed,
+            confirmed_instances,
             read_index,
         }))
     }
@@ -82,6 +92,19 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<pb::WriteReply>, Status> {
         let cmd: baton_core::Command = decode(req.get_ref())?;
         self.node.write(cmd, true).await.map(Response::new)
+    }
+
+    async fn claim(
+        &self,
+        req: Request<pb::ClaimRequest>,
+    ) -> Result<Response<pb::ClaimReply>, Status> {
+        let r = req.into_inner();
+        baton_core::names::check_name("server", &r.server).map_err(|e| invalid(e.message))?;
+        self.node
+            .manager
+            .claim(&self.node, r)
+            .await
+            .map(Response::new)
     }
 
     async fn control(

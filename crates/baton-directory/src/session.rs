@@ -52,6 +52,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A renewal waiting for its batch: the reply carries the read index on success.
 pub struct PendingRenewal {
     server: String,
+    /// The renewing agent instance: only the one holding the server name renews it.
+    instance: String,
     reply: oneshot::Sender<Option<u64>>,
 }
 
@@ -72,13 +74,13 @@ pub async fn run_batcher(node: Arc<Node>, mut rx: mpsc::Receiver<PendingRenewal>
                 Err(_) => break,
             }
         }
-        let servers: Vec<String> = batch
+        let renewals: Vec<(String, String)> = batch
             .iter()
-            .map(|p| p.server.clone())
+            .map(|p| (p.server.clone(), p.instance.clone()))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let result = tokio::time::timeout(timeout, confirm(&node, servers)).await;
+        let result = tokio::time::timeout(timeout, confirm(&node, renewals)).await;
         let (confirmed, read_index) = match result {
             Ok(Ok((c, ri))) => (c.into_iter().collect::<BTreeSet<_>>(), ri),
             Ok(Err(e)) => {
@@ -91,15 +93,19 @@ pub async fn run_batcher(node: Arc<Node>, mut rx: mpsc::Receiver<PendingRenewal>
             }
         };
         for p in batch {
-            let ok = confirmed.contains(&p.server).then_some(read_index);
+            let ok = confirmed
+                .contains(&(p.server, p.instance))
+                .then_some(read_index);
             let _ = p.reply.send(ok);
         }
     }
 }
 
-async fn confirm(node: &Node, servers: Vec<String>) -> Result<(Vec<String>, u64), Status> {
+type Renewals = Vec<(String, String)>;
+
+async fn confirm(node: &Node, renewals: Renewals) -> Result<(Renewals, u64), Status> {
     if node.is_leader() {
-        return node.manager.confirm_renewals(node, servers).await;
+        return node.manager.confirm_renewals(node, renewals).await;
     }
     let Some((_, addr)) = node.leader() else {
         return Err(unavailable("no leader known"));
@@ -110,12 +116,146 @@ async fn confirm(node: &Node, servers: Vec<String>) -> Result<(Vec<String>, u64)
     {
         return Err(unavailable("link to the leader is cut (fault injection)"));
     }
+    let (servers, instances) = renewals.into_iter().unzip();
     let mut c = RaftClient::new(node.channel(&addr)?);
     let r = c
-        .forward_renewals(pb::RenewalBatch { servers })
+        .forward_renewals(pb::RenewalBatch { servers, instances })
         .await?
         .into_inner();
-    Ok((r.confirmed, r.read_index))
+    if r.confirmed_instances.len() != r.confirmed.len() {
+        return Err(unavailable(
+            "the leader answered renewals without agent instances (an older version?)",
+        ));
+    }
+    Ok((
+        r.confirmed.into_iter().zip(r.confirmed_instances).collect(),
+        r.read_index,
+    ))
+}
+
+/// Ask the leader about a claim of a held server name (see the manager's `Claim`).
+async fn claim(node: &Node, req: pb::ClaimRequest) -> Result<pb::ClaimReply, Status> {
+    if node.is_leader() {
+        return node.manager.claim(node, req).await;
+    }
+    let Some((_, addr)) = node.leader() else {
+        return Err(unavailable("no leader known"));
+    };
+    let mut c = RaftClient::new(node.channel(&addr)?);
+    let mut r = Request::new(req);
+    r.set_timeout(Duration::from_secs(2));
+    Ok(c.claim(r).await?.into_inner())
+}
+
+/// The refusal of a session whose server name another live instance holds.
+fn held_status(server: &str, mine: &str, holder: &str, address: &str, since_ms: u64) -> Status {
+    crate::error::status(
+        tonic::Code::FailedPrecondition,
+        crate::error::SERVER_HELD,
+        format!(
+            "server {server:?} is held by another live agent instance {holder:?} (from {}, holding it since {}); this instance {mine:?} must not run its roles: two agents must not share a server name",
+            if address.is_empty() {
+                "an unknown address"
+            } else {
+                address
+            },
+            fmt_wall_ms(since_ms)
+        ),
+    )
+}
+
+/// Wall-clock ms as RFC 3339 (UTC), for messages.
+fn fmt_wall_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Claim the server name for `instance` until the leader grants it (the holder's lease
+/// ran out) or refuses it (the holder proved alive). While waiting, the agent is told so
+/// every claim period, which also keeps it from abandoning the session.
+async fn claim_name(
+    node: &Node,
+    hello: &pb::Hello,
+    instance: &baton_core::AgentInstance,
+    tx: &Outbound,
+) -> Result<(), Status> {
+    let lease_ms = node.manager.lease_ms();
+    let period = Duration::from_millis((lease_ms / 8).clamp(25, 500));
+    // The holder is declared gone lease + grace after its last renewal; a few leases
+    // more is the bound for everything else (an election meanwhile).
+    let deadline = Instant::now() + Duration::from_millis(4 * lease_ms + 5_000);
+    let register = Command::RegisterAgent {
+        server: hello.server.clone(),
+        kinds: hello.kinds.clone(),
+        main: hello.main,
+        instance: instance.clone(),
+        replaces: None,
+    };
+    loop {
+        let req = pb::ClaimRequest {
+            server: hello.server.clone(),
+            instance: instance.id.clone(),
+            kinds: hello.kinds.clone(),
+            main: hello.main,
+            address: instance.address.clone(),
+        };
+        match claim(node, req).await {
+            Ok(r) => match r.outcome.as_str() {
+                "granted" => {
+                    return node
+                        .wait_applied(r.revision, Duration::from_millis(lease_ms))
+                        .await;
+                }
+                "free" => match node.write(register.clone(), false).await {
+                    Ok(w) => {
+                        return node
+                            .wait_applied(w.revision, Duration::from_millis(lease_ms))
+                            .await;
+                    }
+                    Err(e) if !is_held(&e) => return Err(e),
+                    Err(_) => {} // taken meanwhile: claim again
+                },
+                "held" => {
+                    return Err(held_status(
+                        &hello.server,
+                        &instance.id,
+                        &r.holder_instance,
+                        &r.holder_address,
+                        r.holder_since_ms,
+                    ));
+                }
+                _ => {
+                    let w = pb::DirectoryMessage {
+                        msg: Some(Out::Waiting(pb::Waiting {
+                            holder_instance: r.holder_instance,
+                            holder_address: r.holder_address,
+                            holder_since_ms: r.holder_since_ms,
+                        })),
+                    };
+                    tx.send(Ok(w))
+                        .await
+                        .map_err(|_| Status::cancelled("agent went away"))?;
+                }
+            },
+            Err(e) => tracing::debug!(server = %hello.server, "claim not answered: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return Err(unavailable(format!(
+                "could not take server name {:?} over within {} ms; reconnect",
+                hello.server,
+                4 * lease_ms + 5_000
+            )));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = tx.closed() => return Err(Status::cancelled("agent went away")),
+        }
+    }
+}
+
+fn is_held(s: &Status) -> bool {
+    s.metadata()
+        .get(baton_proto::REASON_KEY)
+        .is_some_and(|v| v.as_bytes() == crate::error::SERVER_HELD.as_bytes())
 }
 
 pub struct AgentService {
@@ -142,6 +282,8 @@ impl Agent for AgentService {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        // The agent's address as this node sees it: shown to operators with the instance.
+        let address = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(pb::AgentMessage {
@@ -152,6 +294,19 @@ impl Agent for AgentService {
             Err(_) => return Err(invalid("no Hello within 5 s")),
         };
         baton_core::names::check_name("server", &hello.server).map_err(|r| invalid(r.message))?;
+        let instance = baton_core::AgentInstance {
+            id: hello.instance.clone(),
+            address,
+        };
+        baton_core::Command::RegisterAgent {
+            server: hello.server.clone(),
+            kinds: hello.kinds.clone(),
+            main: hello.main,
+            instance: instance.clone(),
+            replaces: None,
+        }
+        .validate()
+        .map_err(|r| invalid(r.message))?;
         let (tx, rx) = mpsc::channel(SESSION_BUFFER);
         let node = self.node.clone();
         let renewals = self.renewals.clone();
@@ -159,7 +314,7 @@ impl Agent for AgentService {
             node.sessions.fetch_add(1, Ordering::Relaxed);
             let _guard = SessionGuard(node.clone());
             let server = hello.server.clone();
-            if let Err(s) = run_session(&node, hello, inbound, &tx, renewals).await {
+            if let Err(s) = run_session(&node, hello, instance, inbound, &tx, renewals).await {
                 tracing::debug!(%server, "session ended: {s}");
                 let _ = tx.send(Err(s)).await;
             }
@@ -213,6 +368,7 @@ impl Sent {
 async fn run_session(
     node: &Arc<Node>,
     hello: pb::Hello,
+    instance: baton_core::AgentInstance,
     mut inbound: Streaming<pb::AgentMessage>,
     tx: &Outbound,
     renewals: RenewalSender,
@@ -225,6 +381,8 @@ async fn run_session(
         server: server.clone(),
         kinds: hello.kinds.clone(),
         main: hello.main,
+        instance: instance.clone(),
+        replaces: None,
     };
     // Registering is a Raft write; an agent that is up already with the same kinds
     // (re-attaching after its node died) needs none, so it can attach during an election.
@@ -236,11 +394,17 @@ async fn run_session(
                     .iter()
                     .collect::<std::collections::BTreeSet<_>>())
                 && (x.main || !hello.main)
+                && x.instance.id == instance.id
         })
     });
     if !known {
-        let reply = node.write(register.clone(), false).await?;
-        node.wait_applied(reply.revision, lease).await?;
+        match node.write(register.clone(), false).await {
+            Ok(reply) => node.wait_applied(reply.revision, lease).await?,
+            // Another instance holds the name: claim it (a restart takes it over once
+            // the holder's lease has run out; a live holder gets this session refused).
+            Err(e) if is_held(&e) => claim_name(node, &hello, &instance, tx).await?,
+            Err(e) => return Err(e),
+        }
     }
     tracing::info!(%server, node = node.id, "agent session opened");
 
@@ -256,6 +420,7 @@ async fn run_session(
         renewals
             .try_send(PendingRenewal {
                 server: server.clone(),
+                instance: instance.id.clone(),
                 reply,
             })
             .ok()
@@ -342,6 +507,16 @@ async fn run_session(
                         // Not confirmed. If the directory declared this server down, the
                         // agent is alive again: register it anew (rate-limited), after
                         // which its renewals count again.
+                        // Another instance took the name over (this one was cut off or
+                        // frozen past its lease): this agent must stop for good.
+                        let taken = node.read(|s| {
+                            s.servers.get(&server).filter(|x| {
+                                x.status == ServerStatus::Up && x.instance.id != instance.id
+                            }).map(|x| (x.instance.clone(), x.instance_since_ms))
+                        });
+                        if let Some((h, since)) = taken {
+                            return Err(held_status(&server, &instance.id, &h.id, &h.address, since));
+                        }
                         let down = node.read(|s| {
                             s.servers.get(&server).is_none_or(|x| x.status != ServerStatus::Up)
                         });

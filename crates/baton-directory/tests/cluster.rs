@@ -144,6 +144,7 @@ impl FakeAgent {
                 kinds: vec![],
                 main: false,
                 min_revision: 0,
+                instance: String::new(),
             })),
         })
         .await

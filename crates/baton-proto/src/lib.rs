@@ -11,6 +11,9 @@ pub mod v1 {
 
 /// Metadata key carrying the machine-readable reason of an error status.
 pub const REASON_KEY: &str = "baton-reason";
+/// The reason (under [`REASON_KEY`]) of an agent session refused because another live
+/// agent instance holds the server name: the agent must not retry as if it were transient.
+pub const SERVER_HELD: &str = "SERVER_HELD";
 /// Metadata key carrying the leader's node id on an UNAVAILABLE status.
 pub const LEADER_ID_KEY: &str = "baton-leader-id";
 /// Metadata key carrying the leader's address on an UNAVAILABLE status.

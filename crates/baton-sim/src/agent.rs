@@ -53,6 +53,9 @@ struct Agent<'a> {
     next_seq: u64,
     stop_at: u64,
     last_ack_or_open: u64,
+    /// This incarnation's instance id (a restart is a new instance, as with the real
+    /// agent): deterministic, from the simulated time it started.
+    instance: String,
 }
 
 impl Agent<'_> {
@@ -149,6 +152,8 @@ impl Agent<'_> {
                     lock(&self.checker).hold_extend(&self.opts.server, until);
                 }
             }
+            // A restart waits for its previous incarnation's lease: stay on the session.
+            Some(In::Waiting(_)) => self.last_ack_or_open = now,
             None => {}
         }
     }
@@ -161,6 +166,7 @@ impl Agent<'_> {
             kinds: vec![KIND.to_string()],
             main: false,
             min_revision: self.revision,
+            instance: self.instance.clone(),
         };
         tx.try_send(pb::AgentMessage {
             msg: Some(Out::Hello(hello)),
@@ -263,6 +269,7 @@ pub async fn run(opts: AgentOpts, checker: Shared) -> turmoil::Result {
         next_seq: 1,
         stop_at: 0,
         last_ack_or_open: 0,
+        instance: format!("{}@{}", opts.server, now_ms()),
     };
     let mut next = opts.first;
     loop {

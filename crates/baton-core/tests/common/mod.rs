@@ -297,6 +297,8 @@ pub fn register(server: &str, kinds: &[&str]) -> Command {
         server: s(server),
         kinds: strings(kinds),
         main: false,
+        instance: Default::default(),
+        replaces: None,
     }
 }
 
