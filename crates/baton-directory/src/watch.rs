@@ -11,8 +11,10 @@
 //! position of the newest event ever dropped (`trimmed`). A request whose position is
 //! older than that would miss events, so it is refused with OUT_OF_RANGE (naming the
 //! requested position and the oldest event kept) instead of skipping them silently. A
-//! request at or after the newest dropped event, any request on a history that never
-//! dropped anything (an empty one, `after_revision = 0`), is served. The same check runs
+//! request at or after the newest dropped event is served, and so is any request on a
+//! history that never dropped anything (an empty one, or `after_revision = 0`); a state
+//! loaded from a snapshot older than this tracking assumes everything before its oldest
+//! kept event may have been dropped, until it next drops one. The same check runs
 //! on every wake-up of an open stream: a watcher so slow that trimming overtakes it gets
 //! OUT_OF_RANGE as the stream's last item. The check covers every role even for a
 //! filtered watcher (the state does not keep which roles the dropped events were about).
