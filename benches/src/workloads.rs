@@ -933,6 +933,7 @@ async fn fanout_baton(
                     .events(v1::WatchRequest {
                         role: None,
                         after_revision: rev,
+                        after: None,
                     })
                     .await
                 else {

@@ -2,9 +2,13 @@
 //! directory node failures.
 //!
 //! New events come from the Watch stream of any node (reconnecting through
-//! `Client::channel_to_any` and resuming after the last revision printed); if the node
-//! does not implement Watch, the command falls back to polling `Events`. A cursor makes
-//! sure nothing is printed twice and the revision never goes backwards on screen.
+//! `Client::channel_to_any` and resuming right after the last event printed: its
+//! revision and its index within the revision, so the rest of a revision that moved
+//! several roles is not lost); if the node does not implement Watch, the command falls
+//! back to polling `Events`. A cursor makes sure nothing is printed twice and the
+//! revision never goes backwards on screen. When the node no longer holds the events
+//! after that position (its history was trimmed), the command ends with the node's
+//! OUT_OF_RANGE message instead of retrying.
 
 use crate::{Output, emit, render};
 use anyhow::Result;
@@ -26,6 +30,20 @@ pub struct EventCursor {
     revision: u64,
     /// Events printed at `revision`, to drop them when a resumed stream repeats them.
     at_revision: Vec<v1::Event>,
+    /// The directory revision the printed history was listed at: every event up to it
+    /// has been printed, even if none was about the role followed (0 if unknown).
+    listed_through: u64,
+}
+
+/// The same event, whatever index a node gave it (nodes that predate indexes send 0).
+fn same_event(a: &v1::Event, b: &v1::Event) -> bool {
+    v1::Event {
+        index: 0,
+        ..a.clone()
+    } == v1::Event {
+        index: 0,
+        ..b.clone()
+    }
 }
 
 impl EventCursor {
@@ -39,17 +57,42 @@ impl EventCursor {
             self.revision = e.revision;
             self.at_revision.clear();
         }
-        if self.at_revision.contains(e) {
+        if self.at_revision.iter().any(|p| same_event(p, e)) {
             return false;
         }
         self.at_revision.push(e.clone());
         true
     }
 
-    /// The `after_revision` to resume a watch with: one before the last printed revision,
-    /// so that events sharing that revision but not yet received are not lost.
+    /// Records that the history was listed at directory revision `revision`.
+    pub fn listed_at(&mut self, revision: u64) {
+        self.listed_through = self.listed_through.max(revision);
+    }
+
+    /// The `after_revision` to resume a watch with, for nodes that predate `after`: one
+    /// before the last printed revision, so that events sharing that revision but not
+    /// yet received are not lost (the repeated ones are dropped by [`EventCursor::admit`]).
+    /// The listing revision once nothing newer has been printed.
     pub fn resume_after(&self) -> u64 {
-        self.revision.saturating_sub(1)
+        if self.listed_through >= self.revision {
+            self.listed_through
+        } else {
+            self.revision.saturating_sub(1)
+        }
+    }
+
+    /// The exact position to resume after: the last event printed (nodes that know it
+    /// then send only what follows), or `None` when `resume_after` alone is exact (nothing
+    /// printed beyond the listing).
+    pub fn resume_position(&self) -> Option<v1::EventPosition> {
+        if self.listed_through >= self.revision {
+            return None;
+        }
+        let index = self.at_revision.iter().map(|e| e.index).max()?;
+        Some(v1::EventPosition {
+            revision: self.revision,
+            index,
+        })
     }
 }
 
@@ -80,8 +123,10 @@ pub(crate) async fn follow_with(
     mut sink: impl FnMut(&v1::Event) -> Result<()>,
 ) -> Result<()> {
     let mut cursor = EventCursor::default();
-    let mut history = client.events(role.as_deref(), stale).await?;
-    history.sort_by_key(|e| e.revision);
+    let listed = client.event_list(role.as_deref(), stale).await?;
+    cursor.listed_at(listed.revision);
+    let mut history = listed.events;
+    history.sort_by_key(|e| (e.revision, e.index));
     for e in &history {
         if cursor.admit(e) {
             sink(e)?;
@@ -96,15 +141,25 @@ pub(crate) async fn follow_with(
         let request = v1::WatchRequest {
             role: role.clone(),
             after_revision: cursor.resume_after(),
+            after: cursor.resume_position(),
         };
         match WatchClient::new(channel).events(request).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
                 // Ends when the node goes away or closes the stream: then reconnect.
-                while let Ok(Some(e)) = stream.message().await {
-                    backoff.reset();
-                    if cursor.admit(&e) {
-                        sink(&e)?;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(e)) => {
+                            backoff.reset();
+                            if cursor.admit(&e) {
+                                sink(&e)?;
+                            }
+                        }
+                        // Trimming overtook this watcher: events were lost; say so.
+                        Err(status) if status.code() == Code::OutOfRange => {
+                            return Err(ClientError::from_status(&status).into());
+                        }
+                        Ok(None) | Err(_) => break,
                     }
                 }
             }
@@ -131,7 +186,7 @@ async fn poll(
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
         let mut events = client.events(role.as_deref(), stale).await?;
-        events.sort_by_key(|e| e.revision);
+        events.sort_by_key(|e| (e.revision, e.index));
         for e in &events {
             if cursor.admit(e) {
                 sink(e)?;
@@ -163,6 +218,35 @@ mod tests {
         assert!(c.admit(&ev(5, "a")));
         assert!(!c.admit(&ev(3, "b")));
         assert_eq!(c.resume_after(), 4);
+    }
+
+    fn evi(revision: u64, index: u32, role: &str) -> v1::Event {
+        v1::Event {
+            index,
+            ..ev(revision, role)
+        }
+    }
+
+    #[test]
+    fn cursor_resumes_after_the_last_event_printed() {
+        let mut c = EventCursor::default();
+        c.listed_at(5);
+        assert!(c.admit(&evi(5, 0, "a")));
+        // Everything up to the listing revision was printed: after all of it.
+        assert_eq!((c.resume_after(), c.resume_position()), (5, None));
+        assert!(c.admit(&evi(7, 0, "a")));
+        assert!(c.admit(&evi(7, 1, "b")));
+        assert_eq!(c.resume_after(), 6, "for nodes that ignore the position");
+        assert_eq!(
+            c.resume_position(),
+            Some(v1::EventPosition {
+                revision: 7,
+                index: 1
+            })
+        );
+        // An older node repeats revision 7 with index 0: still recognised.
+        assert!(!c.admit(&evi(7, 0, "b")));
+        assert!(c.admit(&evi(7, 2, "c")));
     }
 
     #[test]

@@ -521,6 +521,7 @@ fn event_json_has_the_contract_keys_and_follow_lines_are_single_lines() {
         to: None,
         epoch: 5,
         detail: "no renewal for 3s\nsecond line".into(),
+        index: 0,
     };
     let view = render::EventView::from(&e);
     let v: serde_json::Value =
@@ -729,6 +730,7 @@ fn events_table_has_a_row_per_event() {
         to: Some("srv-a".into()),
         epoch: 1,
         detail: "".into(),
+        index: 0,
     }]);
     let lines: Vec<Vec<&str>> = text
         .lines()

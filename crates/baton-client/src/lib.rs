@@ -230,17 +230,25 @@ impl Client {
         role: Option<&str>,
         stale: bool,
     ) -> Result<Vec<v1::Event>, ClientError> {
+        Ok(self.event_list(role, stale).await?.events)
+    }
+
+    /// Like [`Client::events`], with the directory revision the list was read at (0 from
+    /// nodes that do not report it): a watch after that revision misses nothing.
+    pub async fn event_list(
+        &self,
+        role: Option<&str>,
+        stale: bool,
+    ) -> Result<v1::EventList, ClientError> {
         let req = v1::EventsRequest {
             role: role.map(str::to_string),
             read: Some(v1::ReadOptions { stale }),
         };
-        let reply = self
-            .call(route(stale), "events", move |mut c| {
-                let req = req.clone();
-                async move { c.events(req).await }
-            })
-            .await?;
-        Ok(reply.events)
+        self.call(route(stale), "events", move |mut c| {
+            let req = req.clone();
+            async move { c.events(req).await }
+        })
+        .await
     }
 
     /// The directory cluster's membership and replication state, as the leader sees it.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Cause, Command, Entry, Outcome, Refusal};
+use crate::history::{Trimmed, deserialize_history};
 use crate::names::{
     check_database, check_delay, check_kinds, check_name, database_host, is_local_database,
 };
@@ -139,6 +140,12 @@ pub struct Event {
     pub to: Option<String>,
     pub epoch: u64,
     pub detail: String,
+    /// 0-based rank of the event among those its revision recorded (one entry can move
+    /// several roles): with `revision`, the position a watcher resumes from without
+    /// losing the rest of a revision. Set by `State::push_event`; snapshots written
+    /// before it existed are numbered on load.
+    #[serde(default)]
+    pub index: u32,
 }
 
 /// The whole replicated state. Serialized as the snapshot.
@@ -152,8 +159,15 @@ pub struct State {
     pub last_epoch: u64,
     pub servers: BTreeMap<String, Server>,
     pub roles: BTreeMap<String, Role>,
+    /// Assignment changes, oldest first, in strictly increasing (revision, index) order.
+    #[serde(deserialize_with = "deserialize_history")]
     pub history: VecDeque<Event>,
     pub history_max: usize,
+    /// What trimming the history to `history_max` has dropped, so that a watcher asking
+    /// for dropped events is told so instead of silently skipping them. Snapshots written
+    /// before it existed load as `Unknown` (see `crate::history`).
+    #[serde(default = "Trimmed::unknown")]
+    pub trimmed: Trimmed,
     /// The latest proposer time applied (max of the entries' `now_ms`): "now" for checks
     /// that need a time but are not placement (an operator move to a quarantined server).
     #[serde(default)]
@@ -170,6 +184,7 @@ impl Default for State {
             roles: BTreeMap::new(),
             history: VecDeque::new(),
             history_max: HISTORY_MAX_DEFAULT,
+            trimmed: Trimmed::Nothing,
             now_ms: 0,
         }
     }
@@ -864,9 +879,7 @@ impl State {
             Command::Tick => "tick".into(),
             Command::Configure { history_max } => {
                 self.history_max = *history_max as usize;
-                while self.history.len() > self.history_max {
-                    self.history.pop_front();
-                }
+                self.trim_history();
                 format!("history size set to {history_max}")
             }
         };
@@ -884,7 +897,7 @@ impl State {
         }
         let epoch = r.epoch;
         self.roles.remove(role);
-        self.record(Event {
+        self.push_event(Event {
             revision: self.revision,
             time_ms: now_ms,
             role: role.to_string(),
@@ -893,6 +906,7 @@ impl State {
             to: None,
             epoch,
             detail: "deleted".into(),
+            index: 0,
         });
         true
     }
@@ -1000,7 +1014,7 @@ impl State {
         if from.is_none() && target.is_none() {
             return; // nothing moved: no history
         }
-        self.record(Event {
+        self.push_event(Event {
             revision: self.revision,
             time_ms: now_ms,
             role: role.to_string(),
@@ -1009,14 +1023,8 @@ impl State {
             to: target,
             epoch,
             detail: detail.to_string(),
+            index: 0,
         });
-    }
-
-    fn record(&mut self, ev: Event) {
-        self.history.push_back(ev);
-        while self.history.len() > self.history_max {
-            self.history.pop_front();
-        }
     }
 }
 

@@ -108,5 +108,6 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
         to: e.to.clone(),
         epoch: e.epoch,
         detail: e.detail.clone(),
+        index: e.index,
     }
 }

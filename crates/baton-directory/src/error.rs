@@ -43,6 +43,11 @@ pub fn invalid(message: impl Into<String>) -> Status {
     status(Code::InvalidArgument, "INVALID_ARGUMENT", message)
 }
 
+/// OUT_OF_RANGE: a watcher asked to resume from before what the history still holds.
+pub fn history_trimmed(gap: &baton_core::ResumeGap) -> Status {
+    status(Code::OutOfRange, "HISTORY_TRIMMED", gap.to_string())
+}
+
 pub fn unavailable(message: impl Into<String>) -> Status {
     status(Code::Unavailable, "UNAVAILABLE", message)
 }

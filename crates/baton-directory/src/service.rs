@@ -178,18 +178,19 @@ impl Directory for DirectoryService {
         match self.gate(fwd, stale).await? {
             Gate::Forward(mut c) => c.events(forwarded(inner)).await,
             Gate::Local => {
-                let events = self.node.read(|s| {
-                    s.history
+                let (mut events, revision) = self.node.read(|s| {
+                    let events = s
+                        .history
                         .iter()
                         .filter(|e| inner.role.as_ref().is_none_or(|r| &e.role == r))
                         .rev()
                         .take(EVENTS_MAX)
                         .map(event_to_proto)
-                        .collect::<Vec<_>>()
+                        .collect::<Vec<_>>();
+                    (events, s.revision)
                 });
-                let mut events = events;
                 events.reverse();
-                Ok(Response::new(pb::EventList { events }))
+                Ok(Response::new(pb::EventList { events, revision }))
             }
         }
     }

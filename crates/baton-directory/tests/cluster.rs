@@ -572,3 +572,206 @@ async fn health_reflection_and_malformed_requests() {
     assert_eq!(c.nodes[&leader].node.revision(), before);
     c.shutdown().await;
 }
+
+fn create_role(name: &str, servers: &[&str]) -> baton_core::Command {
+    baton_core::Command::CreateRole {
+        name: name.into(),
+        kind: String::new(),
+        servers: servers.iter().map(|s| s.to_string()).collect(),
+        failback: false,
+        failback_delay_ms: 0,
+        database: None,
+    }
+}
+
+async fn watch_client(
+    addr: &str,
+) -> baton_proto::v1::watch_client::WatchClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    baton_proto::v1::watch_client::WatchClient::new(channel)
+}
+
+/// The next event of a watch stream, waited for with a deadline.
+async fn next_event(stream: &mut tonic::Streaming<pb::Event>) -> pb::Event {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("no event within 10 s")
+        .expect("the stream failed")
+        .expect("the stream ended")
+}
+
+/// A watcher that received only part of a revision's events resumes, on another node,
+/// with exactly the rest of them; a watcher asking for events that trimming dropped gets
+/// OUT_OF_RANGE instead of a silent skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_resumes_inside_a_revision_and_refuses_trimmed_positions() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let (f1, f2) = (others(leader)[0], others(leader)[1]);
+    let every = Duration::from_millis(LEASE_MS / 3);
+    let a = FakeAgent::start(&c.addrs[&leader], "srv-a", every).await;
+    let b = FakeAgent::start(&c.addrs[&leader], "srv-b", every).await;
+    a.wait_acks(2, Duration::from_secs(10)).await;
+    b.wait_acks(2, Duration::from_secs(10)).await;
+    for r in ["r1", "r2", "r3"] {
+        c.write(create_role(r, &["srv-a", "srv-b"])).await;
+    }
+    // srv-a's agent goes away: after lease + grace one ServersDown entry moves its three
+    // roles to srv-b, recording three events at one revision.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let moved = loop {
+        let moved: Vec<(u64, u32, String)> = c.nodes[&f1].node.read(|s| {
+            s.history
+                .iter()
+                .filter(|e| e.to.as_deref() == Some("srv-b"))
+                .map(|e| (e.revision, e.index, e.role.clone()))
+                .collect()
+        });
+        if moved.len() == 3 {
+            break moved;
+        }
+        assert!(Instant::now() < deadline, "roles did not move: {moved:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let rev = moved[0].0;
+    assert_eq!(
+        moved,
+        [
+            (rev, 0, "r1".to_string()),
+            (rev, 1, "r2".to_string()),
+            (rev, 2, "r3".to_string())
+        ]
+    );
+    // A marker after it, so "nothing else" is shown by the next event being the marker.
+    let marker = c.write(create_role("r4", &["srv-b"])).await.revision;
+
+    // A watcher on f1 receives only the first event of the revision, then loses the node.
+    let mut first = watch_client(&c.addrs[&f1])
+        .await
+        .events(pb::WatchRequest {
+            role: None,
+            after_revision: rev - 1,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = next_event(&mut first).await;
+    assert_eq!((e.revision, e.index, e.role.as_str()), (rev, 0, "r1"));
+    drop(first);
+
+    // It resumes on f2 after exactly that event (`after_revision` is what an older client
+    // would have sent, and is overridden): the rest of the revision, then the marker.
+    c.nodes[&f2]
+        .node
+        .wait_applied(marker, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut resumed = watch_client(&c.addrs[&f2])
+        .await
+        .events(pb::WatchRequest {
+            role: None,
+            after_revision: rev,
+            after: Some(pb::EventPosition {
+                revision: e.revision,
+                index: e.index,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for expected in [(rev, 1, "r2"), (rev, 2, "r3"), (marker, 0, "r4")] {
+        let e = next_event(&mut resumed).await;
+        assert_eq!((e.revision, e.index, e.role.as_str()), expected);
+    }
+    drop(resumed);
+
+    // `after_revision` alone still means after all of that revision.
+    let mut whole = watch_client(&c.addrs[&f2])
+        .await
+        .events(pb::WatchRequest {
+            role: None,
+            after_revision: rev,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = next_event(&mut whole).await;
+    assert_eq!((e.revision, e.index, e.role.as_str()), (marker, 0, "r4"));
+    drop(whole);
+
+    // Keep 10 events, then record 10 more (ten roles placed on srv-b): every event up to
+    // the marker is dropped.
+    c.write(baton_core::Command::Configure { history_max: 10 })
+        .await;
+    let mut last = 0;
+    for i in 0..10 {
+        last = c
+            .write(create_role(&format!("t{i}"), &["srv-b"]))
+            .await
+            .revision;
+    }
+    c.nodes[&f1]
+        .node
+        .wait_applied(last, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let oldest = c.nodes[&f1]
+        .node
+        .read(|s| s.history.front().unwrap().revision);
+    assert!(oldest > marker, "oldest kept {oldest}, marker {marker}");
+    let mut w = watch_client(&c.addrs[&f1]).await;
+    for (after_revision, after) in [
+        (rev, None),
+        (0, None),
+        (
+            0,
+            Some(pb::EventPosition {
+                revision: rev,
+                index: 0,
+            }),
+        ),
+    ] {
+        let err = w
+            .events(pb::WatchRequest {
+                role: None,
+                after_revision,
+                after,
+            })
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+        let requested = after.map_or(after_revision, |p| p.revision);
+        assert!(
+            err.message()
+                .contains(&format!("cannot resume after revision {requested}"))
+                && err
+                    .message()
+                    .contains(&format!("the oldest event kept is at revision {oldest}"))
+                && err.message().contains("list the events and resume after"),
+            "{}",
+            err.message()
+        );
+    }
+    // From just before the oldest kept event, nothing is missing: served.
+    let mut ok = w
+        .events(pb::WatchRequest {
+            role: None,
+            after_revision: oldest - 1,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_event(&mut ok).await.revision, oldest);
+    drop(ok);
+    drop(b);
+    c.shutdown().await;
+}
