@@ -138,7 +138,7 @@ impl Command {
     /// runs it before proposing, so malformed input never reaches the log; `apply` runs
     /// it again (the log is the authority), followed by the checks against the state.
     pub fn validate(&self) -> Result<(), Refusal> {
-        use crate::names::{check_database, check_delay, check_kinds, check_name};
+        use crate::names::{check_database, check_delay, check_kinds, check_name, check_text};
         match self {
             Command::AddServer { name, kinds, .. } => {
                 check_name("server", name)?;
@@ -219,10 +219,28 @@ impl Command {
                     )));
                 }
             }
-            Command::ServersDown { .. }
-            | Command::Released { .. }
-            | Command::RoleFailed { .. }
-            | Command::Tick => {}
+            // Agent and controller commands: the names and text come from an agent's
+            // session, so they get the same checks as an operator's.
+            Command::ServersDown { servers } => {
+                for s in servers {
+                    check_name("server", s)?;
+                }
+            }
+            Command::Released { role, server, .. } => {
+                check_name("role", role)?;
+                check_name("server", server)?;
+            }
+            Command::RoleFailed {
+                role,
+                server,
+                reason,
+                ..
+            } => {
+                check_name("role", role)?;
+                check_name("server", server)?;
+                check_text("failure reason", reason, crate::REASON_MAX_BYTES)?;
+            }
+            Command::Tick => {}
         }
         Ok(())
     }

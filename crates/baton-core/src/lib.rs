@@ -64,6 +64,9 @@ pub const DEFAULT_KIND: &str = "default";
 pub const NAME_MAX_BYTES: usize = 64;
 /// Longest database name, in bytes.
 pub const DATABASE_MAX_BYTES: usize = 256;
+/// Longest failure reason an agent may report, in bytes. It is kept in the history and
+/// printed to operators; the agent's own reasons are one short line.
+pub const REASON_MAX_BYTES: usize = 512;
 /// Most servers one role may list: placement scans the list on every apply.
 pub const SERVERS_PER_ROLE_MAX: usize = 32;
 /// Most kinds one server may advertise.

@@ -46,6 +46,24 @@ pub fn check_database(db: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Free text (an agent's failure reason): at most `max` bytes, no control characters.
+/// It is stored in the history and printed to operators' terminals, where a control
+/// character (an escape sequence, a carriage return) could forge or hide output.
+pub fn check_text(what: &str, text: &str, max: usize) -> Result<(), Refusal> {
+    if text.len() > max {
+        return Err(Refusal::invalid(format!(
+            "{what} is {} bytes long; the limit is {max}",
+            text.len()
+        )));
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(Refusal::invalid(format!(
+            "{what} {text:?} contains {c:?}; it may not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
 /// True when a database name points at the machine the role runs on: `(local)`,
 /// `(local)\INSTANCE`, in any case.
 pub fn is_local_database(db: &str) -> bool {

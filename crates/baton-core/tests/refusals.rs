@@ -636,6 +636,63 @@ fn agent_and_controller_commands_about_unknown_things_are_harmless() {
     assert_eq!(d.state, expected);
 }
 
+/// Everything an agent sends (its server name and kinds, the role names it acknowledges
+/// or reports, the failure reason) is stored in the state or the history and printed to
+/// operators' terminals: it is bounded and free of control characters.
+#[test]
+fn agent_strings_are_bounded_and_printable() {
+    use baton_core::REASON_MAX_BYTES;
+    let mut d = setup();
+    let epoch = d.epoch("r");
+    let failed = |role: &str, server: &str, reason: &str| Command::RoleFailed {
+        role: s(role),
+        server: s(server),
+        epoch,
+        reason: s(reason),
+        cooldown_ms: 1_000,
+    };
+    let long = "x".repeat(REASON_MAX_BYTES + 1);
+    d.refuse_with(
+        failed("r", "a", &long),
+        InvalidArgument,
+        "failure reason is 513 bytes long; the limit is 512",
+    );
+    for (reason, shown) in [
+        (
+            "exited\n\u{1b}[2J",
+            "\"exited\\n\\u{1b}[2J\" contains '\\n'",
+        ),
+        ("bell\u{7}", "\"bell\\u{7}\" contains '\\u{7}'"),
+        ("del\u{7f}", "\"del\\u{7f}\" contains '\\u{7f}'"),
+        ("\u{9b}31m", "\"\\u{9b}31m\" contains '\\u{9b}'"),
+    ] {
+        d.refuse_with(
+            failed("r", "a", reason),
+            InvalidArgument,
+            &format!("failure reason {shown}; it may not contain control characters"),
+        );
+    }
+    let bad_name = "server name \"a b\" contains ' '; names may not contain whitespace, control characters or commas";
+    let bad_role = "role name \"r\\n\" contains '\\n'; names may not contain whitespace, control characters or commas";
+    d.refuse_with(failed("r", "a b", "x"), InvalidArgument, bad_name);
+    d.refuse_with(failed("r\n", "a", "x"), InvalidArgument, bad_role);
+    d.refuse_with(released("r", "a b", epoch), InvalidArgument, bad_name);
+    d.refuse_with(released("r\n", "a", epoch), InvalidArgument, bad_role);
+    d.refuse_with(servers_down(&["c", "a b"]), InvalidArgument, bad_name);
+    d.refuse_with(
+        servers_down(&[&"x".repeat(NAME_MAX_BYTES + 1)]),
+        InvalidArgument,
+        "server name is 65 bytes long; the limit is 64",
+    );
+    // Nothing was recorded: the role still runs where it did, under the same epoch.
+    assert_eq!(d.active("r"), Some("a"));
+    assert_eq!(d.epoch("r"), epoch);
+    // The longest reason, in any script, is accepted and kept in the history.
+    let longest = "é".repeat(REASON_MAX_BYTES / 2);
+    d.ok(failed("r", "a", &longest));
+    assert_eq!(d.last_event().detail, longest);
+}
+
 #[test]
 fn object_limits() {
     use baton_core::OBJECTS_MAX;
