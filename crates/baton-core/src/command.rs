@@ -222,6 +222,13 @@ impl Command {
             // Agent and controller commands: the names and text come from an agent's
             // session, so they get the same checks as an operator's.
             Command::ServersDown { servers } => {
+                if servers.len() > crate::SERVERS_DOWN_MAX {
+                    return Err(Refusal::invalid(format!(
+                        "{} servers declared down in one command; the limit is {}",
+                        servers.len(),
+                        crate::SERVERS_DOWN_MAX
+                    )));
+                }
                 for s in servers {
                     check_name("server", s)?;
                 }

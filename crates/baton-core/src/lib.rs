@@ -79,5 +79,9 @@ pub const OBJECTS_MAX: usize = 100_000;
 pub const HISTORY_MAX_DEFAULT: usize = 1_000;
 /// Bounds of a configured history size.
 pub const HISTORY_MAX_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
+/// Most servers one [`Command::ServersDown`] may declare down. With names of at most
+/// [`NAME_MAX_BYTES`] this keeps the entry near a megabyte, far below what the log
+/// accepts; the directory splits a longer declaration into several entries.
+pub const SERVERS_DOWN_MAX: usize = 10_000;
 /// Longest failback delay accepted: a day.
 pub const FAILBACK_DELAY_MAX_MS: u64 = 86_400_000;
