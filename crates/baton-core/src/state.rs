@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Cause, Command, Entry, Outcome, Refusal};
 use crate::names::{
-    check_database, check_delay, check_kinds, check_name, database_host, is_local_database,
+    check_database, check_delay, check_kinds, check_name, database_host, host_is_server,
+    is_local_host,
 };
 use crate::{DEFAULT_KIND, HISTORY_MAX_DEFAULT, OBJECTS_MAX, SERVERS_PER_ROLE_MAX};
 
@@ -522,6 +523,11 @@ impl State {
         Ok(())
     }
 
+    /// A role with more than one server must not keep its database on one of them (it
+    /// would not follow the role): refused when the database's host is local
+    /// ([`is_local_host`]: `(local)`, `localhost`, `.`, loopback) or one of the listed
+    /// servers, by name or fully qualified name ([`host_is_server`]). The host is read
+    /// from the SQL Server, `host:port` and URL forms by [`database_host`].
     fn check_database(
         &self,
         role: &str,
@@ -532,7 +538,7 @@ impl State {
         check_database(db)?;
         let host = database_host(db);
         if servers.len() > 1
-            && (is_local_database(db) || servers.iter().any(|s| s.eq_ignore_ascii_case(host)))
+            && (is_local_host(host) || servers.iter().any(|s| host_is_server(host, s)))
         {
             return Err(Refusal::precondition(format!(
                 "role {role:?} has {} servers and its database {db:?} lives on one of them: move the role database to a remote server first",

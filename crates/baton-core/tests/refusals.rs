@@ -397,6 +397,73 @@ fn local_database_refused_on_create_with_several_servers() {
     d.ok(create_role_full("r6", "", &["a", "b"], false, 0, Some("c")));
 }
 
+/// The database rule knows the forms operators write for "this machine" and for a
+/// server of the list, not only `(local)` and the bare server name.
+#[test]
+fn local_database_forms_are_recognised() {
+    let mut d = Dir::new();
+    d.up(&["srv-a", "srv-b", "srv-c"]);
+    for db in [
+        "localhost",
+        "LOCALHOST:5432",
+        ".",
+        ".\\SQLEXPRESS",
+        "127.0.0.1",
+        "127.0.0.1,1433",
+        "::1",
+        "[::1]:5432",
+        "(localdb)\\MSSQLLocalDB",
+        "tcp:srv-a,1433",
+        "srv-b,1433",
+        "SRV-B\\INST",
+        "srv-a:5432",
+        "srv-a.example.org",
+        "tcp:SRV-B.example.org\\INST,1433",
+        "postgres://app:pw@srv-a.example.org:5432/app",
+    ] {
+        d.refuse_with(
+            create_role_full("r", "", &["srv-a", "srv-b"], false, 0, Some(db)),
+            FailedPrecondition,
+            &local_db_message("r", 2, db),
+        );
+    }
+    // Hosts that are neither local nor on the list.
+    for (i, db) in [
+        "srv-c",
+        "srv-c.example.org,1433",
+        "srv-ab",
+        "db.srv-a",
+        "10.0.0.5:5432",
+        "tcp:db-host,1433",
+    ]
+    .iter()
+    .enumerate()
+    {
+        d.ok(create_role_full(
+            &format!("r{i}"),
+            "",
+            &["srv-a", "srv-b"],
+            false,
+            0,
+            Some(db),
+        ));
+    }
+    // Adding the server that hosts the database (by its FQDN) is refused too.
+    d.ok(create_role_full(
+        "one",
+        "",
+        &["srv-a"],
+        false,
+        0,
+        Some("srv-c.example.org"),
+    ));
+    d.refuse_with(
+        add_role_server("one", "srv-c", None),
+        FailedPrecondition,
+        &local_db_message("one", 2, "srv-c.example.org"),
+    );
+}
+
 #[test]
 fn local_database_refused_when_adding_a_second_server() {
     let mut d = setup();
