@@ -83,5 +83,8 @@ pub const HISTORY_MAX_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
 /// [`NAME_MAX_BYTES`] this keeps the entry near a megabyte, far below what the log
 /// accepts; the directory splits a longer declaration into several entries.
 pub const SERVERS_DOWN_MAX: usize = 10_000;
+/// Voters the directory needs before a role may list, or run on, a main server (one that
+/// hosts a directory node): with fewer, the directory has no failover of its own.
+pub const MAIN_VOTERS_MIN: u32 = 3;
 /// Longest failback delay accepted: a day.
 pub const FAILBACK_DELAY_MAX_MS: u64 = 86_400_000;

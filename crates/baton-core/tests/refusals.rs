@@ -605,6 +605,123 @@ fn main_server_needs_directory_failover() {
 
 // --- role options -------------------------------------------------------------------------
 
+fn register_main(server: &str) -> Command {
+    Command::RegisterAgent {
+        server: s(server),
+        kinds: vec![],
+        main: true,
+    }
+}
+
+fn set_voters(d: &mut Dir, voters: u32) {
+    d.index += 1;
+    d.state.apply_membership(d.index, voters);
+}
+
+/// The main-server rule holds when the voters drop below 3 after a role listed a main
+/// server: nothing moves at the membership change, but no role is placed on the main
+/// server, fails over or back to it, or is moved there, until the voters are back; then
+/// the roles that ran nowhere are placed at once.
+#[test]
+fn main_servers_take_no_role_once_the_voters_drop() {
+    let mut d = Dir::new();
+    d.ok(add_main_server("m"));
+    d.ok(register_main("m"));
+    d.up(&["b", "c"]);
+    d.ok(create_role_full("r", "", &["m", "b"], true, 0, None));
+    d.ok(create_role("solo", &["m"]));
+    assert_eq!((d.active("r"), d.active("solo")), (Some("m"), Some("m")));
+    let epochs = (d.epoch("r"), d.epoch("solo"));
+
+    set_voters(&mut d, 2);
+    // A membership change alone moves no role.
+    assert_eq!((d.active("r"), d.active("solo")), (Some("m"), Some("m")));
+    assert_eq!((d.epoch("r"), d.epoch("solo")), epochs);
+
+    // m goes down: r fails over to b; solo has nowhere to go, and says why.
+    d.ok(servers_down(&["m"]));
+    assert_eq!(d.active("r"), Some("b"));
+    assert_eq!(d.active("solo"), None);
+    assert_eq!(d.get("solo").reason, "no eligible server: server m is down");
+
+    // m comes back: no failback to it (failback is on, with no delay), no placement.
+    d.ok(register_main("m"));
+    d.tick();
+    assert_eq!((d.active("r"), d.active("solo")), (Some("b"), None));
+    let why = "server m hosts a directory node and the directory has 2 voter(s): roles run on a main server only with directory failover (3 or more voters)";
+    assert_eq!(d.get("solo").reason, format!("no eligible server: {why}"));
+    assert_eq!(baton_core::controller::next_tick_ms(&d.state), None);
+    d.refuse_with(
+        move_role("r", "m"),
+        FailedPrecondition,
+        &format!("cannot move role \"r\" to \"m\": {why}"),
+    );
+    // A role that still lists m may be edited, and gain a server it can run on; listing
+    // m anew is refused as before.
+    d.ok(add_role_server("r", "c", None));
+    d.refuse_with(
+        add_role_server("solo", "x", None),
+        NotFound,
+        "server \"x\" does not exist",
+    );
+    d.refuse_with(
+        create_role("new", &["c", "m"]),
+        FailedPrecondition,
+        &main_message("m", 2),
+    );
+
+    // Three voters again: solo, which ran nowhere, is placed on m at once; r returns by
+    // failback at the next tick.
+    set_voters(&mut d, 3);
+    assert_eq!(d.active("solo"), Some("m"));
+    assert!(d.epoch("solo") > epochs.1);
+    assert_eq!(d.last_event().to.as_deref(), Some("m"));
+    d.tick();
+    assert!(d.in_handover("r"));
+    d.release("r");
+    assert_eq!(d.active("r"), Some("m"));
+}
+
+/// A server already listed by a role that registers as main while the directory has
+/// fewer than 3 voters keeps its registration (its agent runs), but hands its roles
+/// over; with 3 voters, registering as main changes nothing.
+#[test]
+fn a_server_registering_as_main_without_directory_failover_hands_its_roles_over() {
+    let mut d = Dir::with_voters(2);
+    d.up(&["a", "b"])
+        .role("r", &["a", "b"])
+        .role("only-a", &["a"]);
+    assert_eq!((d.active("r"), d.active("only-a")), (Some("a"), Some("a")));
+    d.ok(register_main("a"));
+    assert!(d.state.servers["a"].main);
+    assert_eq!(d.state.servers["a"].status, baton_core::ServerStatus::Up);
+    for role in ["r", "only-a"] {
+        assert!(d.in_handover(role), "{role}");
+        assert_eq!(
+            d.get(role).reason,
+            "handing over from a: it registered as a main server (it hosts a directory node) and the directory has 2 voter(s)"
+        );
+    }
+    d.release("r");
+    assert_eq!(d.active("r"), Some("b"));
+    d.release("only-a");
+    assert_eq!(d.active("only-a"), None);
+    assert!(
+        d.get("only-a")
+            .reason
+            .contains("server a hosts a directory node")
+    );
+    // Registering again (a reconnect) changes nothing more.
+    d.ok(register_main("a"));
+    assert_eq!((d.active("r"), d.active("only-a")), (Some("b"), None));
+
+    let mut d = Dir::new();
+    d.up(&["a", "b"]).role("r", &["a", "b"]);
+    d.ok(register_main("a"));
+    assert_eq!(d.active("r"), Some("a"));
+    assert!(!d.in_handover("r"));
+}
+
 #[test]
 fn failback_delay_over_the_limit() {
     let mut d = setup();
