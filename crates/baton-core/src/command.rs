@@ -255,10 +255,35 @@ impl Command {
                     )));
                 }
             }
-            Command::ServersDown { .. }
-            | Command::Released { .. }
-            | Command::RoleFailed { .. }
-            | Command::Tick => {}
+            // Agent and controller commands: the names and text come from an agent's
+            // session, so they get the same checks as an operator's.
+            Command::ServersDown { servers } => {
+                if servers.len() > crate::SERVERS_DOWN_MAX {
+                    return Err(Refusal::invalid(format!(
+                        "{} servers declared down in one command; the limit is {}",
+                        servers.len(),
+                        crate::SERVERS_DOWN_MAX
+                    )));
+                }
+                for s in servers {
+                    check_name("server", s)?;
+                }
+            }
+            Command::Released { role, server, .. } => {
+                check_name("role", role)?;
+                check_name("server", server)?;
+            }
+            Command::RoleFailed {
+                role,
+                server,
+                reason,
+                ..
+            } => {
+                check_name("role", role)?;
+                check_name("server", server)?;
+                check_text("failure reason", reason, crate::REASON_MAX_BYTES)?;
+            }
+            Command::Tick => {}
         }
         Ok(())
     }

@@ -80,7 +80,11 @@ pub fn next_tick_ms(state: &State) -> Option<u64> {
             // The same conditions as `failback_target` (quarantine is in
             // `eligible_since`): a server that can never take the role must not count,
             // or the time would stay in the past and the controller tick forever.
-            if srv.status == ServerStatus::Up && !srv.maintenance && srv.runs_kind(&role.kind) {
+            if srv.status == ServerStatus::Up
+                && !srv.maintenance
+                && !state.main_without_failover(srv)
+                && srv.runs_kind(&role.kind)
+            {
                 consider(
                     state
                         .eligible_since(&role.name, s)

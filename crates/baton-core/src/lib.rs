@@ -66,6 +66,9 @@ pub const DEFAULT_KIND: &str = "default";
 pub const NAME_MAX_BYTES: usize = 64;
 /// Longest database name, in bytes.
 pub const DATABASE_MAX_BYTES: usize = 256;
+/// Longest failure reason an agent may report, in bytes. It is kept in the history and
+/// printed to operators; the agent's own reasons are one short line.
+pub const REASON_MAX_BYTES: usize = 512;
 /// Most servers one role may list: placement scans the list on every apply.
 pub const SERVERS_PER_ROLE_MAX: usize = 32;
 /// Most kinds one server may advertise.
@@ -78,5 +81,12 @@ pub const OBJECTS_MAX: usize = 100_000;
 pub const HISTORY_MAX_DEFAULT: usize = 1_000;
 /// Bounds of a configured history size.
 pub const HISTORY_MAX_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
+/// Most servers one [`Command::ServersDown`] may declare down. With names of at most
+/// [`NAME_MAX_BYTES`] this keeps the entry near a megabyte, far below what the log
+/// accepts; the directory splits a longer declaration into several entries.
+pub const SERVERS_DOWN_MAX: usize = 10_000;
+/// Voters the directory needs before a role may list, or run on, a main server (one that
+/// hosts a directory node): with fewer, the directory has no failover of its own.
+pub const MAIN_VOTERS_MIN: u32 = 3;
 /// Longest failback delay accepted: a day.
 pub const FAILBACK_DELAY_MAX_MS: u64 = 86_400_000;

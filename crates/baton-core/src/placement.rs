@@ -60,7 +60,7 @@ impl State {
         }
     }
 
-    fn place(&mut self, name: &str, now_ms: u64) {
+    pub(crate) fn place(&mut self, name: &str, now_ms: u64) {
         // An ended quarantine moves to `recovered` (its end still delays failback to that
         // server), and is forgotten once the failback delay has run out after it, so
         // the state stays bounded.

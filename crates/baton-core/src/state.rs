@@ -7,9 +7,12 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Cause, Command, Entry, Outcome, Refusal};
 use crate::history::{Trimmed, deserialize_history};
 use crate::names::{
-    check_database, check_delay, check_kinds, check_name, database_host, is_local_database,
+    check_database, check_delay, check_kinds, check_name, database_host, host_is_server,
+    is_local_host,
 };
-use crate::{DEFAULT_KIND, HISTORY_MAX_DEFAULT, OBJECTS_MAX, SERVERS_PER_ROLE_MAX};
+use crate::{
+    DEFAULT_KIND, HISTORY_MAX_DEFAULT, MAIN_VOTERS_MIN, OBJECTS_MAX, SERVERS_PER_ROLE_MAX,
+};
 
 /// A server's liveness as the directory has *decided* it (a replicated fact, unlike the
 /// leader's in-memory last-seen times).
@@ -223,9 +226,36 @@ impl State {
     }
 
     /// Record a membership change (applied from a Raft membership entry).
+    ///
+    /// Main servers (hosting a directory node) may run roles only while the directory has
+    /// failover, [`MAIN_VOTERS_MIN`] voters or more. When the voters drop below that, no
+    /// role moves (a membership change alone never moves a running role): the main
+    /// servers simply stop being eligible, so no role is placed on one, fails over or
+    /// fails back to one, or is moved there, until the voters are back; a role running on
+    /// one keeps running until it leaves by the usual ways. When the voters reach
+    /// [`MAIN_VOTERS_MIN`] again, roles that run nowhere are placed (at the latest
+    /// proposer time applied), since a main server may now take them.
     pub fn apply_membership(&mut self, index: u64, voters: u32) {
+        let regained = self.voters < MAIN_VOTERS_MIN && voters >= MAIN_VOTERS_MIN;
         self.revision = index;
         self.voters = voters;
+        if regained {
+            let idle: Vec<String> = self
+                .roles
+                .values()
+                .filter(|r| r.active.is_none() && !r.deleting)
+                .map(|r| r.name.clone())
+                .collect();
+            for role in idle {
+                self.place(&role, self.now_ms);
+            }
+        }
+    }
+
+    /// A main server while the directory has fewer than [`MAIN_VOTERS_MIN`] voters: no
+    /// role may be placed on it (see [`State::apply_membership`]).
+    pub fn main_without_failover(&self, server: &Server) -> bool {
+        server.main && self.voters < MAIN_VOTERS_MIN
     }
 
     /// Record an entry that carries no command (a leader's blank entry).
@@ -379,7 +409,7 @@ impl State {
                     )));
                 }
                 check_delay(*failback_delay_ms)?;
-                self.check_server_list(name, servers)?;
+                self.check_server_list(name, servers, &[])?;
                 self.check_database(name, database.as_deref(), servers)?;
             }
             Command::DeleteRole { name } => {
@@ -408,7 +438,7 @@ impl State {
                 }
                 let mut list = r.servers.clone();
                 list.push(server.clone());
-                self.check_server_list(role, &list)?;
+                self.check_server_list(role, &list, &r.servers)?;
                 self.check_database(role, r.database.as_deref(), &list)?;
             }
             Command::RemoveRoleServer { role, server } => {
@@ -539,7 +569,16 @@ impl State {
         Ok(())
     }
 
-    fn check_server_list(&self, role: &str, servers: &[String]) -> Result<(), Refusal> {
+    /// The list a role would have: bounded, no duplicates, every server known, and a main
+    /// server newly listed (not in `listed` already) only with directory failover. A main
+    /// server the role listed before the voters dropped does not block other edits (such
+    /// as adding a server the role can move to).
+    fn check_server_list(
+        &self,
+        role: &str,
+        servers: &[String],
+        listed: &[String],
+    ) -> Result<(), Refusal> {
         if servers.len() > SERVERS_PER_ROLE_MAX {
             return Err(Refusal::invalid(format!(
                 "role {role:?} lists {} servers; the limit is {SERVERS_PER_ROLE_MAX}",
@@ -555,9 +594,9 @@ impl State {
                 )));
             }
             let srv = self.server(s)?;
-            if srv.main && self.voters < 3 {
+            if self.main_without_failover(srv) && !listed.contains(s) {
                 return Err(Refusal::precondition(format!(
-                    "server {s:?} hosts a directory node, and the directory has {} voter(s): configure directory failover first (3 or more directory nodes) before a role may list a main server",
+                    "server {s:?} hosts a directory node, and the directory has {} voter(s): configure directory failover first ({MAIN_VOTERS_MIN} or more directory nodes) before a role may list a main server",
                     self.voters
                 )));
             }
@@ -565,6 +604,11 @@ impl State {
         Ok(())
     }
 
+    /// A role with more than one server must not keep its database on one of them (it
+    /// would not follow the role): refused when the database's host is local
+    /// ([`is_local_host`]: `(local)`, `localhost`, `.`, loopback) or one of the listed
+    /// servers, by name or fully qualified name ([`host_is_server`]). The host is read
+    /// from the SQL Server, `host:port` and URL forms by [`database_host`].
     fn check_database(
         &self,
         role: &str,
@@ -575,7 +619,7 @@ impl State {
         check_database(db)?;
         let host = database_host(db);
         if servers.len() > 1
-            && (is_local_database(db) || servers.iter().any(|s| s.eq_ignore_ascii_case(host)))
+            && (is_local_host(host) || servers.iter().any(|s| host_is_server(host, s)))
         {
             return Err(Refusal::precondition(format!(
                 "role {role:?} has {} servers and its database {db:?} lives on one of them: move the role database to a remote server first",
@@ -767,6 +811,7 @@ impl State {
                         instance_since_ms: 0,
                     });
                 s.kinds = kinds.iter().cloned().collect();
+                let became_main = *main && !s.main;
                 s.main = s.main || *main;
                 if s.instance.id != instance.id || s.instance_since_ms == 0 {
                     s.instance_since_ms = now_ms;
@@ -775,6 +820,24 @@ impl State {
                 if s.status != ServerStatus::Up {
                     s.status = ServerStatus::Up;
                     s.eligible_since_ms = now_ms;
+                }
+                // A server that registers as main only now, while the directory has no
+                // failover, may not keep roles: those placed on it are handed over
+                // gracefully (the agent stops them and acknowledges), and go to the next
+                // eligible server, or wait unassigned saying why.
+                if became_main && self.voters < MAIN_VOTERS_MIN {
+                    let voters = self.voters;
+                    for r in self.roles.values_mut() {
+                        if r.active.as_deref() == Some(server.as_str()) && r.release.is_none() {
+                            r.release = Some(Release {
+                                cause: Cause::Placement,
+                                to: None,
+                            });
+                            r.reason = format!(
+                                "handing over from {server}: it registered as a main server (it hosts a directory node) and the directory has {voters} voter(s)"
+                            );
+                        }
+                    }
                 }
                 format!("server {server} is up")
             }
@@ -922,6 +985,12 @@ impl State {
         }
         if server.maintenance {
             return Some(format!("server {} is in maintenance", server.name));
+        }
+        if self.main_without_failover(server) {
+            return Some(format!(
+                "server {} hosts a directory node and the directory has {} voter(s): roles run on a main server only with directory failover ({MAIN_VOTERS_MIN} or more voters)",
+                server.name, self.voters
+            ));
         }
         if !server.runs_kind(&role.kind) {
             return Some(format!(

@@ -415,6 +415,7 @@ fn eligible(state: &State, role: &Role, server: &str, now: u64) -> bool {
     role.servers.iter().any(|x| x == server)
         && s.status == ServerStatus::Up
         && !s.maintenance
+        && (!s.main || state.voters >= baton_core::MAIN_VOTERS_MIN)
         && (s.kinds.is_empty() || s.kinds.contains(&role.kind))
         && role
             .quarantine
@@ -615,8 +616,12 @@ impl Checker {
             let ok = match rel.cause {
                 Cause::Maintenance => holder.maintenance,
                 Cause::Placement => {
+                    let became_main = matches!(cmd, Command::RegisterAgent { server, main: true, .. }
+                        if server == active && !before.servers[active].main)
+                        && state.voters < baton_core::MAIN_VOTERS_MIN;
                     !role.servers.contains(active)
                         || !(holder.kinds.is_empty() || holder.kinds.contains(&role.kind))
+                        || became_main
                 }
                 Cause::Operator => operator,
                 Cause::Failback => {
@@ -652,11 +657,28 @@ impl Checker {
     }
 
     /// Membership and blank entries change the voters and the revision only: a leader
-    /// election or a membership change alone never moves a role (invariant 4).
+    /// election or a membership change alone never moves a role (invariant 4). The one
+    /// exception: when the voters reach the number main servers need, roles that ran
+    /// nowhere may be placed; running roles still do not move.
     fn membership(&mut self, before: &State, state: &State, index: u64, voters: u32) {
         let mut expected = before.clone();
         expected.revision = index;
         expected.voters = voters;
+        let min = baton_core::MAIN_VOTERS_MIN;
+        if before.voters < min && voters >= min {
+            for (name, role) in &before.roles {
+                if role.active.is_some() || role.deleting {
+                    assert_eq!(&state.roles[name], role, "{name} changed");
+                }
+            }
+            assert_eq!(state.servers, expected.servers);
+            // The placements take fresh epochs and are recorded like any other.
+            self.structure(state).unwrap();
+            self.single_active(state).unwrap();
+            self.epochs(state).unwrap();
+            self.history(state, index).unwrap();
+            return;
+        }
         assert_eq!(state, &expected);
     }
 
@@ -959,7 +981,12 @@ fn effects(
             let at = position.map_or(list.len(), |p| p as usize - 1);
             list.insert(at, server.clone());
             prop_assert_eq!(&state.roles[role].servers, &list);
-            prop_assert!(main_ok(&list), "{} lists a main server", role);
+            // The added server; main servers listed before the voters dropped may stay.
+            prop_assert!(
+                main_ok(std::slice::from_ref(server)),
+                "{} lists a main server",
+                role
+            );
         }
         Command::RemoveRoleServer { role, server } => {
             let mut list = before.roles[role].servers.clone();
@@ -1196,8 +1223,19 @@ proptest! {
             let el = eligible_servers(&state, role, late);
             match &role.active {
                 Some(active) => {
-                    prop_assert!(el.contains(active), "{} on ineligible {}", name, active);
-                    if role.failback {
+                    // A role placed on a main server before the voters dropped keeps
+                    // running there (a membership change moves no role).
+                    let mut with_main = state.clone();
+                    with_main.voters = with_main.voters.max(baton_core::MAIN_VOTERS_MIN);
+                    let stays = state.servers[active].main
+                        && eligible(&with_main, role, active, late);
+                    prop_assert!(
+                        el.contains(active) || stays,
+                        "{} on ineligible {}",
+                        name,
+                        active
+                    );
+                    if role.failback && !stays {
                         prop_assert_eq!(active, &el[0], "{} not on its first eligible", name);
                     }
                 }

@@ -397,6 +397,73 @@ fn local_database_refused_on_create_with_several_servers() {
     d.ok(create_role_full("r6", "", &["a", "b"], false, 0, Some("c")));
 }
 
+/// The database rule knows the forms operators write for "this machine" and for a
+/// server of the list, not only `(local)` and the bare server name.
+#[test]
+fn local_database_forms_are_recognised() {
+    let mut d = Dir::new();
+    d.up(&["srv-a", "srv-b", "srv-c"]);
+    for db in [
+        "localhost",
+        "LOCALHOST:5432",
+        ".",
+        ".\\SQLEXPRESS",
+        "127.0.0.1",
+        "127.0.0.1,1433",
+        "::1",
+        "[::1]:5432",
+        "(localdb)\\MSSQLLocalDB",
+        "tcp:srv-a,1433",
+        "srv-b,1433",
+        "SRV-B\\INST",
+        "srv-a:5432",
+        "srv-a.example.org",
+        "tcp:SRV-B.example.org\\INST,1433",
+        "postgres://app:pw@srv-a.example.org:5432/app",
+    ] {
+        d.refuse_with(
+            create_role_full("r", "", &["srv-a", "srv-b"], false, 0, Some(db)),
+            FailedPrecondition,
+            &local_db_message("r", 2, db),
+        );
+    }
+    // Hosts that are neither local nor on the list.
+    for (i, db) in [
+        "srv-c",
+        "srv-c.example.org,1433",
+        "srv-ab",
+        "db.srv-a",
+        "10.0.0.5:5432",
+        "tcp:db-host,1433",
+    ]
+    .iter()
+    .enumerate()
+    {
+        d.ok(create_role_full(
+            &format!("r{i}"),
+            "",
+            &["srv-a", "srv-b"],
+            false,
+            0,
+            Some(db),
+        ));
+    }
+    // Adding the server that hosts the database (by its FQDN) is refused too.
+    d.ok(create_role_full(
+        "one",
+        "",
+        &["srv-a"],
+        false,
+        0,
+        Some("srv-c.example.org"),
+    ));
+    d.refuse_with(
+        add_role_server("one", "srv-c", None),
+        FailedPrecondition,
+        &local_db_message("one", 2, "srv-c.example.org"),
+    );
+}
+
 #[test]
 fn local_database_refused_when_adding_a_second_server() {
     let mut d = setup();
@@ -540,6 +607,125 @@ fn main_server_needs_directory_failover() {
 
 // --- role options -------------------------------------------------------------------------
 
+fn register_main(server: &str) -> Command {
+    Command::RegisterAgent {
+        server: s(server),
+        kinds: vec![],
+        main: true,
+        instance: Default::default(),
+        replaces: None,
+    }
+}
+
+fn set_voters(d: &mut Dir, voters: u32) {
+    d.index += 1;
+    d.state.apply_membership(d.index, voters);
+}
+
+/// The main-server rule holds when the voters drop below 3 after a role listed a main
+/// server: nothing moves at the membership change, but no role is placed on the main
+/// server, fails over or back to it, or is moved there, until the voters are back; then
+/// the roles that ran nowhere are placed at once.
+#[test]
+fn main_servers_take_no_role_once_the_voters_drop() {
+    let mut d = Dir::new();
+    d.ok(add_main_server("m"));
+    d.ok(register_main("m"));
+    d.up(&["b", "c"]);
+    d.ok(create_role_full("r", "", &["m", "b"], true, 0, None));
+    d.ok(create_role("solo", &["m"]));
+    assert_eq!((d.active("r"), d.active("solo")), (Some("m"), Some("m")));
+    let epochs = (d.epoch("r"), d.epoch("solo"));
+
+    set_voters(&mut d, 2);
+    // A membership change alone moves no role.
+    assert_eq!((d.active("r"), d.active("solo")), (Some("m"), Some("m")));
+    assert_eq!((d.epoch("r"), d.epoch("solo")), epochs);
+
+    // m goes down: r fails over to b; solo has nowhere to go, and says why.
+    d.ok(servers_down(&["m"]));
+    assert_eq!(d.active("r"), Some("b"));
+    assert_eq!(d.active("solo"), None);
+    assert_eq!(d.get("solo").reason, "no eligible server: server m is down");
+
+    // m comes back: no failback to it (failback is on, with no delay), no placement.
+    d.ok(register_main("m"));
+    d.tick();
+    assert_eq!((d.active("r"), d.active("solo")), (Some("b"), None));
+    let why = "server m hosts a directory node and the directory has 2 voter(s): roles run on a main server only with directory failover (3 or more voters)";
+    assert_eq!(d.get("solo").reason, format!("no eligible server: {why}"));
+    assert_eq!(baton_core::controller::next_tick_ms(&d.state), None);
+    d.refuse_with(
+        move_role("r", "m"),
+        FailedPrecondition,
+        &format!("cannot move role \"r\" to \"m\": {why}"),
+    );
+    // A role that still lists m may be edited, and gain a server it can run on; listing
+    // m anew is refused as before.
+    d.ok(add_role_server("r", "c", None));
+    d.refuse_with(
+        add_role_server("solo", "x", None),
+        NotFound,
+        "server \"x\" does not exist",
+    );
+    d.refuse_with(
+        create_role("new", &["c", "m"]),
+        FailedPrecondition,
+        &main_message("m", 2),
+    );
+
+    // Three voters again: solo, which ran nowhere, is placed on m at once; r returns by
+    // failback at the next tick.
+    set_voters(&mut d, 3);
+    assert_eq!(d.active("solo"), Some("m"));
+    assert!(d.epoch("solo") > epochs.1);
+    assert_eq!(d.last_event().to.as_deref(), Some("m"));
+    d.tick();
+    assert!(d.in_handover("r"));
+    d.release("r");
+    assert_eq!(d.active("r"), Some("m"));
+}
+
+/// A server already listed by a role that registers as main while the directory has
+/// fewer than 3 voters keeps its registration (its agent runs), but hands its roles
+/// over; with 3 voters, registering as main changes nothing.
+#[test]
+fn a_server_registering_as_main_without_directory_failover_hands_its_roles_over() {
+    let mut d = Dir::with_voters(2);
+    d.up(&["a", "b"])
+        .role("r", &["a", "b"])
+        .role("only-a", &["a"]);
+    assert_eq!((d.active("r"), d.active("only-a")), (Some("a"), Some("a")));
+    d.ok(register_main("a"));
+    assert!(d.state.servers["a"].main);
+    assert_eq!(d.state.servers["a"].status, baton_core::ServerStatus::Up);
+    for role in ["r", "only-a"] {
+        assert!(d.in_handover(role), "{role}");
+        assert_eq!(
+            d.get(role).reason,
+            "handing over from a: it registered as a main server (it hosts a directory node) and the directory has 2 voter(s)"
+        );
+    }
+    d.release("r");
+    assert_eq!(d.active("r"), Some("b"));
+    d.release("only-a");
+    assert_eq!(d.active("only-a"), None);
+    assert!(
+        d.get("only-a")
+            .reason
+            .contains("server a hosts a directory node")
+    );
+    // Registering again (a reconnect) changes nothing more.
+    d.ok(register_main("a"));
+    assert_eq!((d.active("r"), d.active("only-a")), (Some("b"), None));
+
+    let mut d = Dir::new();
+    d.up(&["a", "b"]).role("r", &["a", "b"]);
+    d.ok(register_main("a"));
+    assert_eq!(d.active("r"), Some("a"));
+    assert!(!d.in_handover("r"));
+}
+
 #[test]
 fn failback_delay_over_the_limit() {
     let mut d = setup();
@@ -636,6 +822,63 @@ fn agent_and_controller_commands_about_unknown_things_are_harmless() {
     let mut expected = before;
     expected.revision = d.index;
     assert_eq!(d.state, expected);
+}
+
+/// Everything an agent sends (its server name and kinds, the role names it acknowledges
+/// or reports, the failure reason) is stored in the state or the history and printed to
+/// operators' terminals: it is bounded and free of control characters.
+#[test]
+fn agent_strings_are_bounded_and_printable() {
+    use baton_core::REASON_MAX_BYTES;
+    let mut d = setup();
+    let epoch = d.epoch("r");
+    let failed = |role: &str, server: &str, reason: &str| Command::RoleFailed {
+        role: s(role),
+        server: s(server),
+        epoch,
+        reason: s(reason),
+        cooldown_ms: 1_000,
+    };
+    let long = "x".repeat(REASON_MAX_BYTES + 1);
+    d.refuse_with(
+        failed("r", "a", &long),
+        InvalidArgument,
+        "failure reason is 513 bytes long; the limit is 512",
+    );
+    for (reason, shown) in [
+        (
+            "exited\n\u{1b}[2J",
+            "\"exited\\n\\u{1b}[2J\" contains '\\n'",
+        ),
+        ("bell\u{7}", "\"bell\\u{7}\" contains '\\u{7}'"),
+        ("del\u{7f}", "\"del\\u{7f}\" contains '\\u{7f}'"),
+        ("\u{9b}31m", "\"\\u{9b}31m\" contains '\\u{9b}'"),
+    ] {
+        d.refuse_with(
+            failed("r", "a", reason),
+            InvalidArgument,
+            &format!("failure reason {shown}; it may not contain control characters"),
+        );
+    }
+    let bad_name = "server name \"a b\" contains ' '; names may not contain whitespace, control characters or commas";
+    let bad_role = "role name \"r\\n\" contains '\\n'; names may not contain whitespace, control characters or commas";
+    d.refuse_with(failed("r", "a b", "x"), InvalidArgument, bad_name);
+    d.refuse_with(failed("r\n", "a", "x"), InvalidArgument, bad_role);
+    d.refuse_with(released("r", "a b", epoch), InvalidArgument, bad_name);
+    d.refuse_with(released("r\n", "a", epoch), InvalidArgument, bad_role);
+    d.refuse_with(servers_down(&["c", "a b"]), InvalidArgument, bad_name);
+    d.refuse_with(
+        servers_down(&[&"x".repeat(NAME_MAX_BYTES + 1)]),
+        InvalidArgument,
+        "server name is 65 bytes long; the limit is 64",
+    );
+    // Nothing was recorded: the role still runs where it did, under the same epoch.
+    assert_eq!(d.active("r"), Some("a"));
+    assert_eq!(d.epoch("r"), epoch);
+    // The longest reason, in any script, is accepted and kept in the history.
+    let longest = "é".repeat(REASON_MAX_BYTES / 2);
+    d.ok(failed("r", "a", &longest));
+    assert_eq!(d.last_event().detail, longest);
 }
 
 #[test]

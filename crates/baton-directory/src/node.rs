@@ -239,24 +239,60 @@ impl Node {
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
-    /// Propose one command. On a follower the command is forwarded to the leader once
-    /// (unless `forwarded`, in which case the client is told where the leader is).
+    /// Refuse writes (UNAVAILABLE) while `paused`: a controlled leadership transfer.
     pub fn pause_writes(&self, paused: bool) {
         self.writes_paused.store(paused, Ordering::SeqCst);
     }
 
+    /// Propose one command. On a follower the command is forwarded to the leader once
+    /// (unless `forwarded`, in which case the client is told where the leader is).
+    ///
+    /// Every command is admitted like the public `Apply` admits it, here, before it takes
+    /// a log entry: it must fit in one log entry (`baton_store::check_entry_size`) and
+    /// pass `Command::validate`; otherwise it is refused (INVALID_ARGUMENT) and changes
+    /// nothing. This covers agent sessions, the controller, and commands forwarded by a
+    /// follower, which arrive through the Raft service's `propose`.
+    ///
+    /// A `ServersDown` naming more servers than one entry may hold
+    /// ([`baton_core::SERVERS_DOWN_MAX`]; the controller can find more expired at once)
+    /// is proposed as several entries, in order; the reply is the last one's. If one
+    /// fails, the earlier ones stay applied, which is harmless: declaring a server down
+    /// twice changes nothing the second time.
     pub async fn write(&self, cmd: Command, forwarded: bool) -> Result<WriteReply, Status> {
+        if let Command::ServersDown { servers } = &cmd
+            && servers.len() > baton_core::SERVERS_DOWN_MAX
+        {
+            let mut last = None;
+            for part in servers.chunks(baton_core::SERVERS_DOWN_MAX) {
+                let part = Command::ServersDown {
+                    servers: part.to_vec(),
+                };
+                last = Some(self.write_entry(part, forwarded).await?);
+            }
+            return Ok(last.expect("a long list has parts"));
+        }
+        self.write_entry(cmd, forwarded).await
+    }
+
+    async fn write_entry(&self, cmd: Command, forwarded: bool) -> Result<WriteReply, Status> {
         if self.writes_paused.load(Ordering::SeqCst) {
             return Err(error::unavailable(
                 "leadership is being transferred; retry in a moment",
             ));
         }
+        let entry = Entry {
+            now_ms: self.wall_ms(),
+            cmd,
+        };
+        // Size first: the bound of everything after it, validation included.
+        baton_store::check_entry_size(&entry).map_err(|e| error::invalid(e.to_string()))?;
+        entry.cmd.validate().map_err(|r| error::refusal(&r))?;
         if let Command::RegisterAgent {
             server,
             instance,
             replaces,
             ..
-        } = &cmd
+        } = &entry.cmd
         {
             // A registration counts as hearing from the agent: without this a server
             // that registers with a leader that has led for longer than a lease would
@@ -264,10 +300,6 @@ impl Node {
             self.manager
                 .touch(self, server, &instance.id, replaces.as_deref());
         }
-        let entry = Entry {
-            now_ms: self.wall_ms(),
-            cmd,
-        };
         match self.raft.client_write(entry.clone()).await {
             Ok(resp) => match resp.data {
                 Ok(Outcome { summary }) => Ok(WriteReply {

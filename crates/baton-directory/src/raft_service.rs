@@ -90,6 +90,8 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::WriteReply>, Status> {
+        // A command a follower forwards to the leader. `Node::write` admits it as the
+        // public `Apply` would (size, then validation) before it takes a log entry.
         let cmd: baton_core::Command = decode(req.get_ref())?;
         self.node.write(cmd, true).await.map(Response::new)
     }

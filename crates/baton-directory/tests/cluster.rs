@@ -775,3 +775,123 @@ async fn watch_resumes_inside_a_revision_and_refuses_trimmed_positions() {
     drop(b);
     c.shutdown().await;
 }
+
+/// The internal propose path (agent sessions, the controller, and what a follower
+/// forwards to the leader) refuses malformed commands as the public `Apply` does, before
+/// they take a log entry; a command too large for the log is refused with its size and
+/// the limit instead of failing the append (which would stop the leader's Raft); and the
+/// controller's declarations longer than one entry may hold are split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn internal_writes_are_validated_and_bounded_before_the_log() {
+    use baton_core::Command;
+    use baton_proto::v1::raft_client::RaftClient;
+
+    let c = Cluster::start().await;
+    c.write(Command::AddServer {
+        name: "a".into(),
+        main: false,
+        kinds: vec![],
+    })
+    .await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let follower = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    let logs = || -> Vec<Option<u64>> {
+        c.nodes
+            .values()
+            .map(|n| n.node.raft.metrics().borrow().last_log_index)
+            .collect()
+    };
+    // Every node holds the same log before the refusals.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while logs().windows(2).any(|w| w[0] != w[1]) {
+        assert!(
+            Instant::now() < deadline,
+            "logs did not converge: {:?}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = logs();
+    let revision = c.nodes[&leader].node.revision();
+
+    // Malformed commands, on the leader and through a follower's forward.
+    let bad_name = Command::AddServer {
+        name: "a b".into(),
+        main: false,
+        kinds: vec![],
+    };
+    let forged = Command::RoleFailed {
+        role: "r".into(),
+        server: "a".into(),
+        epoch: 1,
+        reason: "ok\r\u{1b}[2Kall good".into(),
+        cooldown_ms: 1_000,
+    };
+    for id in [leader, follower] {
+        let node = &c.nodes[&id].node;
+        let err = node.write(bad_name.clone(), false).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert_eq!(
+            err.message(),
+            "server name \"a b\" contains ' '; names may not contain whitespace, control characters or commas"
+        );
+        assert_eq!(
+            err.metadata().get(baton_proto::REASON_KEY).unwrap(),
+            "INVALID_ARGUMENT"
+        );
+        let err = node.write(forged.clone(), false).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert_eq!(
+            err.message(),
+            "failure reason \"ok\\r\\u{1b}[2Kall good\" contains '\\r'; it may not contain control characters"
+        );
+    }
+    assert_eq!(logs(), before, "a malformed command took a log entry");
+    assert_eq!(c.nodes[&leader].node.revision(), revision);
+
+    // An oversized command, proposed to the leader over the internal Raft service (whose
+    // messages may be far larger than the log's entries).
+    let huge = Command::RoleFailed {
+        role: "r".into(),
+        server: "a".into(),
+        epoch: 1,
+        reason: "x".repeat(baton_store::ENTRY_MAX_BYTES),
+        cooldown_ms: 1_000,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[&leader]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raft = RaftClient::new(channel);
+    let mut req = tonic::Request::new(pb::RaftPayload {
+        data: serde_json::to_vec(&huge).unwrap(),
+    });
+    req.set_timeout(Duration::from_secs(10));
+    let err = raft.propose(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("a role_failed command encoded as a log entry is ")
+            && err
+                .message()
+                .ends_with(" bytes, over the limit of 8388608 bytes"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(logs(), before, "an oversized command reached the log");
+
+    // The leader still works, and a declaration of more servers than one entry may hold
+    // is split into entries that each fit.
+    let servers: Vec<String> = (0..=baton_core::SERVERS_DOWN_MAX)
+        .map(|i| format!("gone-{i}"))
+        .collect();
+    let node = &c.nodes[&leader].node;
+    let reply = node
+        .write(Command::ServersDown { servers }, true)
+        .await
+        .unwrap();
+    assert_eq!(reply.revision, before[0].unwrap() + 2, "{reply:?}");
+    assert!(node.is_leader());
+    c.shutdown().await;
+}

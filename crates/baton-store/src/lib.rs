@@ -166,6 +166,31 @@ pub const FORMAT: &str = "baton-store/1";
 /// Largest encoded log entry (checksum included). Commands are small (names are at most 64
 /// bytes, lists are bounded by baton-core); this stops a runaway entry from reaching disk.
 pub const ENTRY_MAX_BYTES: usize = 8 << 20;
+/// Check, before proposing, that `entry` fits in the log: its encoding as a log entry,
+/// with the largest possible log id and checksum included, is at most
+/// [`ENTRY_MAX_BYTES`]. Returns that size. A proposer that skipped this would have the
+/// append fail on every node, which stops Raft; refused here, the command changes
+/// nothing. baton-core's validation already bounds every valid command far below the
+/// limit (see the tests); this is the last line of defence.
+pub fn check_entry_size(entry: &baton_core::Entry) -> Result<usize, StoreError> {
+    let probe = LogEntry {
+        log_id: LogId::new(
+            openraft::CommittedLeaderId::new(u64::MAX, u64::MAX),
+            u64::MAX,
+        ),
+        payload: openraft::EntryPayload::Normal(entry.clone()),
+    };
+    let len = codec::encode("a log entry", &probe)?.len();
+    if len > ENTRY_MAX_BYTES {
+        return Err(StoreError::TooLarge {
+            what: format!("a {} command encoded as a log entry", entry.cmd.name()),
+            len,
+            max: ENTRY_MAX_BYTES,
+        });
+    }
+    Ok(len)
+}
+
 /// Largest snapshot, built, received or read back. baton-core bounds the state to
 /// 100,000 servers and roles; at a few kB each that stays well below this.
 pub const SNAPSHOT_MAX_BYTES: usize = 1 << 30;

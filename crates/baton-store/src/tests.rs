@@ -407,6 +407,199 @@ async fn oversized_entry_is_refused() {
     assert_eq!(log.get_log_state().await.unwrap().last_log_id, None);
 }
 
+#[tokio::test]
+async fn oversized_entry_is_refused_before_it_reaches_the_log() {
+    let (_dir, mut log, _sm) = fresh();
+    let entry = baton_core::Entry {
+        now_ms: 1,
+        cmd: Command::RoleFailed {
+            role: "r".into(),
+            server: "s".into(),
+            epoch: 1,
+            reason: "x".repeat(crate::ENTRY_MAX_BYTES),
+            cooldown_ms: 0,
+        },
+    };
+    let err = crate::check_entry_size(&entry).unwrap_err();
+    let msg = err.to_string();
+    let StoreError::TooLarge { len, max, .. } = err else {
+        panic!("{msg}")
+    };
+    assert!(len > crate::ENTRY_MAX_BYTES && max == crate::ENTRY_MAX_BYTES);
+    assert_eq!(
+        msg,
+        format!(
+            "a role_failed command encoded as a log entry is {len} bytes, over the limit of 8388608 bytes"
+        )
+    );
+    // Nothing reached the log, and a normal entry is measured like the log measures it.
+    assert_eq!(log.get_log_state().await.unwrap().last_log_id, None);
+    let small = baton_core::Entry {
+        now_ms: u64::MAX,
+        cmd: Command::Tick,
+    };
+    let measured = crate::check_entry_size(&small).unwrap();
+    let stored = encode(
+        "",
+        &LogEntry {
+            log_id: LogId::new(CommittedLeaderId::new(u64::MAX, u64::MAX), u64::MAX),
+            payload: EntryPayload::Normal(small),
+        },
+    )
+    .unwrap();
+    assert_eq!(measured, stored.len());
+}
+
+/// The validation limits of baton-core bound every valid command far below what the log
+/// accepts: the largest valid command of each kind, with the worst JSON escaping (every
+/// character of every name and text a `"`), the longest lists and the largest numbers.
+#[test]
+fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
+    use baton_core::{
+        DATABASE_MAX_BYTES, KINDS_PER_SERVER_MAX, NAME_MAX_BYTES, REASON_MAX_BYTES,
+        SERVERS_DOWN_MAX, SERVERS_PER_ROLE_MAX,
+    };
+    // A `"` is one byte and encodes as two: the largest expansion of any character a
+    // valid name or text may hold (control characters are refused).
+    let name = |i: usize| {
+        let tag = format!("{i}");
+        format!("{tag}{}", "\"".repeat(NAME_MAX_BYTES - tag.len()))
+    };
+    let names = |n: usize| (0..n).map(name).collect::<Vec<_>>();
+    let text = |n: usize| "\"".repeat(n);
+    let big = u64::MAX;
+    let commands = vec![
+        Command::AddServer {
+            name: name(0),
+            main: true,
+            kinds: names(KINDS_PER_SERVER_MAX),
+        },
+        Command::RemoveServer { name: name(0) },
+        Command::CreateRole {
+            name: name(0),
+            kind: name(1),
+            servers: names(SERVERS_PER_ROLE_MAX),
+            failback: true,
+            failback_delay_ms: baton_core::FAILBACK_DELAY_MAX_MS,
+            database: Some(text(DATABASE_MAX_BYTES)),
+        },
+        Command::DeleteRole { name: name(0) },
+        Command::AddRoleServer {
+            role: name(0),
+            server: name(1),
+            position: Some(u32::MAX),
+        },
+        Command::RemoveRoleServer {
+            role: name(0),
+            server: name(1),
+        },
+        Command::MoveRoleServer {
+            role: name(0),
+            server: name(1),
+            up: false,
+        },
+        Command::SetRole {
+            role: name(0),
+            failback: Some(false),
+            failback_delay_ms: Some(baton_core::FAILBACK_DELAY_MAX_MS),
+            database: Some(Some(text(DATABASE_MAX_BYTES))),
+        },
+        Command::DrainServer { name: name(0) },
+        Command::ResumeServer { name: name(0) },
+        Command::MoveRole {
+            role: name(0),
+            server: name(1),
+        },
+        Command::RegisterAgent {
+            server: name(0),
+            kinds: names(KINDS_PER_SERVER_MAX),
+            main: true,
+            instance: baton_core::AgentInstance {
+                id: text(baton_core::command::INSTANCE_ID_MAX),
+                address: text(baton_core::command::ADDRESS_MAX),
+            },
+            replaces: Some(text(baton_core::command::INSTANCE_ID_MAX)),
+        },
+        Command::ServersDown {
+            servers: names(SERVERS_DOWN_MAX),
+        },
+        Command::Released {
+            role: name(0),
+            server: name(1),
+            epoch: big,
+        },
+        Command::RoleFailed {
+            role: name(0),
+            server: name(1),
+            epoch: big,
+            reason: text(REASON_MAX_BYTES),
+            cooldown_ms: big,
+        },
+        Command::Tick,
+        Command::Configure {
+            history_max: *baton_core::HISTORY_MAX_RANGE.end(),
+        },
+    ];
+    let mut kinds = BTreeSet::new();
+    let mut largest = 0;
+    for cmd in commands {
+        every_kind(&cmd);
+        cmd.validate()
+            .unwrap_or_else(|r| panic!("{} is not valid: {r}", cmd.name()));
+        kinds.insert(cmd.name());
+        let len = crate::check_entry_size(&baton_core::Entry { now_ms: big, cmd }).unwrap();
+        largest = largest.max(len);
+    }
+    assert_eq!(kinds.len(), 17, "one command of each kind: {kinds:?}");
+    // ServersDown is the largest (10,000 names of 64 escaped bytes: about 1.3 MB).
+    assert!(
+        largest < crate::ENTRY_MAX_BYTES / 4,
+        "largest valid command: {largest} bytes"
+    );
+    // One more server in the list, or one more byte of reason, is refused by validation.
+    assert!(
+        Command::ServersDown {
+            servers: names(SERVERS_DOWN_MAX + 1)
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        Command::RoleFailed {
+            role: name(0),
+            server: name(1),
+            epoch: big,
+            reason: text(REASON_MAX_BYTES + 1),
+            cooldown_ms: big,
+        }
+        .validate()
+        .is_err()
+    );
+}
+
+/// Does not compile when a command is added: add its largest form to the test above.
+fn every_kind(cmd: &Command) {
+    match cmd {
+        Command::AddServer { .. }
+        | Command::RemoveServer { .. }
+        | Command::CreateRole { .. }
+        | Command::DeleteRole { .. }
+        | Command::AddRoleServer { .. }
+        | Command::RemoveRoleServer { .. }
+        | Command::MoveRoleServer { .. }
+        | Command::SetRole { .. }
+        | Command::DrainServer { .. }
+        | Command::ResumeServer { .. }
+        | Command::MoveRole { .. }
+        | Command::RegisterAgent { .. }
+        | Command::ServersDown { .. }
+        | Command::Released { .. }
+        | Command::RoleFailed { .. }
+        | Command::Tick
+        | Command::Configure { .. } => {}
+    }
+}
+
 // --- corruption -----------------------------------------------------------------------------
 
 #[tokio::test]
