@@ -1,8 +1,8 @@
 //! End-to-end tests: the real `baton` binary, directory nodes on loopback, agents whose
 //! roles write a journal. One test binary (one link) for every scenario:
-//! - `directory`: issue 2 (replication, refusals, leader kill, durable acknowledgement);
-//! - `failover`: issue 3 (kill -9, failback, drain, role health, directory freeze, history);
-//! - `manager`: issue 4 (the directory's own failover: leader and session-node kills move
+//! - `directory`: replication, refusals, leader kill, durable acknowledgement;
+//! - `failover`: kill -9, failback, drain, role health, directory freeze, history;
+//! - `manager`: the directory's own failover (leader and session-node kills move
 //!   no role, membership changes, preferred leader, sessions spread over the nodes);
 //! - `instance`: one agent instance per server name (a second one is refused; a restart
 //!   takes the name over without a failover);

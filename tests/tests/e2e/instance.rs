@@ -34,13 +34,6 @@ fn a_second_agent_under_a_held_name_is_refused_and_runs_nothing() {
     let (c, mut first, journal, cmd, epoch) = setup("h1");
     let holder = c.server("srv-a").expect("srv-a listed");
     let holder_instance = holder["instance"].as_str().unwrap_or_default().to_string();
-    assert_eq!(holder_instance.len(), 32, "instance id shown: {holder}");
-    assert!(
-        holder["agent_address"]
-            .as_str()
-            .is_some_and(|a| a.starts_with("127.0.0.1:")),
-        "agent address shown: {holder}"
-    );
     let mut second = Agent::start_with(&c, "srv-a", &[("default", &cmd)], &[]);
     let code = wait_until(
         LEASE * 6 + Duration::from_secs(10),
@@ -71,6 +64,14 @@ fn a_second_agent_under_a_held_name_is_refused_and_runs_nothing() {
         .into_iter()
         .collect();
     assert_eq!(servers.len(), 1, "one role process ever: {servers:?}");
+    // `server list` says which instance holds the name, from where.
+    assert_eq!(holder_instance.len(), 32, "instance id shown: {holder}");
+    assert!(
+        holder["agent_address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "agent address shown: {holder}"
+    );
     assert_eq!(
         c.server("srv-a").expect("listed")["instance"],
         holder_instance
