@@ -203,8 +203,11 @@ enum Phase {
     Backoff {
         restart_at: u64,
     },
-    /// Crashed too often; reported; not restarted for this epoch.
-    Failed,
+    /// Crashed too often (or cannot run here); reported, with this reason, until the
+    /// directory moves the role; not restarted for this epoch.
+    Failed {
+        reason: String,
+    },
 }
 
 /// Events from per-process waiter tasks.
@@ -420,6 +423,16 @@ fn new_instance_id() -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn role_failed(role: &str, epoch: u64, reason: String) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(Out::RoleFailed(pb::RoleFailed {
+            role: role.to_string(),
+            epoch,
+            reason,
+        })),
+    }
+}
+
 /// Waits until no process of a role whose wrapper has exited is left, killing what is.
 /// Unbounded on purpose: a process that survives SIGKILL (stuck in the kernel) still
 /// holds whatever the role holds, so the role must not count as stopped; it is logged.
@@ -492,8 +505,11 @@ struct Agent {
     desired: BTreeMap<String, pb::Assignment>,
     /// role -> epoch the directory asked us to release.
     releasing: BTreeMap<String, u64>,
-    /// (role, epoch) releases acknowledged on this session.
+    /// (role, epoch) releases reported while the directory still lists them.
     released_sent: BTreeSet<(String, u64)>,
+    /// Report pending releases and failures again at the next step (set by an ack and by
+    /// a new session).
+    resend_reports: bool,
     roles: BTreeMap<String, RoleProc>,
     /// Renewal seq -> send time (boot ms), for the ones not acknowledged yet.
     sent: BTreeMap<u64, u64>,
@@ -535,6 +551,7 @@ impl Agent {
             desired: BTreeMap::new(),
             releasing: BTreeMap::new(),
             released_sent: BTreeSet::new(),
+            resend_reports: false,
             roles: BTreeMap::new(),
             sent: BTreeMap::new(),
             next_seq: 1,
@@ -565,22 +582,11 @@ impl Agent {
         seq
     }
 
-    /// A new session: acknowledge pending releases and report failed roles again (what
-    /// was sent on the old session may have been lost with it).
+    /// A new session: report pending releases and failed roles again (what was sent on
+    /// the old session may have been lost with it).
     fn on_session_open(&mut self) {
-        self.released_sent.clear();
         self.last_ack_or_open = boot_ms();
-        for (role, p) in &self.roles {
-            if matches!(p.phase, Phase::Failed) {
-                self.outbox.push(pb::AgentMessage {
-                    msg: Some(Out::RoleFailed(pb::RoleFailed {
-                        role: role.clone(),
-                        epoch: p.epoch,
-                        reason: format!("crashed too often on {}", self.config.server),
-                    })),
-                });
-            }
-        }
+        self.resend_reports = true;
     }
 
     /// The newest renewal is unacknowledged and was sent at least `RENEW_RETRY_MS` ago.
@@ -649,6 +655,9 @@ impl Agent {
             Some(In::RenewAck(ack)) => {
                 self.adopt_lease(ack.lease_ms);
                 self.last_ack_or_open = boot_ms();
+                // Whatever the set sent ahead of this ack still shows pending was not
+                // committed (yet): report it again.
+                self.resend_reports = true;
                 if let Some(t_send) = self.sent.get(&ack.seq).copied() {
                     let before = self.stop_at;
                     self.stop_at = self.stop_at.max(self.fence.stop_at_ms(t_send));
@@ -714,17 +723,13 @@ impl Agent {
                 let n = p.crashes.len() as u32;
                 if n >= self.config.crash_limit {
                     tracing::warn!(role = %e.role, epoch = p.epoch, "role failed {n} times; reporting");
-                    p.phase = Phase::Failed;
-                    self.outbox.push(pb::AgentMessage {
-                        msg: Some(Out::RoleFailed(pb::RoleFailed {
-                            role: e.role.clone(),
-                            epoch: p.epoch,
-                            reason: format!(
-                                "exited {n} times within {:?} on {} (last: {})",
-                                self.config.crash_window, self.config.server, e.status
-                            ),
-                        })),
-                    });
+                    let reason = format!(
+                        "exited {n} times within {:?} on {} (last: {})",
+                        self.config.crash_window, self.config.server, e.status
+                    );
+                    self.outbox
+                        .push(role_failed(&e.role, p.epoch, reason.clone()));
+                    p.phase = Phase::Failed { reason };
                 } else {
                     let backoff = self
                         .config
@@ -737,7 +742,7 @@ impl Agent {
                     };
                 }
             }
-            Phase::Backoff { .. } | Phase::Failed => {}
+            Phase::Backoff { .. } | Phase::Failed { .. } => {}
         }
     }
 
@@ -781,23 +786,44 @@ impl Agent {
                         signal_group(pgid, libc::SIGKILL);
                     }
                 }
-                Phase::Backoff { .. } | Phase::Failed if !wanted => forget.push(role.clone()),
+                Phase::Backoff { .. } | Phase::Failed { .. } if !wanted => {
+                    forget.push(role.clone())
+                }
                 _ => {}
             }
         }
         for r in forget {
             self.roles.remove(&r);
         }
-        // 2. Acknowledge releases of roles that no longer run here.
+        // 2. Report what the directory waits for until it has committed it: releases of
+        //    roles of which nothing runs here any more, and roles that failed here. Each
+        //    is sent when it becomes due, and again after every acknowledged renewal (and
+        //    on a new session) while the latest set still shows it pending: the set sent
+        //    ahead of an ack reflects every change committed before that ack, so a report
+        //    lost in an election or a leader transfer is sent again, and one that was
+        //    committed is not. The directory applies duplicates as no-ops.
+        let resend = std::mem::take(&mut self.resend_reports);
+        let releasing = &self.releasing;
+        self.released_sent
+            .retain(|(role, epoch)| releasing.get(role) == Some(epoch));
         for (role, epoch) in &self.releasing {
             let running = self.roles.get(role).is_some_and(|p| p.pgid.is_some());
-            if !running && self.released_sent.insert((role.clone(), *epoch)) {
+            if !running && (self.released_sent.insert((role.clone(), *epoch)) || resend) {
                 self.outbox.push(pb::AgentMessage {
                     msg: Some(Out::Released(pb::Released {
                         role: role.clone(),
                         epoch: *epoch,
                     })),
                 });
+            }
+        }
+        if resend {
+            for (role, p) in &self.roles {
+                if let Phase::Failed { reason } = &p.phase
+                    && self.desired.get(role).is_some_and(|a| a.epoch == p.epoch)
+                {
+                    self.outbox.push(role_failed(role, p.epoch, reason.clone()));
+                }
             }
         }
         if !valid {
@@ -822,27 +848,23 @@ impl Agent {
         let Some(command) = self.config.runs.get(&a.kind).cloned() else {
             // Placement only sends kinds we advertise; a mismatch means the config
             // changed under a running session. Report, do not run.
+            let reason = format!(
+                "server {} has no command for kind {}",
+                self.config.server, a.kind
+            );
+            self.outbox
+                .push(role_failed(&a.role, a.epoch, reason.clone()));
             self.roles.insert(
                 a.role.clone(),
                 RoleProc {
                     epoch: a.epoch,
                     pgid: None,
-                    phase: Phase::Failed,
+                    phase: Phase::Failed { reason },
                     crashes: VecDeque::new(),
                     fence: None,
                     cgroup: None,
                 },
             );
-            self.outbox.push(pb::AgentMessage {
-                msg: Some(Out::RoleFailed(pb::RoleFailed {
-                    role: a.role,
-                    epoch: a.epoch,
-                    reason: format!(
-                        "server {} has no command for kind {}",
-                        self.config.server, a.kind
-                    ),
-                })),
-            });
             return;
         };
         let env = RoleEnv {
@@ -971,6 +993,88 @@ mod tests {
         pb::DirectoryMessage {
             msg: Some(In::RenewAck(pb::RenewAck { seq, lease_ms })),
         }
+    }
+
+    fn releasing(revision: u64, roles: &[(&str, u64)]) -> pb::DirectoryMessage {
+        pb::DirectoryMessage {
+            msg: Some(In::Assignments(pb::AssignmentSet {
+                revision,
+                assignments: vec![],
+                releasing: roles
+                    .iter()
+                    .map(|(r, e)| pb::Assignment {
+                        role: r.to_string(),
+                        epoch: *e,
+                        kind: "k".into(),
+                        database: None,
+                    })
+                    .collect(),
+                lease_ms: 0,
+            })),
+        }
+    }
+
+    /// What one step sends: (kind, role, epoch).
+    fn step(a: &mut Agent) -> Vec<(&'static str, String, u64)> {
+        let (tx, _rx) = mpsc::channel(1);
+        a.reconcile(&tx);
+        a.outbox
+            .drain(..)
+            .filter_map(|m| match m.msg {
+                Some(Out::Released(r)) => Some(("released", r.role, r.epoch)),
+                Some(Out::RoleFailed(f)) => Some(("failed", f.role, f.epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_release_is_reported_again_after_each_ack_until_the_directory_commits_it() {
+        let mut a = agent();
+        a.on_message(releasing(5, &[("r1", 3)]));
+        let once = vec![("released", "r1".to_string(), 3)];
+        assert_eq!(step(&mut a), once);
+        assert_eq!(step(&mut a), vec![], "not again without an ack");
+        // The report was lost (an election): the next ack's set still lists it.
+        let seq = a.next_renewal();
+        a.on_message(ack(seq, 3_000));
+        assert_eq!(step(&mut a), once);
+        // A new session reports it too.
+        a.on_session_open();
+        assert_eq!(step(&mut a), once);
+        // Committed: the set ahead of the next ack no longer lists it.
+        a.on_message(releasing(6, &[]));
+        let seq = a.next_renewal();
+        a.on_message(ack(seq, 3_000));
+        assert_eq!(step(&mut a), vec![]);
+    }
+
+    #[test]
+    fn a_failed_role_is_reported_again_until_the_directory_moves_it() {
+        let mut a = agent();
+        a.on_message(set(5, &[("r1", 4)]));
+        a.roles.insert(
+            "r1".into(),
+            RoleProc {
+                epoch: 4,
+                pgid: None,
+                phase: Phase::Failed {
+                    reason: "exited 3 times".into(),
+                },
+                crashes: VecDeque::new(),
+                fence: None,
+                cgroup: None,
+            },
+        );
+        let seq = a.next_renewal();
+        a.on_message(ack(seq, 3_000));
+        assert_eq!(step(&mut a), vec![("failed", "r1".to_string(), 4)]);
+        assert_eq!(step(&mut a), vec![], "not again without an ack");
+        // Moved away (quarantined): no more reports.
+        a.on_message(set(6, &[]));
+        let seq = a.next_renewal();
+        a.on_message(ack(seq, 3_000));
+        assert_eq!(step(&mut a), vec![]);
     }
 
     #[test]
