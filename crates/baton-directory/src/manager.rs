@@ -613,10 +613,22 @@ impl Manager {
             .copied()
             .filter(|v| *v != target && *v != node.id)
             .collect();
+        // Everything below is undone on every path: at the end, on an error, and when
+        // this handler is dropped midway (its caller gave up). And each switch has a
+        // bound of its own, so even a crash of this node leaves nothing off for long.
+        let bound = Duration::from_millis(node.config.election_timeout_max_ms * 4 + 5_000);
+        let _undo = TransferGuard {
+            node,
+            peers: voters
+                .iter()
+                .filter(|v| **v != node.id)
+                .filter_map(|v| node.channel(&members[v]).ok())
+                .collect(),
+        };
         // Pause writes: replicated entries would keep refreshing the followers' leader
         // lease (so they refuse the target's vote) and could leave the target's log
         // behind theirs. Clients see UNAVAILABLE and retry; it lasts about a second.
-        node.pause_writes(true);
+        node.pause_writes(Some(bound));
         let caught_up = node
             .raft
             .wait(Some(Duration::from_secs(2)))
@@ -632,32 +644,25 @@ impl Manager {
             .await
             .is_ok();
         if !caught_up {
-            node.pause_writes(false);
             return Err(error::unavailable(format!(
                 "node {target} has not caught up with the leader's log; try again"
             )));
         }
         for o in &others {
-            let _ = control(node, &members[o], Some(false), None, false).await;
+            let _ = control(node, &members[o], Some(false), None, false, bound).await;
         }
-        node.raft.runtime_config().heartbeat(false);
+        node.switch_timers(None, Some(false), bound);
         // The followers refuse votes while their leader lease (the maximum election
         // timeout since they last heard from the leader) runs: let it run out.
         let wait = Duration::from_millis(node.config.election_timeout_max_ms + 100);
         tokio::time::sleep(wait).await;
-        let elect = control(node, &members[&target], None, None, true).await;
+        let elect = control(node, &members[&target], None, None, true, bound).await;
         let won = node
             .raft
             .wait(Some(Duration::from_secs(5)))
             .metrics(|m| m.current_leader == Some(target), "transfer")
             .await
             .is_ok();
-        node.pause_writes(false);
-        node.raft.runtime_config().heartbeat(true);
-        node.raft.runtime_config().elect(true);
-        for o in voters.iter().filter(|v| **v != node.id) {
-            let _ = control(node, &members[o], Some(true), Some(true), false).await;
-        }
         match (elect, won) {
             (_, true) => Ok(format!("node {target} now leads")),
             (Err(e), false) => Err(error::unavailable(format!(
@@ -690,15 +695,45 @@ async fn control(
     elect: Option<bool>,
     heartbeat: Option<bool>,
     trigger_elect: bool,
+    off_for: Duration,
 ) -> Result<(), Status> {
     let mut c = RaftClient::new(node.channel(addr)?);
     let mut r = Request::new(pb::ControlRequest {
         elect,
         heartbeat,
         trigger_elect,
+        off_for_ms: off_for.as_millis() as u64,
     });
     r.set_timeout(PEER_TIMEOUT);
     c.control(r).await.map(|_| ())
+}
+
+/// Undoes a leadership transfer's switches when dropped, whichever way the transfer
+/// ends: writes resume, this node's timers come back on, and every other voter is told
+/// to turn its timers back on (in a task of its own, since a drop cannot wait).
+struct TransferGuard<'a> {
+    node: &'a Node,
+    peers: Vec<tonic::transport::Channel>,
+}
+
+impl Drop for TransferGuard<'_> {
+    fn drop(&mut self) {
+        self.node.pause_writes(None);
+        self.node
+            .switch_timers(Some(true), Some(true), Duration::ZERO);
+        for ch in self.peers.drain(..) {
+            tokio::spawn(async move {
+                let mut r = Request::new(pb::ControlRequest {
+                    elect: Some(true),
+                    heartbeat: Some(true),
+                    trigger_elect: false,
+                    off_for_ms: 0,
+                });
+                r.set_timeout(PEER_TIMEOUT);
+                let _ = RaftClient::new(ch).control(r).await;
+            });
+        }
+    }
 }
 
 /// The leader-only loop: declare expired servers down, and tick time-based placement.
@@ -715,7 +750,7 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
     // Cluster-wide settings travel in the log: propose ours if the state differs.
     let history_max = node.config.history_max;
     if node.read(|st| st.history_max != history_max as usize) {
-        match node.write(Command::Configure { history_max }, true).await {
+        match bounded_write(&node, Command::Configure { history_max }).await {
             Ok(r) => tracing::info!("{}", r.summary),
             Err(e) => tracing::warn!("setting the history size failed: {e}"),
         }
@@ -796,14 +831,13 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
         };
         if !expired.is_empty() {
             tracing::warn!(servers = ?expired, "leases expired: declaring servers down");
-            match node
-                .write(
-                    Command::ServersDown {
-                        servers: expired.clone(),
-                    },
-                    true,
-                )
-                .await
+            match bounded_write(
+                &node,
+                Command::ServersDown {
+                    servers: expired.clone(),
+                },
+            )
+            .await
             {
                 Ok(reply) => {
                     let mut l = m.liveness.lock().expect("liveness lock");
@@ -827,11 +861,25 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
             && now_wall.saturating_sub(last_tick_ms) >= 200
         {
             last_tick_ms = now_wall;
-            if let Err(e) = node.write(Command::Tick, true).await {
+            if let Err(e) = bounded_write(&node, Command::Tick).await {
                 tracing::debug!("tick failed: {e}");
             }
         }
     }
+}
+
+/// A controller write, bounded by a lease: while a write hangs (the quorum is gone) the
+/// controller must get back to watching the quorum, so that it pauses its decisions and
+/// restarts every clock when the quorum returns, instead of declaring every server down.
+/// A write that times out may still commit later; every controller write is safe to
+/// repeat (a `ServersDown` of a server already down, a `Tick`, settings).
+async fn bounded_write(node: &Node, cmd: Command) -> Result<pb::WriteReply, Status> {
+    let limit = Duration::from_millis(node.manager.lease_ms());
+    tokio::time::timeout(limit, node.write(cmd, true))
+        .await
+        .map_err(|_| {
+            error::unavailable(format!("controller write not committed within {limit:?}"))
+        })?
 }
 
 /// With a preferred-leader order: when a node ranked above this leader has been healthy

@@ -66,9 +66,15 @@ pub struct Node {
     channels: Mutex<HashMap<String, Channel>>,
     /// Test-only link cuts between nodes.
     pub faults: Faults,
-    /// Set during a controlled leadership transfer: writes are refused (UNAVAILABLE,
-    /// clients retry) so the followers' logs and leader leases hold still.
-    writes_paused: std::sync::atomic::AtomicBool,
+    /// Until when (ms on `origin`) writes are refused (UNAVAILABLE, clients retry)
+    /// during a controlled leadership transfer, so the followers' logs and leader leases
+    /// hold still. A deadline rather than a flag: the pause always ends.
+    writes_paused_until_ms: std::sync::atomic::AtomicU64,
+    /// Origin of `writes_paused_until_ms`.
+    origin: std::time::Instant,
+    /// Bumped by every change of the Raft timer switches: a scheduled "turn back on"
+    /// applies only if nothing changed the switches since.
+    switch_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch, stamped on every proposed entry.
@@ -135,7 +141,9 @@ impl Node {
             sessions: AtomicU64::new(0),
             channels: Mutex::new(HashMap::new()),
             faults,
-            writes_paused: std::sync::atomic::AtomicBool::new(false),
+            writes_paused_until_ms: std::sync::atomic::AtomicU64::new(0),
+            origin: std::time::Instant::now(),
+            switch_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }))
     }
 
@@ -239,9 +247,46 @@ impl Node {
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
-    /// Refuse writes (UNAVAILABLE) while `paused`: a controlled leadership transfer.
-    pub fn pause_writes(&self, paused: bool) {
-        self.writes_paused.store(paused, Ordering::SeqCst);
+    /// Refuse writes (UNAVAILABLE) for at most `limit` (a controlled leadership
+    /// transfer); `None` resumes them. The pause ends by itself at the limit, so no
+    /// path that forgets to resume (a cancelled handler) can leave writes paused.
+    pub fn pause_writes(&self, limit: Option<Duration>) {
+        let until = limit.map_or(0, |d| self.mono_ms() + d.as_millis() as u64);
+        self.writes_paused_until_ms.store(until, Ordering::SeqCst);
+    }
+
+    /// Turn this node's election timer and heartbeats on or off. What is turned off
+    /// comes back on by itself after `off_for` unless the switches change again first.
+    pub fn switch_timers(&self, elect: Option<bool>, heartbeat: Option<bool>, off_for: Duration) {
+        let generation = self.switch_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(e) = elect {
+            self.raft.runtime_config().elect(e);
+        }
+        if let Some(h) = heartbeat {
+            self.raft.runtime_config().heartbeat(h);
+        }
+        if elect == Some(false) || heartbeat == Some(false) {
+            let raft = self.raft.clone();
+            let current = self.switch_generation.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(off_for).await;
+                if current.load(Ordering::SeqCst) == generation {
+                    tracing::warn!(
+                        "timer switches still off after {off_for:?}: turning them back on"
+                    );
+                    raft.runtime_config().elect(true);
+                    raft.runtime_config().heartbeat(true);
+                }
+            });
+        }
+    }
+
+    fn writes_paused(&self) -> bool {
+        self.mono_ms() < self.writes_paused_until_ms.load(Ordering::SeqCst)
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
     }
 
     /// Propose one command. On a follower the command is forwarded to the leader once
@@ -275,7 +320,7 @@ impl Node {
     }
 
     async fn write_entry(&self, cmd: Command, forwarded: bool) -> Result<WriteReply, Status> {
-        if self.writes_paused.load(Ordering::SeqCst) {
+        if self.writes_paused() {
             return Err(error::unavailable(
                 "leadership is being transferred; retry in a moment",
             ));

@@ -114,12 +114,11 @@ impl RaftRpc for RaftService {
         req: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::ControlReply>, Status> {
         let c = req.into_inner();
-        if let Some(e) = c.elect {
-            self.node.raft.runtime_config().elect(e);
-        }
-        if let Some(h) = c.heartbeat {
-            self.node.raft.runtime_config().heartbeat(h);
-        }
+        let off_for = match c.off_for_ms {
+            0 => std::time::Duration::from_secs(5),
+            ms => std::time::Duration::from_millis(ms.min(60_000)),
+        };
+        self.node.switch_timers(c.elect, c.heartbeat, off_for);
         if c.trigger_elect {
             self.node
                 .raft

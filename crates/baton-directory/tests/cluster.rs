@@ -895,3 +895,60 @@ async fn internal_writes_are_validated_and_bounded_before_the_log() {
     assert!(node.is_leader());
     c.shutdown().await;
 }
+
+/// A leadership transfer whose caller gives up midway (its handler is dropped while the
+/// followers' elections and the leader's heartbeats are off and writes are paused)
+/// leaves nothing off: writes resume at once, and the followers can elect a new leader
+/// when the leader is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abandoned_leader_transfer_leaves_writes_and_elections_on() {
+    use baton_proto::v1::directory_client::DirectoryClient;
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let target = others(leader)[0];
+    let mut client = DirectoryClient::connect(format!("http://{}", c.addrs[&leader]))
+        .await
+        .unwrap();
+    // The transfer first waits out the followers' leader lease (the maximum election
+    // timeout): 300 ms in, everything is switched off.
+    let mut r = tonic::Request::new(pb::TransferLeaderRequest { id: target });
+    r.set_timeout(Duration::from_millis(300));
+    let gave_up = client.transfer_leader(r).await;
+    assert!(
+        gave_up.is_err(),
+        "the transfer answered in 300 ms: {gave_up:?}"
+    );
+    // Writes resume well before the pause's own bound (several seconds).
+    let t = Instant::now();
+    let node = &c.nodes[&leader].node;
+    let resumed = loop {
+        match node
+            .write(
+                baton_core::Command::AddServer {
+                    name: "after-transfer".into(),
+                    main: false,
+                    kinds: vec![],
+                },
+                false,
+            )
+            .await
+        {
+            Ok(_) => break true,
+            Err(e) if t.elapsed() < Duration::from_secs(3) => {
+                tracing::debug!("write refused: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        resumed,
+        "writes still paused 3 s after the transfer was abandoned"
+    );
+    // Elections are back on at the followers: cut the leader off, and they elect.
+    c.faults.isolate(leader, &others(leader));
+    let new = c.wait_leader(&others(leader), Duration::from_secs(5)).await;
+    assert_ne!(new, leader);
+    c.faults.heal();
+    c.shutdown().await;
+}
