@@ -480,6 +480,8 @@ pub struct ClusterOpts {
     pub role_cooldown: Option<Duration>,
     /// Any other flags for every node.
     pub extra: Vec<String>,
+    /// Flags for one node only, by id (after the others, so they win).
+    pub per_node: std::collections::BTreeMap<u64, Vec<String>>,
 }
 
 impl ClusterOpts {
@@ -534,6 +536,7 @@ impl DirNode {
             args.extend(["--role-cooldown".into(), dur_arg(c)]);
         }
         args.extend(opts.extra.iter().cloned());
+        args.extend(opts.per_node.get(&id).into_iter().flatten().cloned());
         let proc = Proc::spawn(
             &format!("node {id}"),
             args,

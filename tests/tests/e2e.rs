@@ -6,6 +6,7 @@
 //!   no role, membership changes, preferred leader, sessions spread over the nodes);
 //! - `instance`: one agent instance per server name (a second one is refused; a restart
 //!   takes the name over without a failover);
+//! - `lease`: one lease for the cluster (different node flags; a shortening is safe);
 //! - `reports`: releases reported again until committed (a leader transfer, an election);
 //! - `stop`: a role is stopped only when no process of it is left (workers that ignore
 //!   SIGTERM, through a drain, a kill -9 of the agent and a frozen agent).
@@ -21,6 +22,8 @@ mod durability;
 mod failover;
 #[path = "e2e/instance.rs"]
 mod instance;
+#[path = "e2e/lease.rs"]
+mod lease;
 #[path = "e2e/manager.rs"]
 mod manager;
 #[path = "e2e/reports.rs"]

@@ -214,6 +214,17 @@ pub enum ClusterCmd {
         #[arg(value_name = "ID")]
         id: u64,
     },
+    /// Change cluster-wide settings: the lease agents renew and fence on, and the grace
+    /// added before a failover. A shorter lease applies to failovers only once every
+    /// agent has renewed under it.
+    Set {
+        /// The new lease (at least 500ms, at most 1h).
+        #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+        lease: Duration,
+        /// The grace (default: the smallest safe value for the lease, at least 50ms).
+        #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+        grace: Option<Duration>,
+    },
 }
 
 /// `baton events`: the assignment history.

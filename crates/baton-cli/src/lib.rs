@@ -339,6 +339,22 @@ async fn cluster(client: &Client, output: Output, cmd: ClusterCmd) -> Result<()>
         ClusterCmd::AddNode { id, addr } => client.add_node(id, &addr).await?,
         ClusterCmd::RemoveNode { id } => client.remove_node(id).await?,
         ClusterCmd::TransferLeader { id } => client.transfer_leader(id).await?,
+        ClusterCmd::Set { lease, grace } => {
+            let cmd = v1::Command {
+                command: Some(v1::command::Command::SetLease(v1::SetLease {
+                    lease_ms: lease.as_millis() as u64,
+                    grace_ms: grace.map_or(0, |g| g.as_millis() as u64),
+                })),
+            };
+            let r = client.apply(cmd).await?;
+            return print_write(
+                output,
+                render::WriteView {
+                    revision: Some(r.revision),
+                    summary: r.summary,
+                },
+            );
+        }
     };
     print_write(
         output,

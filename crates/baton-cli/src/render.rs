@@ -117,6 +117,12 @@ pub struct ClusterView {
     pub term: u64,
     /// Every node of the membership.
     pub nodes: Vec<NodeView>,
+    /// The cluster's lease and grace (ms).
+    pub lease_ms: u64,
+    pub grace_ms: u64,
+    /// The lease failovers wait now: longer than `lease_ms` for a while after a
+    /// shortening, until every agent has renewed under the new lease.
+    pub expiry_lease_ms: u64,
 }
 
 /// One directory node in `cluster status`.
@@ -145,6 +151,9 @@ impl From<&v1::ClusterStatusReply> for ClusterView {
         ClusterView {
             leader: c.leader,
             term: c.term,
+            lease_ms: c.lease_ms,
+            grace_ms: c.grace_ms,
+            expiry_lease_ms: c.expiry_lease_ms,
             nodes: c
                 .nodes
                 .iter()
@@ -439,7 +448,20 @@ pub fn cluster_text(c: &v1::ClusterStatusReply) -> String {
         .leader
         .map(|l| l.to_string())
         .unwrap_or_else(|| "none".to_string());
-    let mut out = format!("leader: {leader}  term: {}\n", c.term);
+    let mut out = format!("leader: {leader}  term: {}", c.term);
+    if c.lease_ms > 0 {
+        out.push_str(&format!(
+            "  lease: {} ms  grace: {} ms",
+            c.lease_ms, c.grace_ms
+        ));
+        if c.expiry_lease_ms > c.lease_ms {
+            out.push_str(&format!(
+                " (failovers wait {} ms until every agent renewed)",
+                c.expiry_lease_ms
+            ));
+        }
+    }
+    out.push('\n');
     let mut t = Table::new(&[
         "ID",
         "ADDRESS",

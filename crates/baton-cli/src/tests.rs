@@ -453,6 +453,9 @@ fn cluster_status() -> v1::ClusterStatusReply {
     v1::ClusterStatusReply {
         leader: Some(1),
         term: 3,
+        lease_ms: 0,
+        grace_ms: 0,
+        expiry_lease_ms: 0,
         nodes: vec![
             v1::NodeStatus {
                 id: 1,
@@ -482,7 +485,17 @@ fn cluster_status() -> v1::ClusterStatusReply {
 fn cluster_json_has_the_contract_keys() {
     let v: serde_json::Value =
         serde_json::from_str(&render::json(&render::ClusterView::from(&cluster_status()))).unwrap();
-    assert_eq!(keys(&v), sorted(&["leader", "term", "nodes"]));
+    assert_eq!(
+        keys(&v),
+        sorted(&[
+            "leader",
+            "term",
+            "nodes",
+            "lease_ms",
+            "grace_ms",
+            "expiry_lease_ms"
+        ])
+    );
     assert_eq!(v["leader"], 1);
     assert_eq!(v["term"], 3);
     let node = &v["nodes"][0];

@@ -131,6 +131,18 @@ pub enum Command {
     Configure {
         history_max: u32,
     },
+    /// The cluster's lease and grace (an administrator's `cluster set`, or the first
+    /// leader seeding its configured values into a new cluster).
+    SetLease {
+        lease_ms: u64,
+        grace_ms: u64,
+    },
+    /// The leader saw no acknowledgement of the previous, longer lease can still be
+    /// valid: failovers may now wait only the current lease. Applies only if the expiry
+    /// lease is still `expiry_lease_ms` (a later change keeps its own).
+    SettleLease {
+        expiry_lease_ms: u64,
+    },
 }
 
 impl Command {
@@ -154,6 +166,8 @@ impl Command {
             Command::RoleFailed { .. } => "role_failed",
             Command::Tick => "tick",
             Command::Configure { .. } => "configure",
+            Command::SetLease { .. } => "set_lease",
+            Command::SettleLease { .. } => "settle_lease",
         }
     }
 }
@@ -255,6 +269,21 @@ impl Command {
                     )));
                 }
             }
+            Command::SetLease { lease_ms, grace_ms } => {
+                if !crate::LEASE_MS_RANGE.contains(lease_ms) {
+                    return Err(Refusal::invalid(format!(
+                        "lease {lease_ms} ms is outside {}..={} ms",
+                        crate::LEASE_MS_RANGE.start(),
+                        crate::LEASE_MS_RANGE.end()
+                    )));
+                }
+                if *grace_ms == 0 || grace_ms > lease_ms {
+                    return Err(Refusal::invalid(format!(
+                        "grace {grace_ms} ms must be more than 0 and at most the lease ({lease_ms} ms)"
+                    )));
+                }
+            }
+            Command::SettleLease { .. } => {}
             // Agent and controller commands: the names and text come from an agent's
             // session, so they get the same checks as an operator's.
             Command::ServersDown { servers } => {

@@ -81,6 +81,10 @@ pub const OBJECTS_MAX: usize = 100_000;
 pub const HISTORY_MAX_DEFAULT: usize = 1_000;
 /// Bounds of a configured history size.
 pub const HISTORY_MAX_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
+
+/// Leases the cluster accepts: long enough for an election to fit inside (with room),
+/// short enough that a failover still happens within the hour. Agents refuse any other.
+pub const LEASE_MS_RANGE: std::ops::RangeInclusive<u64> = 500..=3_600_000;
 /// Most servers one [`Command::ServersDown`] may declare down. With names of at most
 /// [`NAME_MAX_BYTES`] this keeps the entry near a megabyte, far below what the log
 /// accepts; the directory splits a longer declaration into several entries.

@@ -31,7 +31,9 @@ impl State {
             Command::DeleteRole { .. }
             | Command::AddServer { .. }
             | Command::RemoveServer { .. }
-            | Command::Configure { .. } => {
+            | Command::Configure { .. }
+            | Command::SetLease { .. }
+            | Command::SettleLease { .. } => {
                 return;
             }
             Command::DrainServer { name } | Command::ResumeServer { name } => vec![name],

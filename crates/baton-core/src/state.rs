@@ -175,6 +175,19 @@ pub struct State {
     /// that need a time but are not placement (an operator move to a quarantined server).
     #[serde(default)]
     pub now_ms: u64,
+    /// The cluster's lease, as agents are told it (0: not set yet; nodes then use their
+    /// configured value). One value for the whole cluster, so no node acknowledges a
+    /// renewal for longer than the leader waits before failing the server over.
+    #[serde(default)]
+    pub lease_ms: u64,
+    /// The grace the leader adds to the lease before declaring a server down.
+    #[serde(default)]
+    pub grace_ms: u64,
+    /// The lease the leader's expiry decisions use: at least `lease_ms`, and still the
+    /// previous, longer lease after a shortening, until no agent can hold an
+    /// acknowledgement of it any more (the leader then proposes `SettleLease`).
+    #[serde(default)]
+    pub expiry_lease_ms: u64,
 }
 
 impl Default for State {
@@ -189,6 +202,9 @@ impl Default for State {
             history_max: HISTORY_MAX_DEFAULT,
             trimmed: Trimmed::Nothing,
             now_ms: 0,
+            lease_ms: 0,
+            grace_ms: 0,
+            expiry_lease_ms: 0,
         }
     }
 }
@@ -555,6 +571,8 @@ impl State {
             Command::ServersDown { .. }
             | Command::Released { .. }
             | Command::RoleFailed { .. }
+            | Command::SetLease { .. }
+            | Command::SettleLease { .. }
             | Command::Tick => {}
             Command::Configure { history_max } => {
                 if !crate::HISTORY_MAX_RANGE.contains(history_max) {
@@ -944,6 +962,31 @@ impl State {
                 self.history_max = *history_max as usize;
                 self.trim_history();
                 format!("history size set to {history_max}")
+            }
+            Command::SetLease { lease_ms, grace_ms } => {
+                // A longer lease applies to expiry at once (expiring later is always
+                // safe); a shorter one only once every acknowledgement of the longer
+                // lease has run out (see `expiry_lease_ms`).
+                let previous = self.lease_ms.max(self.expiry_lease_ms);
+                self.lease_ms = *lease_ms;
+                self.grace_ms = *grace_ms;
+                self.expiry_lease_ms = (*lease_ms).max(previous);
+                if self.expiry_lease_ms > *lease_ms {
+                    format!(
+                        "lease set to {lease_ms} ms, grace {grace_ms} ms; failovers keep waiting the previous {} ms until every agent has renewed under the new lease",
+                        self.expiry_lease_ms
+                    )
+                } else {
+                    format!("lease set to {lease_ms} ms, grace {grace_ms} ms")
+                }
+            }
+            Command::SettleLease { expiry_lease_ms } => {
+                if self.expiry_lease_ms == *expiry_lease_ms {
+                    self.expiry_lease_ms = self.lease_ms;
+                    format!("failovers now wait the lease of {} ms", self.lease_ms)
+                } else {
+                    format!("lease already settled at {} ms", self.expiry_lease_ms)
+                }
             }
         };
         Outcome { summary }

@@ -1071,7 +1071,9 @@ fn effects(
         Command::Released { .. }
         | Command::RoleFailed { .. }
         | Command::Tick
-        | Command::Configure { .. } => {}
+        | Command::Configure { .. }
+        | Command::SetLease { .. }
+        | Command::SettleLease { .. } => {}
     }
     Ok(())
 }

@@ -962,3 +962,41 @@ fn a_second_agent_instance_cannot_take_a_held_server_name() {
     d.refuse(register_as("a", "i\u{1b}[2J", None));
     d.refuse(register_as("a", &"x".repeat(65), None));
 }
+
+/// The cluster's lease: bounds, and a shortening that failovers honour only once settled.
+#[test]
+fn a_shorter_lease_applies_to_failovers_only_once_settled() {
+    let set = |lease_ms, grace_ms| Command::SetLease { lease_ms, grace_ms };
+    let mut d = Dir::new();
+    d.refuse_with(
+        set(100, 50),
+        InvalidArgument,
+        "lease 100 ms is outside 500..=3600000 ms",
+    );
+    d.refuse_with(
+        set(3_000, 0),
+        InvalidArgument,
+        "grace 0 ms must be more than 0 and at most the lease (3000 ms)",
+    );
+    d.refuse(set(3_000, 4_000));
+    d.ok(set(3_000, 50));
+    assert_eq!(
+        (d.state.lease_ms, d.state.grace_ms, d.state.expiry_lease_ms),
+        (3_000, 50, 3_000)
+    );
+    // Shorter: agents are told 1 s at once, failovers keep waiting 3 s.
+    d.ok(set(1_000, 50));
+    assert_eq!((d.state.lease_ms, d.state.expiry_lease_ms), (1_000, 3_000));
+    // A settle of another value changes nothing; of the pending one, settles it.
+    d.ok(Command::SettleLease {
+        expiry_lease_ms: 2_000,
+    });
+    assert_eq!(d.state.expiry_lease_ms, 3_000);
+    d.ok(Command::SettleLease {
+        expiry_lease_ms: 3_000,
+    });
+    assert_eq!(d.state.expiry_lease_ms, 1_000);
+    // Longer: applies to failovers at once.
+    d.ok(set(5_000, 60));
+    assert_eq!((d.state.lease_ms, d.state.expiry_lease_ms), (5_000, 5_000));
+}

@@ -58,6 +58,11 @@ pub fn command_from_proto(cmd: pb::Command) -> Result<Command, Status> {
             role: m.role,
             server: m.server,
         },
+        // The grace default needs the node's clock-rate bound: filled in by the service.
+        C::SetLease(m) => Command::SetLease {
+            lease_ms: m.lease_ms,
+            grace_ms: m.grace_ms,
+        },
     })
 }
 

@@ -112,8 +112,6 @@ pub struct Manager {
     /// Origin of the monotonic milliseconds used in the liveness table.
     origin: Instant,
     liveness: Mutex<Liveness>,
-    lease_ms: u64,
-    grace_ms: u64,
     role_cooldown_ms: u64,
     /// Flipped once to stop every background task of the node.
     shutdown: watch::Sender<bool>,
@@ -137,8 +135,6 @@ impl Manager {
                 claims: BTreeMap::new(),
                 superseded: BTreeMap::new(),
             }),
-            lease_ms: config.lease_ms,
-            grace_ms: config.grace_ms,
             role_cooldown_ms: config.role_cooldown_ms,
             shutdown: watch::channel(false).0,
             membership: tokio::sync::Mutex::new(()),
@@ -151,10 +147,6 @@ impl Manager {
     #[cfg(feature = "planted-bugs")]
     pub fn plant(&mut self, planted: crate::env::Planted) {
         self.planted = planted;
-    }
-
-    pub fn lease_ms(&self) -> u64 {
-        self.lease_ms
     }
 
     pub fn role_cooldown_ms(&self) -> u64 {
@@ -333,6 +325,7 @@ impl Manager {
                 holder_since_ms: since,
             }
         };
+        let lease = node.lease();
         let quorum_fresh = node
             .raft
             .metrics()
@@ -359,7 +352,7 @@ impl Manager {
                         holder_renewals_at_first: count,
                     });
                     if c.instance != req.instance {
-                        if now.saturating_sub(c.last_ms) < self.lease_ms / 2 {
+                        if now.saturating_sub(c.last_ms) < lease.lease_ms / 2 {
                             let other = c.instance.clone();
                             return Ok(pb::ClaimReply {
                                 outcome: "held".into(),
@@ -386,7 +379,7 @@ impl Manager {
                         l.claims.remove(&req.server);
                         ClaimDecision::Held
                     } else if quorum_fresh
-                        && now.saturating_sub(seen) >= self.lease_ms + self.grace_ms
+                        && now.saturating_sub(seen) >= lease.expiry_lease_ms + lease.grace_ms
                     {
                         // Decided under the lock: from here on the holder's renewals
                         // are refused, so none can extend the lease being revoked.
@@ -414,7 +407,7 @@ impl Manager {
                     replaces: Some(old.clone()),
                 };
                 let r = tokio::time::timeout(
-                    Duration::from_millis(self.lease_ms),
+                    Duration::from_millis(lease.lease_ms),
                     node.write(cmd, true),
                 )
                 .await
@@ -740,7 +733,7 @@ impl Drop for TransferGuard<'_> {
 async fn controller_loop(node: Arc<Node>, term: u64) {
     let m = &node.manager;
     // Check often enough that detection adds at most a few percent of the lease.
-    let period = Duration::from_millis((m.lease_ms / 50).clamp(10, 100));
+    let period = Duration::from_millis((node.lease().lease_ms / 50).clamp(10, 100));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick_ms = 0u64;
@@ -755,8 +748,13 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
             Err(e) => tracing::warn!("setting the history size failed: {e}"),
         }
     }
+    seed_lease(&node).await;
+    // A shortened lease waiting to settle: (the expiry lease it waits for, since when
+    // this leader has seen it pending, ms on the manager's clock).
+    let mut settling: Option<(u64, u64)> = None;
     loop {
         ticker.tick().await;
+        settle_lease(&node, &mut settling).await;
         let since_quorum_ack = {
             let metrics = node.raft.metrics();
             let metrics = metrics.borrow();
@@ -784,6 +782,7 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
             m.restart_clocks(term);
             tracing::info!(term, "quorum regained: liveness clocks restarted");
         }
+        let lease = node.lease();
         // 1. Expired leases, decided and marked under the liveness lock.
         let expired: Vec<String> = {
             let now = m.mono_ms();
@@ -797,14 +796,14 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
                     &l.last_seen_ms,
                     l.leader_since_ms,
                     now,
-                    m.lease_ms,
-                    m.grace_ms,
+                    lease.expiry_lease_ms,
+                    lease.grace_ms,
                 )
             });
             let fresh: Vec<String> = expired
                 .into_iter()
                 .filter(|s| !l.declared_down.contains_key(s))
-                .filter(|s| !Manager::claim_pending(&l, s, now, m.lease_ms))
+                .filter(|s| !Manager::claim_pending(&l, s, now, lease.lease_ms))
                 .collect();
             for s in &fresh {
                 l.declared_down.insert(s.clone(), 0);
@@ -868,13 +867,70 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
     }
 }
 
+/// A new cluster takes the lease and grace of its first leader's configuration. After
+/// that the cluster's values rule: a node configured otherwise says so and follows them
+/// (`baton cluster set` changes them).
+async fn seed_lease(node: &Node) {
+    let (lease_ms, grace_ms) = node.read(|st| (st.lease_ms, st.grace_ms));
+    let (want_lease, want_grace) = (node.config.lease_ms, node.config.grace_ms);
+    if lease_ms == 0 {
+        let cmd = Command::SetLease {
+            lease_ms: want_lease,
+            grace_ms: want_grace,
+        };
+        match bounded_write(node, cmd).await {
+            Ok(r) => tracing::info!("new cluster: {}", r.summary),
+            Err(e) => tracing::warn!("seeding the cluster's lease failed: {e}"),
+        }
+    } else if (lease_ms, grace_ms) != (want_lease, want_grace) {
+        tracing::warn!(
+            cluster_lease_ms = lease_ms,
+            cluster_grace_ms = grace_ms,
+            configured_lease_ms = want_lease,
+            configured_grace_ms = want_grace,
+            "this node's --lease/--grace differ from the cluster's, which apply (they only seed a new cluster; change them with `baton cluster set`)"
+        );
+    }
+}
+
+/// After a shortening, failovers keep waiting the previous lease until no agent can
+/// hold an acknowledgement of it: this leader waits that lease, plus the grace, plus one
+/// lease more for renewals whose confirmation round began before the change committed
+/// (they may still be acknowledged with the previous lease), counted from when it first
+/// saw the change pending; then it settles the lease. A new leader starts counting anew.
+async fn settle_lease(node: &Node, settling: &mut Option<(u64, u64)>) {
+    let lease = node.lease();
+    if lease.expiry_lease_ms <= lease.lease_ms {
+        *settling = None;
+        return;
+    }
+    let now = node.manager.mono_ms();
+    let since = match *settling {
+        Some((expiry, since)) if expiry == lease.expiry_lease_ms => since,
+        _ => {
+            *settling = Some((lease.expiry_lease_ms, now));
+            now
+        }
+    };
+    let wait = lease.expiry_lease_ms + lease.grace_ms + lease.lease_ms;
+    if now.saturating_sub(since) >= wait {
+        let cmd = Command::SettleLease {
+            expiry_lease_ms: lease.expiry_lease_ms,
+        };
+        match bounded_write(node, cmd).await {
+            Ok(r) => tracing::info!("{}", r.summary),
+            Err(e) => tracing::debug!("settling the lease failed: {e}"),
+        }
+    }
+}
+
 /// A controller write, bounded by a lease: while a write hangs (the quorum is gone) the
 /// controller must get back to watching the quorum, so that it pauses its decisions and
 /// restarts every clock when the quorum returns, instead of declaring every server down.
 /// A write that times out may still commit later; every controller write is safe to
 /// repeat (a `ServersDown` of a server already down, a `Tick`, settings).
 async fn bounded_write(node: &Node, cmd: Command) -> Result<pb::WriteReply, Status> {
-    let limit = Duration::from_millis(node.manager.lease_ms());
+    let limit = Duration::from_millis(node.lease().lease_ms);
     tokio::time::timeout(limit, node.write(cmd, true))
         .await
         .map_err(|_| {

@@ -77,6 +77,17 @@ pub struct Node {
     switch_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The cluster's lease settings in force on this node (see [`Node::lease`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// What agents are told: they renew and fence on it.
+    pub lease_ms: u64,
+    /// Added to the expiry lease before a server is declared down.
+    pub grace_ms: u64,
+    /// What expiry decisions wait: at least `lease_ms` (longer right after a shortening).
+    pub expiry_lease_ms: u64,
+}
+
 /// Wall-clock milliseconds since the Unix epoch, stamped on every proposed entry.
 pub fn wall_ms() -> u64 {
     crate::env::system_wall_ms()
@@ -428,7 +439,7 @@ impl Node {
         }
         let read_index = m.last_log_index.unwrap_or(0);
         let membership = m.membership_config.membership().clone();
-        let timeout = Duration::from_millis((self.config.lease_ms / 4).max(100));
+        let timeout = Duration::from_millis((self.lease().lease_ms / 4).max(100));
         let has_quorum = |granted: &BTreeSet<u64>| {
             membership.get_joint_config().iter().all(|config| {
                 config.iter().filter(|v| granted.contains(v)).count() * 2 > config.len()
@@ -494,6 +505,25 @@ impl Node {
     }
 
     /// Read the applied state.
+    /// The cluster's lease settings: from the replicated state once set, this node's
+    /// configured values before (a new cluster, until its first leader seeds them).
+    pub fn lease(&self) -> Lease {
+        let (lease_ms, grace_ms, expiry_lease_ms) =
+            self.read(|s| (s.lease_ms, s.grace_ms, s.expiry_lease_ms));
+        if lease_ms == 0 {
+            return Lease {
+                lease_ms: self.config.lease_ms,
+                grace_ms: self.config.grace_ms,
+                expiry_lease_ms: self.config.lease_ms,
+            };
+        }
+        Lease {
+            lease_ms,
+            grace_ms,
+            expiry_lease_ms: expiry_lease_ms.max(lease_ms),
+        }
+    }
+
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         let state = self.sm.state();
         let guard = state.read().expect("state lock");

@@ -96,7 +96,19 @@ impl DirectoryService {
 impl Directory for DirectoryService {
     async fn apply(&self, req: Request<pb::Command>) -> Result<Response<pb::WriteReply>, Status> {
         let fwd = is_forwarded(&req);
-        let cmd = command_from_proto(req.into_inner())?;
+        let mut cmd = command_from_proto(req.into_inner())?;
+        if let baton_core::Command::SetLease { lease_ms, grace_ms } = &mut cmd {
+            // The grace must cover clock-rate error over the lease (see the agent's
+            // fence derivation); 0 asks for the smallest safe value.
+            let min = baton_core::controller::min_grace_ms(*lease_ms, self.node.config.rho_ppm);
+            if *grace_ms == 0 {
+                *grace_ms = crate::config::default_grace_ms(*lease_ms, self.node.config.rho_ppm);
+            } else if *grace_ms < min {
+                return Err(crate::error::invalid(format!(
+                    "grace {grace_ms} ms is shorter than the clock-rate error over a {lease_ms} ms lease ({min} ms)"
+                )));
+            }
+        }
         // Malformed input is refused here, before it takes a log entry.
         cmd.validate().map_err(|r| refusal(&r))?;
         self.node.write(cmd, fwd).await.map(Response::new)
@@ -218,10 +230,14 @@ impl Directory for DirectoryService {
             }
         }
         if inner.local {
+            let lease = self.node.lease();
             return Ok(Response::new(pb::ClusterStatusReply {
                 leader: m.current_leader,
                 term: m.current_term,
                 nodes: vec![me],
+                lease_ms: lease.lease_ms,
+                grace_ms: lease.grace_ms,
+                expiry_lease_ms: lease.expiry_lease_ms,
             }));
         }
         let (members, voters) = self.node.members();
@@ -285,10 +301,14 @@ impl Directory for DirectoryService {
                 term = n.term;
             }
         }
+        let lease = self.node.lease();
         Ok(Response::new(pb::ClusterStatusReply {
             leader,
             term,
             nodes: nodes.into_values().collect(),
+            lease_ms: lease.lease_ms,
+            grace_ms: lease.grace_ms,
+            expiry_lease_ms: lease.expiry_lease_ms,
         }))
     }
 

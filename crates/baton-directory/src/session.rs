@@ -65,7 +65,7 @@ pub fn renewal_queue() -> (RenewalSender, mpsc::Receiver<PendingRenewal>) {
 
 /// Confirm queued renewals in batches until the queue closes.
 pub async fn run_batcher(node: Arc<Node>, mut rx: mpsc::Receiver<PendingRenewal>) {
-    let timeout = Duration::from_millis(node.manager.lease_ms() / 3);
+    let timeout = Duration::from_millis(node.lease().lease_ms / 3);
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < RENEWAL_BATCH_MAX {
@@ -178,7 +178,7 @@ async fn claim_name(
     instance: &baton_core::AgentInstance,
     tx: &Outbound,
 ) -> Result<(), Status> {
-    let lease_ms = node.manager.lease_ms();
+    let lease_ms = node.lease().lease_ms;
     let period = Duration::from_millis((lease_ms / 8).clamp(25, 500));
     // The holder is declared gone lease + grace after its last renewal; a few leases
     // more is the bound for everything else (an election meanwhile).
@@ -356,7 +356,7 @@ impl Sent {
                 revision,
                 assignments: set.0,
                 releasing: set.1,
-                lease_ms: node.manager.lease_ms(),
+                lease_ms: node.lease().lease_ms,
             })),
         };
         tx.send(Ok(msg))
@@ -374,7 +374,7 @@ async fn run_session(
     renewals: RenewalSender,
 ) -> Result<(), Status> {
     let server = hello.server.clone();
-    let lease = Duration::from_millis(node.manager.lease_ms());
+    let lease = Duration::from_millis(node.lease().lease_ms);
     // Invariant 5: never serve an agent a revision older than one it has seen.
     node.wait_applied(hello.min_revision, lease).await?;
     let register = Command::RegisterAgent {
@@ -497,7 +497,7 @@ async fn run_session(
                             let ack = pb::DirectoryMessage {
                                 msg: Some(Out::RenewAck(pb::RenewAck {
                                     seq,
-                                    lease_ms: node.manager.lease_ms(),
+                                    lease_ms: node.lease().lease_ms,
                                 })),
                             };
                             tx.send(Ok(ack)).await.map_err(|_| Status::cancelled("agent went away"))?;

@@ -539,6 +539,13 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
         Command::Configure {
             history_max: *baton_core::HISTORY_MAX_RANGE.end(),
         },
+        Command::SetLease {
+            lease_ms: *baton_core::LEASE_MS_RANGE.end(),
+            grace_ms: *baton_core::LEASE_MS_RANGE.end(),
+        },
+        Command::SettleLease {
+            expiry_lease_ms: big,
+        },
     ];
     let mut kinds = BTreeSet::new();
     let mut largest = 0;
@@ -550,7 +557,7 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
         let len = crate::check_entry_size(&baton_core::Entry { now_ms: big, cmd }).unwrap();
         largest = largest.max(len);
     }
-    assert_eq!(kinds.len(), 17, "one command of each kind: {kinds:?}");
+    assert_eq!(kinds.len(), 19, "one command of each kind: {kinds:?}");
     // ServersDown is the largest (10,000 names of 64 escaped bytes: about 1.3 MB).
     assert!(
         largest < crate::ENTRY_MAX_BYTES / 4,
@@ -596,7 +603,9 @@ fn every_kind(cmd: &Command) {
         | Command::Released { .. }
         | Command::RoleFailed { .. }
         | Command::Tick
-        | Command::Configure { .. } => {}
+        | Command::Configure { .. }
+        | Command::SetLease { .. }
+        | Command::SettleLease { .. } => {}
     }
 }
 
