@@ -39,6 +39,16 @@
 //! frozen writer block the new holder), and a stalled observer only delays lines, it
 //! does not lose them.
 //!
+//! ## Stubborn roles
+//!
+//! Every second role (r2, r4, r6) is of kind `stubborn`: its shell starts the writer in
+//! the background with `--ignore-term` (it ignores SIGTERM) and waits for it
+//! (`baton_tests::stubborn`). SIGTERM to the role ends the shell and leaves the writer,
+//! which only the wrapper's SIGKILL after the grace stops; so every fault that stops a
+//! role exercises "a role is stopped only when no process of it is left", and the
+//! overlap checks below catch a writer that outlives its role. The sampler finds these
+//! writers by the same command-line marker, and times how long each outlived its shell.
+//!
 //! ## The checks
 //!
 //! - single active, from the journal: no two instances (role, epoch, server, pid) of one
@@ -79,6 +89,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use baton_tests::stubborn::{self, StubbornStats};
 use baton_tests::tools::{Rng, parse_duration};
 use baton_tests::{CliOutput, journal, now_ns, run_baton, strip_ansi};
 use serde_json::{Value, json};
@@ -294,14 +305,21 @@ fn valid_prefix(p: &str) -> bool {
 // The role process
 // ---------------------------------------------------------------------------------------
 
-/// `chaos role-writer --socket PATH`: what every role runs. Sends one journal line every
-/// 20 ms until killed; it has no signal handler, so the wrapper's SIGTERM ends it at once.
+/// `chaos role-writer --socket PATH [--ignore-term]`: what every role runs. Sends one
+/// journal line every 20 ms until killed; it has no signal handler, so the wrapper's
+/// SIGTERM ends it at once, unless `--ignore-term` (a stubborn role's worker) makes it
+/// ignore SIGTERM, when only SIGKILL does.
 fn role_writer(args: &[String]) -> i32 {
     let mut socket = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--socket" {
             socket = it.next().cloned();
+        } else if a == stubborn::IGNORE_TERM_FLAG {
+            // SAFETY: plain syscall, before any other thread exists.
+            unsafe {
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            }
         }
     }
     let Some(socket) = socket else {
@@ -942,6 +960,12 @@ struct Tracked {
     /// Longest single frozen stretch seen.
     frozen_max_ns: u64,
     thawed_ns: Option<u64>,
+    /// A stubborn role's writer (ignores SIGTERM).
+    stubborn: bool,
+    /// Its parent when first seen, and when it was first seen with another one (its
+    /// shell died: SIGTERM reached the role and the writer ignored it).
+    ppid: u32,
+    orphaned_ns: Option<u64>,
 }
 
 #[derive(Default)]
@@ -962,6 +986,7 @@ struct SamplerOut {
     current: BTreeMap<String, Vec<(u32, u64, String, bool)>>,
     /// Every role process seen: pid -> (role, epoch, server, frozen_max_ns).
     seen: BTreeMap<u32, (String, u64, String, u64)>,
+    stubborn: StubbornStats,
 }
 
 struct Sampler {
@@ -999,6 +1024,8 @@ impl Sampler {
                 others.retain(|p, _| listed.contains(p));
                 let mut gone = Vec::new();
                 let mut states: HashMap<u32, char> = HashMap::new();
+                let mut ppids: HashMap<u32, u32> = HashMap::new();
+                let mut new_stubborn = 0;
                 for pid in pids {
                     let Some((state, start, comm, ppid)) = proc_stat_comm(pid) else {
                         continue;
@@ -1013,6 +1040,7 @@ impl Sampler {
                         && t.start == start
                     {
                         states.insert(pid, state);
+                        ppids.insert(pid, ppid);
                         continue;
                     }
                     // A new process: is it a role writer of this run?
@@ -1035,6 +1063,7 @@ impl Sampler {
                         }
                         continue;
                     }
+                    let stubborn = argv.get(4).is_some_and(|a| a == stubborn::IGNORE_TERM_FLAG);
                     let env = proc_env(pid);
                     let (Some(role), Some(epoch), Some(server)) = (
                         env.get("BATON_ROLE"),
@@ -1055,17 +1084,26 @@ impl Sampler {
                             frozen_since_ns: None,
                             frozen_max_ns: 0,
                             thawed_ns: None,
+                            stubborn,
+                            ppid,
+                            orphaned_ns: None,
                         },
                     );
+                    new_stubborn += usize::from(stubborn);
                     states.insert(pid, state);
+                    ppids.insert(pid, ppid);
                 }
                 let thaws = th.lock().unwrap().clone();
                 let mut o = o.lock().unwrap();
+                o.stubborn.seen += new_stubborn;
                 // Processes that ended (or turned zombie).
                 for (pid, t) in &tracked {
                     let alive = states.get(pid).is_some_and(|st| *st != 'Z' && *st != 'X');
                     if !alive {
                         gone.push(*pid);
+                        if let Some(orphaned) = t.orphaned_ns {
+                            o.stubborn.outlived_shell_ms.push(ms(now - orphaned));
+                        }
                         // Frozen when last seen, or thawed since: time its stop from the
                         // thaw (to within a sample period).
                         let thaw = thaws.get(&t.server).copied();
@@ -1086,6 +1124,12 @@ impl Sampler {
                 // Frozen or running, now.
                 let mut by_role: BTreeMap<String, Vec<(u32, bool)>> = BTreeMap::new();
                 for t in tracked.values_mut() {
+                    if t.stubborn
+                        && t.orphaned_ns.is_none()
+                        && ppids.get(&t.pid).is_some_and(|p| *p != t.ppid)
+                    {
+                        t.orphaned_ns = Some(now);
+                    }
                     let st = states.get(&t.pid).copied().unwrap_or('?');
                     let frozen = st == 'T'
                         || st == 't'
@@ -2144,6 +2188,8 @@ fn run_cmd(args: &[String]) -> Result<i32> {
                 net.directory(),
                 "--run".into(),
                 format!("default={role_cmd}"),
+                "--run".into(),
+                format!("{}={}", stubborn::KIND, stubborn::command(&exe, &socket)),
             ],
             log: workdir.join(format!("agent-{srv}.log")),
             cgroup_procs: cg,
@@ -2172,11 +2218,18 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         bail!("the agents did not come up within 60 s");
     }
     let roles = roles(w.a.roles);
+    let stubborn_roles: Vec<String> = (0..roles.len())
+        .filter(|i| stubborn::is_stubborn(*i))
+        .map(|i| roles[i].0.clone())
+        .collect();
     for (name, servers, failback) in &roles {
         let list = servers.join(",");
         let mut args = vec!["role", "create", name.as_str(), "--servers", list.as_str()];
         if *failback {
             args.extend(["--failback", "--failback-delay", "3s"]);
+        }
+        if stubborn_roles.contains(name) {
+            args.extend(["--kind", stubborn::KIND]);
         }
         w.cli(&args, baton_tests::CLI_TIMEOUT)
             .try_json()
@@ -2198,9 +2251,14 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         roles
             .iter()
             .map(|(r, s, fb)| format!(
-                "{r}=[{}]{}",
+                "{r}=[{}]{}{}",
                 s.join(","),
-                if *fb { " failback" } else { "" }
+                if *fb { " failback" } else { "" },
+                if stubborn_roles.contains(r) {
+                    " stubborn"
+                } else {
+                    ""
+                }
             ))
             .collect::<Vec<_>>()
             .join(" ")
@@ -2702,7 +2760,8 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         "chaos_s": round1(chaos_secs),
         "interrupted": interrupted,
         "freezer": w.freezer.name(),
-        "roles": roles.iter().map(|(r, s, fb)| json!({"name": r, "servers": s, "failback": fb})).collect::<Vec<_>>(),
+        "roles": roles.iter().map(|(r, s, fb)| json!({"name": r, "servers": s, "failback": fb, "stubborn": stubborn_roles.contains(r)})).collect::<Vec<_>>(),
+        "stubborn": so.stubborn.json(&stubborn_roles, stats_json(&so.stubborn.outlived_shell_ms)),
         "faults": {
             "total": faults.len(),
             "by_kind": by_kind,
@@ -2806,6 +2865,14 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         so.seen.len(),
         writer_pids,
         unsampled.len()
+    );
+    println!(
+        "stubborn roles ({}; writer ignores SIGTERM): {} writers seen in /proc, {} outlived \
+         their shell until SIGKILL (time frozen included): {}",
+        stubborn_roles.join(","),
+        so.stubborn.seen,
+        so.stubborn.outlived_shell_ms.len(),
+        stats_text(&so.stubborn.outlived_shell_ms)
     );
     println!(
         "after a thaw: old-epoch process next to the new one in {} samples; processes frozen past the lease stopped after thaw: {}",
