@@ -10,6 +10,7 @@
 //! This module holds what the runner checks and reports; starting the process is the
 //! runner's.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -138,12 +139,14 @@ impl DupTally {
             .iter()
             .flat_map(|o| o.violations(bound))
             .collect();
-        let mut lines: Vec<&(String, u64, String, u32)> = self.journal_lines.iter().collect();
-        lines.dedup_by_key(|l| l.3);
-        for (role, epoch, server, pid) in lines {
+        let mut lines: BTreeMap<&(String, u64, String, u32), usize> = BTreeMap::new();
+        for l in &self.journal_lines {
+            *lines.entry(l).or_default() += 1;
+        }
+        for ((role, epoch, server, pid), n) in lines {
             v.push(format!(
-                "dup-agent ran a role: journal lines of role {role} epoch {epoch} on {server} \
-                 from pid {pid}, a role process of a duplicate agent"
+                "dup-agent ran a role: {n} journal line(s) of role {role} epoch {epoch} on \
+                 {server} from pid {pid}, a role process of a duplicate agent"
             ));
         }
         for p in &self.processes {
@@ -236,8 +239,11 @@ mod tests {
         assert!(t.violations(Duration::from_secs(2)).is_empty());
         assert!(t.summary().starts_with("dup-agent: 1 started, 1 refused"));
         t.journal_lines.push(("r1".into(), 3, "srv-a".into(), 42));
+        t.journal_lines.push(("r2".into(), 4, "srv-a".into(), 43));
+        t.journal_lines.push(("r1".into(), 3, "srv-a".into(), 42));
         t.processes.push("role r1 epoch 3 on srv-a pid 42".into());
-        assert_eq!(t.ran(), 1);
-        assert_eq!(t.violations(Duration::from_secs(2)).len(), 2);
+        assert_eq!(t.ran(), 2);
+        // One per journal instance (however many lines), one per /proc process.
+        assert_eq!(t.violations(Duration::from_secs(2)).len(), 3);
     }
 }

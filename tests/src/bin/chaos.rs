@@ -172,7 +172,7 @@ fn main() {
             eprintln!(
                 "usage: chaos run --prefix P --workdir D --baton BIN [--duration 5m] [--seed N] \
                  [--lease 2s] [--report FILE] [--roles N] [--faults K1,K2] \
-                 [--freezer auto|sigstop] [--plant rogue] [--keep]\n       \
+                 [--freezer auto|sigstop] [--plant rogue|dup] [--keep]\n       \
                  chaos cleanup --prefix P [--workdir D]\n       \
                  chaos role-writer --socket PATH\n\
                  (normally called by tests/chaos/run)"
@@ -1556,6 +1556,10 @@ struct RunArgs {
     sigstop: bool,
     /// Plant a rogue role process as the second fault (the run must then fail).
     plant_rogue: bool,
+    /// Make the second fault a dup-agent fault whose holder is frozen first, so the
+    /// directory rightly hands the name to the duplicate, which runs the roles (the run
+    /// must then fail: the observer sees a duplicate that ran).
+    plant_dup: bool,
 }
 
 fn run_args(args: &[String]) -> Result<RunArgs> {
@@ -1572,6 +1576,7 @@ fn run_args(args: &[String]) -> Result<RunArgs> {
         kinds: Vec::new(),
         sigstop: false,
         plant_rogue: false,
+        plant_dup: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -1597,7 +1602,8 @@ fn run_args(args: &[String]) -> Result<RunArgs> {
             "--keep" => a.keep = true,
             "--plant" => match value()?.as_str() {
                 "rogue" => a.plant_rogue = true,
-                other => bail!("--plant takes rogue, not {other:?}"),
+                "dup" => a.plant_dup = true,
+                other => bail!("--plant takes rogue or dup, not {other:?}"),
             },
             "--freezer" => match value()?.as_str() {
                 "sigstop" => a.sigstop = true,
@@ -2070,7 +2076,17 @@ impl World {
             return Ok(!stopping());
         };
         f.detail = format!("a second agent named {srv} on host d; holder instance {holder}");
+        // Planted: the holder frozen (SIGSTOP, roles self-fence) for the whole fault.
+        let frozen = (self.a.plant_dup && f.n == 2)
+            .then(|| self.agents[i].pid())
+            .flatten();
+        if frozen.is_some() {
+            f.detail += "; PLANTED: the holder agent is frozen, so the duplicate takes over";
+        }
         self.say(&format!("fault {}: dup-agent {srv} ({})", f.n, f.detail));
+        if let Some(p) = frozen {
+            signal(p as i32, libc::SIGSTOP);
+        }
         let mut dup = Managed {
             name: format!("dup-agent {}", f.n),
             ns: self.net.ns("d"),
@@ -2087,6 +2103,9 @@ impl World {
         let after_ms = ms(now_ns() - f.start_ns);
         if status.is_none() {
             dup.kill9();
+        }
+        if let Some(p) = frozen {
+            signal(p as i32, libc::SIGCONT);
         }
         let log = fs::read_to_string(&dup.log).unwrap_or_default();
         let outcome = DupOutcome {
@@ -2452,6 +2471,8 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         }
         let kind = if w.a.plant_rogue && faults.len() == 1 {
             Kind::PlantedRogue
+        } else if w.a.plant_dup && faults.len() == 1 {
+            Kind::DupAgent
         } else {
             Kind::pick(&mut w.rng, &w.a.kinds)
         };
