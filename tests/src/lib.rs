@@ -16,7 +16,9 @@
 //! - logs of every process go to files in the temporary directory and are printed when
 //!   the handle is dropped during a panic. `BATON_E2E_KEEP=1` keeps the directory.
 
+pub mod dup_agent;
 pub mod journal;
+pub mod stubborn;
 pub mod tools;
 
 use std::collections::BTreeSet;

@@ -7,16 +7,18 @@
 //!   [--report FILE] [--roles 3..6] [--faults KIND,...] [--keep]`: the whole run (below);
 //! - `chaos cleanup --prefix P [--workdir D]`: removes everything a run with that prefix
 //!   may have left (cgroups, processes, namespaces, links); idempotent;
-//! - `chaos role-writer --socket S`: the role process itself (started by the agents).
+//! - `chaos role-writer --socket S [--ignore-term]`: the role process itself (started by
+//!   the agents).
 //!
 //! ## The hosts
 //!
 //! Six network namespaces `P-n1 P-n2 P-n3` (directory nodes, 10.77.K.1-3) and `P-a P-b
 //! P-c` (servers srv-a, srv-b, srv-c with one agent each, 10.77.K.11-13), each with one
-//! veth `eth0` plugged into a bridge that lives in a seventh namespace `P-sw` (so bridged
+//! veth `eth0` plugged into a bridge that lives in another namespace `P-sw` (so bridged
 //! traffic never meets the host's own firewall: a Docker host drops bridged frames in its
 //! FORWARD chain). The root namespace gets one more veth, `P-h` (10.77.K.254), to reach
-//! the nodes with the CLI. K is chosen per run so parallel runs do not collide. Processes
+//! the nodes with the CLI. A seventh host, `P-d` (10.77.K.14), runs only the duplicate
+//! agents of dup-agent faults. K is chosen per run so parallel runs do not collide. Processes
 //! enter their namespace with `setns` between fork and exec (what `ip netns exec` does,
 //! without its mount-namespace games).
 //!
@@ -38,6 +40,32 @@
 //! would. A frozen role process holds no lock here (a flock-based journal would let a
 //! frozen writer block the new holder), and a stalled observer only delays lines, it
 //! does not lose them.
+//!
+//! ## Stubborn roles
+//!
+//! Every second role (r2, r4, r6) is of kind `stubborn`: its shell starts the writer in
+//! the background with `--ignore-term` (it ignores SIGTERM) and waits for it
+//! (`baton_tests::stubborn`). SIGTERM to the role ends the shell and leaves the writer,
+//! which only the wrapper's SIGKILL after the grace stops; so every fault that stops a
+//! role exercises "a role is stopped only when no process of it is left", and the
+//! overlap checks below catch a writer that outlives its role. The sampler finds these
+//! writers by the same command-line marker, and times how long each outlived its shell.
+//!
+//! ## The dup-agent fault
+//!
+//! A second agent under the name of a server whose agent is alive and settled (the
+//! directory's `server list` shows that agent's instance as the holder), with the same
+//! arguments and so the same role commands. It runs on host `d`, not in the server's own
+//! namespace: two machines given one name by mistake is the case only the directory can
+//! catch (on one host a pid file would), and the refusal then names the holder's address,
+//! which differs from the duplicate's. It carries `CHAOS_DUP_AGENT` in its environment,
+//! which its role processes would inherit: the writer then marks its journal lines and
+//! the sampler notes the variable, so a role process of the duplicate is told apart by
+//! journal and by `/proc`. It must run no role, exit non-zero within 3 x lease + 10 s
+//! (the runner kills it otherwise) and log that the name "is held by another live agent
+//! instance" naming the holder's instance id (from the holder's log). A duplicate must
+//! not stop or move anything either: a lease_expired move during the fault is a false
+//! failover, and any role interruption is reported with those of directory-only faults.
 //!
 //! ## The checks
 //!
@@ -61,6 +89,8 @@
 //!   one process is a stall (host, writer or observer), reported apart;
 //! - no false failover: a `lease_expired` move while only the directory was faulted;
 //! - liveness: after the final heal, every role is writing again within lease + grace + 5 s;
+//! - duplicates refused (above): no journal line and no `/proc` role process of a
+//!   duplicate agent, each one exited non-zero in time with a log naming the holder;
 //! - no process of the cluster exits on its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -72,13 +102,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use baton_tests::dup_agent::{self, DUP_ENV, DUP_LINE_PREFIX, DupOutcome, DupTally};
+use baton_tests::stubborn::{self, StubbornStats};
 use baton_tests::tools::{Rng, parse_duration};
 use baton_tests::{CliOutput, journal, now_ns, run_baton, strip_ansi};
 use serde_json::{Value, json};
@@ -140,7 +172,7 @@ fn main() {
             eprintln!(
                 "usage: chaos run --prefix P --workdir D --baton BIN [--duration 5m] [--seed N] \
                  [--lease 2s] [--report FILE] [--roles N] [--faults K1,K2] \
-                 [--freezer auto|sigstop] [--plant rogue] [--keep]\n       \
+                 [--freezer auto|sigstop] [--plant rogue|dup] [--keep]\n       \
                  chaos cleanup --prefix P [--workdir D]\n       \
                  chaos role-writer --socket PATH\n\
                  (normally called by tests/chaos/run)"
@@ -294,14 +326,21 @@ fn valid_prefix(p: &str) -> bool {
 // The role process
 // ---------------------------------------------------------------------------------------
 
-/// `chaos role-writer --socket PATH`: what every role runs. Sends one journal line every
-/// 20 ms until killed; it has no signal handler, so the wrapper's SIGTERM ends it at once.
+/// `chaos role-writer --socket PATH [--ignore-term]`: what every role runs. Sends one
+/// journal line every 20 ms until killed; it has no signal handler, so the wrapper's
+/// SIGTERM ends it at once, unless `--ignore-term` (a stubborn role's worker) makes it
+/// ignore SIGTERM, when only SIGKILL does.
 fn role_writer(args: &[String]) -> i32 {
     let mut socket = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--socket" {
             socket = it.next().cloned();
+        } else if a == stubborn::IGNORE_TERM_FLAG {
+            // SAFETY: plain syscall, before any other thread exists.
+            unsafe {
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            }
         }
     }
     let Some(socket) = socket else {
@@ -315,10 +354,16 @@ fn role_writer(args: &[String]) -> i32 {
         return 2;
     }
     let pid = std::process::id();
+    // A duplicate agent's role process says so in every line.
+    let mark = if std::env::var_os(DUP_ENV).is_some() {
+        DUP_LINE_PREFIX
+    } else {
+        ""
+    };
     let mut conn: Option<UnixStream> = None;
     let mut failing_since: Option<Instant> = None;
     loop {
-        let line = format!("{} {role} {epoch} {server} {pid}\n", now_ns());
+        let line = format!("{mark}{} {role} {epoch} {server} {pid}\n", now_ns());
         if conn.is_none() {
             conn = UnixStream::connect(&socket).ok();
             if let Some(c) = &conn {
@@ -370,6 +415,8 @@ struct JournalState {
     max_epoch: HashMap<String, u64>,
     accepted: Vec<Write>,
     rejected: Vec<Rejected>,
+    /// Writes by a duplicate agent's role process (also fenced and journaled as usual).
+    dup: Vec<Write>,
     malformed: u64,
     files: HashMap<String, File>,
 }
@@ -434,10 +481,17 @@ impl JournalServer {
     fn append(st: &Mutex<JournalState>, dir: &Path, text: &str) {
         let recv_ns = now_ns();
         let mut s = st.lock().unwrap();
+        let (dup, text) = match text.strip_prefix(DUP_LINE_PREFIX) {
+            Some(t) => (true, t),
+            None => (false, text),
+        };
         let Some(w) = parse_write(text, recv_ns) else {
             s.malformed += 1;
             return;
         };
+        if dup {
+            s.dup.push(w.clone());
+        }
         let max = s.max_epoch.get(&w.role).copied().unwrap_or(0);
         let line = if w.epoch < max {
             s.rejected.push(Rejected {
@@ -640,6 +694,7 @@ impl Net {
             "a" => 11,
             "b" => 12,
             "c" => 13,
+            "d" => 14,
             _ => 254,
         };
         format!("10.77.{}.{last}", self.subnet)
@@ -656,8 +711,9 @@ impl Net {
             .join(",")
     }
 
-    fn hosts() -> [&'static str; 6] {
-        ["n1", "n2", "n3", "a", "b", "c"]
+    /// Every host; `d` runs only the duplicate agents of dup-agent faults.
+    fn hosts() -> [&'static str; 7] {
+        ["n1", "n2", "n3", "a", "b", "c", "d"]
     }
 
     /// A /24 under 10.77.0.0/16 that no interface or route of this host uses.
@@ -942,6 +998,12 @@ struct Tracked {
     /// Longest single frozen stretch seen.
     frozen_max_ns: u64,
     thawed_ns: Option<u64>,
+    /// A stubborn role's writer (ignores SIGTERM).
+    stubborn: bool,
+    /// Its parent when first seen, and when it was first seen with another one (its
+    /// shell died: SIGTERM reached the role and the writer ignored it).
+    ppid: u32,
+    orphaned_ns: Option<u64>,
 }
 
 #[derive(Default)]
@@ -962,6 +1024,9 @@ struct SamplerOut {
     current: BTreeMap<String, Vec<(u32, u64, String, bool)>>,
     /// Every role process seen: pid -> (role, epoch, server, frozen_max_ns).
     seen: BTreeMap<u32, (String, u64, String, u64)>,
+    stubborn: StubbornStats,
+    /// Role processes of duplicate agents, described.
+    dup_procs: Vec<String>,
 }
 
 struct Sampler {
@@ -999,6 +1064,9 @@ impl Sampler {
                 others.retain(|p, _| listed.contains(p));
                 let mut gone = Vec::new();
                 let mut states: HashMap<u32, char> = HashMap::new();
+                let mut ppids: HashMap<u32, u32> = HashMap::new();
+                let mut new_stubborn = 0;
+                let mut new_dups = Vec::new();
                 for pid in pids {
                     let Some((state, start, comm, ppid)) = proc_stat_comm(pid) else {
                         continue;
@@ -1013,6 +1081,7 @@ impl Sampler {
                         && t.start == start
                     {
                         states.insert(pid, state);
+                        ppids.insert(pid, ppid);
                         continue;
                     }
                     // A new process: is it a role writer of this run?
@@ -1035,6 +1104,7 @@ impl Sampler {
                         }
                         continue;
                     }
+                    let stubborn = argv.get(4).is_some_and(|a| a == stubborn::IGNORE_TERM_FLAG);
                     let env = proc_env(pid);
                     let (Some(role), Some(epoch), Some(server)) = (
                         env.get("BATON_ROLE"),
@@ -1043,6 +1113,12 @@ impl Sampler {
                     ) else {
                         continue;
                     };
+                    if let Some(n) = env.get(DUP_ENV) {
+                        new_dups.push(format!(
+                            "role {role} epoch {epoch} on {server} pid {pid} (duplicate agent of \
+                             fault {n}) seen in /proc"
+                        ));
+                    }
                     tracked.insert(
                         pid,
                         Tracked {
@@ -1055,17 +1131,27 @@ impl Sampler {
                             frozen_since_ns: None,
                             frozen_max_ns: 0,
                             thawed_ns: None,
+                            stubborn,
+                            ppid,
+                            orphaned_ns: None,
                         },
                     );
+                    new_stubborn += usize::from(stubborn);
                     states.insert(pid, state);
+                    ppids.insert(pid, ppid);
                 }
                 let thaws = th.lock().unwrap().clone();
                 let mut o = o.lock().unwrap();
+                o.stubborn.seen += new_stubborn;
+                o.dup_procs.extend(new_dups);
                 // Processes that ended (or turned zombie).
                 for (pid, t) in &tracked {
                     let alive = states.get(pid).is_some_and(|st| *st != 'Z' && *st != 'X');
                     if !alive {
                         gone.push(*pid);
+                        if let Some(orphaned) = t.orphaned_ns {
+                            o.stubborn.outlived_shell_ms.push(ms(now - orphaned));
+                        }
                         // Frozen when last seen, or thawed since: time its stop from the
                         // thaw (to within a sample period).
                         let thaw = thaws.get(&t.server).copied();
@@ -1086,6 +1172,12 @@ impl Sampler {
                 // Frozen or running, now.
                 let mut by_role: BTreeMap<String, Vec<(u32, bool)>> = BTreeMap::new();
                 for t in tracked.values_mut() {
+                    if t.stubborn
+                        && t.orphaned_ns.is_none()
+                        && ppids.get(&t.pid).is_some_and(|p| *p != t.ppid)
+                    {
+                        t.orphaned_ns = Some(now);
+                    }
                     let st = states.get(&t.pid).copied().unwrap_or('?');
                     let frozen = st == 'T'
                         || st == 't'
@@ -1367,6 +1459,8 @@ enum Kind {
     PartitionNode,
     PartitionLeader,
     PartitionAgent,
+    /// A second agent under a live server's name (on host `d`): it must be refused.
+    DupAgent,
     /// Not a fault but a planted bug, to show the observer sees one (`--plant rogue`): a
     /// second process of a role, started outside baton on a server that does not hold
     /// it, with the holder's epoch.
@@ -1374,7 +1468,7 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [(Kind, u32); 7] = [
+    const ALL: [(Kind, u32); 8] = [
         (Kind::KillNode, 2),
         (Kind::KillAgent, 2),
         (Kind::FreezeServer, 3),
@@ -1382,6 +1476,7 @@ impl Kind {
         (Kind::PartitionNode, 1),
         (Kind::PartitionLeader, 2),
         (Kind::PartitionAgent, 2),
+        (Kind::DupAgent, 2),
     ];
 
     fn name(&self) -> &'static str {
@@ -1393,11 +1488,13 @@ impl Kind {
             Kind::PartitionNode => "partition-node",
             Kind::PartitionLeader => "partition-leader",
             Kind::PartitionAgent => "partition-agent",
+            Kind::DupAgent => "dup-agent",
             Kind::PlantedRogue => "planted-rogue",
         }
     }
 
     /// Whether it touches a server (agent or roles), so that roles may legitimately move.
+    /// A dup-agent fault does not: a duplicate must neither move nor stop anything.
     fn touches_server(&self) -> bool {
         matches!(
             self,
@@ -1459,6 +1556,10 @@ struct RunArgs {
     sigstop: bool,
     /// Plant a rogue role process as the second fault (the run must then fail).
     plant_rogue: bool,
+    /// Make the second fault a dup-agent fault whose holder is frozen first, so the
+    /// directory rightly hands the name to the duplicate, which runs the roles (the run
+    /// must then fail: the observer sees a duplicate that ran).
+    plant_dup: bool,
 }
 
 fn run_args(args: &[String]) -> Result<RunArgs> {
@@ -1475,6 +1576,7 @@ fn run_args(args: &[String]) -> Result<RunArgs> {
         kinds: Vec::new(),
         sigstop: false,
         plant_rogue: false,
+        plant_dup: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -1500,7 +1602,8 @@ fn run_args(args: &[String]) -> Result<RunArgs> {
             "--keep" => a.keep = true,
             "--plant" => match value()?.as_str() {
                 "rogue" => a.plant_rogue = true,
-                other => bail!("--plant takes rogue, not {other:?}"),
+                "dup" => a.plant_dup = true,
+                other => bail!("--plant takes rogue or dup, not {other:?}"),
             },
             "--freezer" => match value()?.as_str() {
                 "sigstop" => a.sigstop = true,
@@ -1564,6 +1667,8 @@ struct World {
     /// This binary and the journal socket (for a planted rogue writer).
     exe: PathBuf,
     socket: PathBuf,
+    /// What became of each dup-agent fault's duplicate.
+    dups: DupTally,
 }
 
 impl World {
@@ -1692,6 +1797,7 @@ impl World {
             heal_ns: 0,
         };
         let ok = match kind {
+            Kind::DupAgent => self.dup_agent(&mut f)?,
             Kind::KillNode => {
                 // Half of the time the leader.
                 let leader = self.leader();
@@ -1925,6 +2031,127 @@ impl Drop for World {
     }
 }
 
+// The dup-agent fault (checks and report in `baton_tests::dup_agent`).
+impl World {
+    /// The live agent of server `i`'s instance id, once the directory says that instance
+    /// holds the name: its latest start opened a session, and `server list` shows the
+    /// server up with that instance.
+    fn settled_holder(&self, i: usize) -> Option<String> {
+        self.agents[i].child.as_ref()?;
+        let log = fs::read_to_string(&self.agents[i].log).ok()?;
+        let (id, open) = dup_agent::latest_start(&log)?;
+        let list = self
+            .cli(&["server", "list"], Duration::from_secs(8))
+            .try_json()
+            .ok()?;
+        let holds = list.as_array()?.iter().any(|s| {
+            s["name"] == SERVERS[i].0 && s["status"] == "up" && s["instance"] == id.as_str()
+        });
+        (open && holds).then_some(id)
+    }
+
+    /// Starts a second agent under the name of a server whose agent is alive, with the
+    /// same arguments (so the same role commands), on host `d`, and waits until it exits
+    /// or the bound passes (then kills it). False if the run is being interrupted.
+    fn dup_agent(&mut self, f: &mut Fault) -> Result<bool> {
+        let i = self.pick_server();
+        let srv = SERVERS[i].0;
+        f.target = srv.to_string();
+        f.server = Some(srv.to_string());
+        let settle = self.a.lease * 4 + Duration::from_secs(5);
+        let Some(holder) = wait_for(settle, || self.settled_holder(i)) else {
+            f.detail = "not started: the agent's instance never showed as the holder".into();
+            self.say(&format!("fault {}: dup-agent {srv} ({})", f.n, f.detail));
+            f.start_ns = now_ns();
+            self.dups.outcomes.push(DupOutcome {
+                fault: f.n,
+                server: srv.into(),
+                holder: String::new(),
+                skipped: Some(f.detail.clone()),
+                code: None,
+                exited_after_ms: None,
+                names_holder: false,
+                log_tail: String::new(),
+            });
+            return Ok(!stopping());
+        };
+        f.detail = format!("a second agent named {srv} on host d; holder instance {holder}");
+        // Planted: the holder frozen (SIGSTOP, roles self-fence) for the whole fault.
+        let frozen = (self.a.plant_dup && f.n == 2)
+            .then(|| self.agents[i].pid())
+            .flatten();
+        if frozen.is_some() {
+            f.detail += "; PLANTED: the holder agent is frozen, so the duplicate takes over";
+        }
+        self.say(&format!("fault {}: dup-agent {srv} ({})", f.n, f.detail));
+        if let Some(p) = frozen {
+            signal(p as i32, libc::SIGSTOP);
+        }
+        let mut dup = Managed {
+            name: format!("dup-agent {}", f.n),
+            ns: self.net.ns("d"),
+            args: self.agents[i].args.clone(),
+            log: self.a.workdir.join(format!("dup-agent-{}.log", f.n)),
+            cgroup_procs: None,
+            child: None,
+            starts: 0,
+            env: vec![(DUP_ENV.into(), f.n.to_string())],
+        };
+        f.start_ns = now_ns();
+        dup.start(&self.a.baton.clone())?;
+        let status = self.await_exit(&mut dup, dup_agent::exit_bound(self.a.lease));
+        let after_ms = ms(now_ns() - f.start_ns);
+        if status.is_none() {
+            dup.kill9();
+        }
+        if let Some(p) = frozen {
+            signal(p as i32, libc::SIGCONT);
+        }
+        let log = fs::read_to_string(&dup.log).unwrap_or_default();
+        let outcome = DupOutcome {
+            fault: f.n,
+            server: srv.into(),
+            names_holder: dup_agent::names_holder(&log, &holder),
+            holder,
+            skipped: None,
+            code: status.and_then(|s| s.code()),
+            exited_after_ms: status.map(|_| after_ms),
+            log_tail: dup.log_tail(15),
+        };
+        self.say(&format!(
+            "fault {}: the duplicate {} after {:.1}s; its log {} the holder",
+            f.n,
+            match status {
+                Some(s) => format!("exited ({s})"),
+                None => "was still running (killed)".into(),
+            },
+            after_ms / 1e3,
+            if outcome.names_holder {
+                "names"
+            } else {
+                "does NOT name"
+            }
+        ));
+        self.dups.outcomes.push(outcome);
+        Ok(!stopping())
+    }
+
+    /// Waits until `p` exits, at most `bound`, watching the cluster's own processes
+    /// meanwhile. None if it did not exit (or the run is being interrupted).
+    fn await_exit(&mut self, p: &mut Managed, bound: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + bound;
+        while Instant::now() < end && !stopping() {
+            if let Some(Ok(Some(st))) = p.child.as_mut().map(|c| c.try_wait()) {
+                p.child = None;
+                return Some(st);
+            }
+            self.reap_unexpected();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 fn install_signals() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic.
@@ -2005,6 +2232,7 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         thawed: Arc::new(Mutex::new(HashMap::new())),
         exe: exe.clone(),
         socket: workdir.join("journal.sock"),
+        dups: DupTally::default(),
         a,
     };
     w.a.workdir = workdir.clone();
@@ -2144,6 +2372,8 @@ fn run_cmd(args: &[String]) -> Result<i32> {
                 net.directory(),
                 "--run".into(),
                 format!("default={role_cmd}"),
+                "--run".into(),
+                format!("{}={}", stubborn::KIND, stubborn::command(&exe, &socket)),
             ],
             log: workdir.join(format!("agent-{srv}.log")),
             cgroup_procs: cg,
@@ -2172,11 +2402,18 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         bail!("the agents did not come up within 60 s");
     }
     let roles = roles(w.a.roles);
+    let stubborn_roles: Vec<String> = (0..roles.len())
+        .filter(|i| stubborn::is_stubborn(*i))
+        .map(|i| roles[i].0.clone())
+        .collect();
     for (name, servers, failback) in &roles {
         let list = servers.join(",");
         let mut args = vec!["role", "create", name.as_str(), "--servers", list.as_str()];
         if *failback {
             args.extend(["--failback", "--failback-delay", "3s"]);
+        }
+        if stubborn_roles.contains(name) {
+            args.extend(["--kind", stubborn::KIND]);
         }
         w.cli(&args, baton_tests::CLI_TIMEOUT)
             .try_json()
@@ -2198,9 +2435,14 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         roles
             .iter()
             .map(|(r, s, fb)| format!(
-                "{r}=[{}]{}",
+                "{r}=[{}]{}{}",
                 s.join(","),
-                if *fb { " failback" } else { "" }
+                if *fb { " failback" } else { "" },
+                if stubborn_roles.contains(r) {
+                    " stubborn"
+                } else {
+                    ""
+                }
             ))
             .collect::<Vec<_>>()
             .join(" ")
@@ -2229,6 +2471,8 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         }
         let kind = if w.a.plant_rogue && faults.len() == 1 {
             Kind::PlantedRogue
+        } else if w.a.plant_dup && faults.len() == 1 {
+            Kind::DupAgent
         } else {
             Kind::pick(&mut w.rng, &w.a.kinds)
         };
@@ -2685,6 +2929,15 @@ fn run_cmd(args: &[String]) -> Result<i32> {
     for u in &w.unexpected {
         violations.push(format!("process exit: {u}"));
     }
+    // The duplicates: refused, and none of their role processes ever seen.
+    let mut dups = w.dups.clone();
+    dups.journal_lines = js
+        .dup
+        .iter()
+        .map(|x| (x.role.clone(), x.epoch, x.server.clone(), x.pid))
+        .collect();
+    dups.processes = so.dup_procs.clone();
+    violations.extend(dups.violations(w.a.lease));
 
     // ---- Report ----
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
@@ -2702,7 +2955,9 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         "chaos_s": round1(chaos_secs),
         "interrupted": interrupted,
         "freezer": w.freezer.name(),
-        "roles": roles.iter().map(|(r, s, fb)| json!({"name": r, "servers": s, "failback": fb})).collect::<Vec<_>>(),
+        "roles": roles.iter().map(|(r, s, fb)| json!({"name": r, "servers": s, "failback": fb, "stubborn": stubborn_roles.contains(r)})).collect::<Vec<_>>(),
+        "dup_agent": dups.json(),
+        "stubborn": so.stubborn.json(&stubborn_roles, stats_json(&so.stubborn.outlived_shell_ms)),
         "faults": {
             "total": faults.len(),
             "by_kind": by_kind,
@@ -2808,6 +3063,14 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         unsampled.len()
     );
     println!(
+        "stubborn roles ({}; writer ignores SIGTERM): {} writers seen in /proc, {} outlived \
+         their shell until SIGKILL (time frozen included): {}",
+        stubborn_roles.join(","),
+        so.stubborn.seen,
+        so.stubborn.outlived_shell_ms.len(),
+        stats_text(&so.stubborn.outlived_shell_ms)
+    );
+    println!(
         "after a thaw: old-epoch process next to the new one in {} samples; processes frozen past the lease stopped after thaw: {}",
         so.post_thaw_samples,
         stats_text(&so.stop_after_thaw_ms)
@@ -2832,8 +3095,14 @@ fn run_cmd(args: &[String]) -> Result<i32> {
         );
     }
     println!(
-        "roles interrupted by directory-only faults (agent self-fenced; nothing should stop): {}",
+        "roles interrupted by directory-only faults (agent self-fenced) or dup-agent faults; \
+         nothing should stop: {}",
         dir_fault_stops.len()
+    );
+    println!(
+        "{}; exited after {}",
+        dups.summary(),
+        stats_text(&dups.exit_times())
     );
     println!("write cadence (all gaps): {}", stats_text(&all_gaps));
     println!(
