@@ -32,6 +32,8 @@ pub const KIND: &str = "k";
 
 pub struct AgentOpts {
     pub server: String,
+    /// The simulated host it runs on (a duplicate runs under another host's server name).
+    pub host: String,
     pub nodes: Vec<String>,
     pub lease_ms: u64,
     pub rho_ppm: u64,
@@ -54,8 +56,13 @@ struct Agent<'a> {
     stop_at: u64,
     last_ack_or_open: u64,
     /// This incarnation's instance id (a restart is a new instance, as with the real
-    /// agent): deterministic, from the simulated time it started.
+    /// agent): deterministic, from the host and the simulated time it started.
     instance: String,
+    /// How this agent reports to the checker: `server#instance`.
+    holder: String,
+    /// The directory refused this instance the server name (another live instance
+    /// holds it): it runs nothing from then on, as the real agent exits.
+    refused: bool,
 }
 
 impl Agent<'_> {
@@ -80,7 +87,7 @@ impl Agent<'_> {
     fn reconcile(&mut self) -> Vec<pb::AgentMessage> {
         let now = now_ms();
         let valid = self.valid(now);
-        let server = &self.opts.server;
+        let server = &self.holder;
         let mut c = lock(&self.checker);
         let held: Vec<(String, u64)> = self.held.iter().map(|(r, e)| (r.clone(), *e)).collect();
         for (role, epoch) in held {
@@ -121,7 +128,7 @@ impl Agent<'_> {
         let now = now_ms();
         match m.msg {
             Some(In::Assignments(set)) => {
-                lock(&self.checker).revision(now, &self.opts.server, set.revision);
+                lock(&self.checker).revision(now, &self.holder, set.revision);
                 if set.revision < self.revision {
                     return;
                 }
@@ -145,11 +152,14 @@ impl Agent<'_> {
                     self.fence.lease_ms = ack.lease_ms;
                 }
                 self.last_ack_or_open = now;
+                // As the real agent: releases the set ahead of this ack still lists were
+                // not committed (lost in an election, say): report them again.
+                self.released_sent.clear();
                 if let Some(t_send) = self.sent.get(&ack.seq).copied() {
                     self.stop_at = self.stop_at.max(self.fence.stop_at_ms(t_send));
                     self.sent.retain(|s, _| *s > ack.seq);
                     let until = self.until();
-                    lock(&self.checker).hold_extend(&self.opts.server, until);
+                    lock(&self.checker).hold_extend(&self.holder, until);
                 }
             }
             // A restart waits for its previous incarnation's lease: stay on the session.
@@ -180,6 +190,10 @@ impl Agent<'_> {
         .map_err(|_| format!("session with {node} not opened in time"))?
         .map_err(|s| format!("session with {node}: {}", s.message()))?;
         let mut inbound = open.into_inner();
+        lock(&self.checker).event(
+            now_ms(),
+            format!("{} opens a session with {node}", self.holder),
+        );
         self.released_sent.clear();
         self.last_ack_or_open = now_ms();
         let mut renew = tokio::time::interval(Duration::from_millis(self.fence.renew_every_ms()));
@@ -219,7 +233,12 @@ impl Agent<'_> {
                             self.on_message(m);
                         }
                         Ok(None) => return Err(format!("{node} closed the session")),
-                        Err(s) => return Err(format!("session with {node}: {}", s.message())),
+                        Err(s) => {
+                            if s.metadata().get(baton_proto::REASON_KEY).is_some_and(|v| v.as_bytes() == baton_proto::SERVER_HELD.as_bytes()) {
+                                self.refused = true;
+                            }
+                            return Err(format!("session with {node}: {}", s.message()));
+                        }
                     }
                 }
                 _ = tokio::time::sleep(fence_in) => {}
@@ -269,15 +288,28 @@ pub async fn run(opts: AgentOpts, checker: Shared) -> turmoil::Result {
         next_seq: 1,
         stop_at: 0,
         last_ack_or_open: 0,
-        instance: format!("{}@{}", opts.server, now_ms()),
+        instance: format!("{}@{}", opts.host, now_ms()),
+        holder: String::new(),
+        refused: false,
     };
+    a.holder = format!("{}#{}", opts.server, a.instance);
     let mut next = opts.first;
     loop {
         let node = &opts.nodes[next % opts.nodes.len()];
         next += 1;
         a.reconcile();
         if let Err(e) = a.session(node).await {
-            lock(&a.checker).event(now_ms(), format!("{} session: {e}", opts.server));
+            lock(&a.checker).event(now_ms(), format!("{} session: {e}", a.holder));
+        }
+        if a.refused {
+            // It never ran anything under the held name (the real agent exits here).
+            a.desired.clear();
+            a.reconcile();
+            lock(&a.checker).event(
+                now_ms(),
+                format!("{} refused: server name held; stops", a.holder),
+            );
+            std::future::pending::<()>().await;
         }
         a.reconcile();
         tokio::time::sleep(Duration::from_millis(100)).await;

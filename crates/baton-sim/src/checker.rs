@@ -1,6 +1,10 @@
 //! The outside observer: every simulated agent and client reports to it, and it checks
 //! the invariants as the run goes. It also keeps the run's trace.
 //!
+//! Agents report as *holders*, `server#instance`: two agent instances under one server
+//! name are two holders, so a duplicate agent running a role its twin runs is a
+//! single-active violation like any other; epochs and moves are counted per server.
+//!
 //! Checked continuously:
 //! - single active: an agent may start holding a role only when no other agent holds it
 //!   at that simulated instant. An agent holds a role from the moment it starts it until
@@ -17,6 +21,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
+
+/// The server name of a holder `server#instance`.
+pub fn server_of(holder: &str) -> &str {
+    holder.split('#').next().unwrap_or(holder)
+}
 
 /// Simulated milliseconds since the start of the run.
 pub fn now_ms() -> u64 {
@@ -73,15 +82,17 @@ impl Checker {
         self.violations.push(m);
     }
 
-    /// `server` starts running `role` at `epoch`; it may run until `until_ms`.
-    pub fn hold_start(&mut self, now: u64, server: &str, role: &str, epoch: u64, until_ms: u64) {
+    /// `holder` (`server#instance`) starts running `role` at `epoch`; it may run until
+    /// `until_ms`.
+    pub fn hold_start(&mut self, now: u64, holder: &str, role: &str, epoch: u64, until_ms: u64) {
+        let server = server_of(holder);
         self.event(now, format!("{server} starts {role}@{epoch}"));
         let others: Vec<(String, Hold)> = self
             .holds
             .get(role)
             .map(|m| {
                 m.iter()
-                    .filter(|(s, h)| s.as_str() != server && h.until_ms > now)
+                    .filter(|(s, h)| s.as_str() != holder && h.until_ms > now)
                     .map(|(s, h)| (s.clone(), h.clone()))
                     .collect()
             })
@@ -95,7 +106,7 @@ impl Checker {
             self.violation(
                 now,
                 format!(
-                    "single active: {server} starts {role}@{epoch} while {s} may run it @{} {until}",
+                    "single active: {holder} starts {role}@{epoch} while {s} may run it @{} {until}",
                     h.epoch
                 ),
             );
@@ -137,7 +148,7 @@ impl Checker {
         self.holds
             .entry(role.to_string())
             .or_default()
-            .insert(server.to_string(), Hold { epoch, until_ms });
+            .insert(holder.to_string(), Hold { epoch, until_ms });
     }
 
     /// `server`'s roles may now run until `until_ms` (a renewal was acknowledged).
@@ -160,18 +171,23 @@ impl Checker {
         }
     }
 
-    /// The agent host of `server` crashed: its role processes die with it.
+    /// The agent host of `server` crashed: its role processes die with it, whichever
+    /// instance ran them (duplicates run on hosts of their own and never crash).
     pub fn agent_crashed(&mut self, now: u64, server: &str) {
-        let roles: Vec<String> = self
+        let held: Vec<(String, String)> = self
             .holds
             .iter()
-            .filter(|(_, m)| m.contains_key(server))
-            .map(|(r, _)| r.clone())
+            .flat_map(|(r, m)| {
+                m.keys()
+                    .filter(|h| server_of(h) == server)
+                    .map(|h| (r.clone(), h.clone()))
+                    .collect::<Vec<_>>()
+            })
             .collect();
-        for r in roles {
-            self.hold_stop(now, server, &r, "agent crashed");
+        for (r, h) in held {
+            self.hold_stop(now, &h, &r, "agent crashed");
         }
-        self.revision.remove(server);
+        self.revision.retain(|h, _| server_of(h) != server);
     }
 
     /// `server` received an assignment set at `revision`.
@@ -195,5 +211,31 @@ impl Checker {
             .filter(|(_, m)| m.values().any(|h| h.until_ms > now))
             .map(|(r, _)| r.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two agent instances under one server name are two holders: if both run a role at
+    /// once, that is a single-active violation; one instance taking over from a fenced
+    /// predecessor (same epoch, same server) is not.
+    #[test]
+    fn a_duplicate_instance_running_a_role_is_a_violation() {
+        let mut c = Checker::default();
+        c.hold_start(100, "a1#i1", "r", 3, 2_000);
+        assert!(c.violations.is_empty());
+        c.hold_start(500, "a1#i2", "r", 3, 2_500);
+        assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+        assert!(c.violations[0].contains("single active: a1#i2 starts r@3 while a1#i1"));
+
+        let mut c = Checker::default();
+        c.forbid_moves = true;
+        c.hold_start(100, "a1#i1", "r", 3, 2_000);
+        // The takeover, after the first instance's fence: no overlap, no move, and the
+        // epoch stays with its server.
+        c.hold_start(2_100, "a1#i2", "r", 3, 4_000);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
     }
 }

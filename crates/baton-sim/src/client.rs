@@ -29,7 +29,13 @@ pub struct ClientOpts {
     /// ... until this one; read back after `read_ms`.
     pub stop_ms: u64,
     pub read_ms: u64,
+    /// Change the cluster's lease now and then (longer and shorter), while agents hold
+    /// acknowledgements of the previous one.
+    pub lease_changes: bool,
 }
+
+/// The leases a client cycles through when it changes the cluster's lease.
+const LEASES_MS: [u64; 3] = [1_000, 2_000, 1_500];
 
 async fn sleep_until_ms(t: u64) {
     let now = now_ms();
@@ -95,6 +101,33 @@ async fn ensure_register(o: &ClientOpts, rng: &mut Prng, role: &str) -> bool {
         }
     }
     false
+}
+
+/// `cluster set --lease`, through node `index`'s choice of node; traced, not checked
+/// here: what it must not break is single active (the checker) and liveness.
+async fn set_lease(o: &ClientOpts, checker: &Shared, lease_ms: u64) {
+    let node = &o.nodes[(now_ms() % o.nodes.len() as u64) as usize];
+    let mut c = DirectoryClient::new(net::channel(node));
+    let cmd = pb::Command {
+        command: Some(pb::command::Command::SetLease(pb::SetLease {
+            lease_ms,
+            grace_ms: 0,
+        })),
+    };
+    let mut req = tonic::Request::new(cmd);
+    req.set_timeout(Duration::from_millis(1500));
+    let r = c.apply(req).await;
+    lock(checker).event(
+        now_ms(),
+        format!(
+            "{} set the lease to {lease_ms} ms: {}",
+            o.name,
+            match r {
+                Ok(w) => w.into_inner().summary,
+                Err(s) => s.message().to_string(),
+            }
+        ),
+    );
 }
 
 /// One register operation, recorded with its invocation and completion times.
@@ -226,6 +259,10 @@ pub async fn run(o: ClientOpts, checker: Shared) -> turmoil::Result {
             if registers && now_ms() < o.stop_ms {
                 register_op(&o, &mut rng, &checker, &mut value).await;
             }
+        }
+        if o.lease_changes && i % 3 == 0 {
+            // No random draw: the seed's schedule stays what it was.
+            set_lease(&o, &checker, LEASES_MS[(i / 3) as usize % LEASES_MS.len()]).await;
         }
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
     }

@@ -18,6 +18,10 @@ use crate::store::Disk;
 pub const NODES: [&str; 3] = ["n1", "n2", "n3"];
 pub const AGENTS: [&str; 3] = ["a1", "a2", "a3"];
 pub const CLIENTS: [&str; 2] = ["c1", "c2"];
+/// The host of a duplicate agent (same server name as `AGENTS[0]`), in some seeds.
+pub const DUPLICATE: &str = "d1";
+/// When the duplicate starts (simulated ms): after every agent registered.
+const DUPLICATE_FROM_MS: u64 = 2_500;
 
 /// The simulation's lease (simulated time is cheap, but not free).
 pub const LEASE_MS: u64 = 2_000;
@@ -284,7 +288,13 @@ pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> O
             Arc::new(move |m| lock(&tracer).event(now_ms(), format!("{name}: {m}"))),
         );
         disks.push(disk.clone());
-        let config = node_config(i as u64 + 1, &mut rng);
+        let mut config = node_config(i as u64 + 1, &mut rng);
+        if seed % 3 == 1 {
+            // Nodes configured with different leases: the cluster serves one (its first
+            // leader's), and a client changes it during the run.
+            config.lease_ms = [LEASE_MS, LEASE_MS * 3 / 4, LEASE_MS / 2][i];
+            config.grace_ms = baton_directory::config::default_grace_ms(config.lease_ms, RHO_PPM);
+        }
         let checker = checker.clone();
         let leaders = leaders.clone();
         let env = NodeEnv {
@@ -357,6 +367,7 @@ pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> O
         sim.host(*name, move || {
             let opts = AgentOpts {
                 server: name.to_string(),
+                host: name.to_string(),
                 nodes: NODES.iter().map(|s| s.to_string()).collect(),
                 lease_ms: LEASE_MS,
                 rho_ppm: RHO_PPM,
@@ -364,6 +375,31 @@ pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> O
                 no_self_fence: bugs.no_self_fence,
             };
             agent::run(opts, checker.clone())
+        });
+    }
+    // Every third seed, a second agent under a1's name (a cloned VM) starts on a host of
+    // its own while a1 runs. It must be refused and run nothing; if a1 is down when it
+    // comes, it may take the name over, and then a1's own restart is refused. The
+    // checker's single-active rule sees each instance as a holder of its own. No random
+    // draw here, so every seed keeps the fault plan it had.
+    if seed % 3 == 2 {
+        let checker = checker.clone();
+        sim.host(DUPLICATE, move || {
+            let opts = AgentOpts {
+                server: AGENTS[0].to_string(),
+                host: DUPLICATE.to_string(),
+                nodes: NODES.iter().map(|s| s.to_string()).collect(),
+                lease_ms: LEASE_MS,
+                rho_ppm: RHO_PPM,
+                first: 1,
+                no_self_fence: bugs.no_self_fence,
+            };
+            let checker = checker.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(DUPLICATE_FROM_MS)).await;
+                lock(&checker).event(now_ms(), format!("{DUPLICATE} starts as {}", AGENTS[0]));
+                agent::run(opts, checker).await
+            }
         });
     }
     for (i, name) in CLIENTS.iter().enumerate() {
@@ -376,6 +412,7 @@ pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> O
             start_ms: 2_000,
             stop_ms: heal_ms,
             read_ms,
+            lease_changes: seed % 3 == 1 && i == 1,
         };
         sim.client(*name, client::run(opts, checker.clone()));
     }
