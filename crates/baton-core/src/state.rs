@@ -175,6 +175,11 @@ pub struct State {
     /// that need a time but are not placement (an operator move to a quarantined server).
     #[serde(default)]
     pub now_ms: u64,
+    /// Directory time: the sum of the applied entries' `advance_ms` (each clamped to
+    /// [`crate::ADVANCE_MAX_MS`]), that is the leaders' monotonic time measured between
+    /// their proposals. It never goes back and no wall-clock step moves it.
+    #[serde(default)]
+    pub elapsed_ms: u64,
 }
 
 impl Default for State {
@@ -189,6 +194,7 @@ impl Default for State {
             history_max: HISTORY_MAX_DEFAULT,
             trimmed: Trimmed::Nothing,
             now_ms: 0,
+            elapsed_ms: 0,
         }
     }
 }
@@ -204,12 +210,16 @@ pub struct Assignment {
 
 impl State {
     /// Apply one log entry at `index`. Deterministic; a refusal leaves `self` untouched
-    /// apart from `revision`, which always advances to `index`.
+    /// apart from `revision`, which always advances to `index`, and directory time, which
+    /// always advances by the entry's `advance_ms` (the time passed, whatever the command).
     pub fn apply(&mut self, index: u64, entry: &Entry) -> Result<Outcome, Refusal> {
         debug_assert!(
             index > self.revision || self.revision == 0,
             "log index went back"
         );
+        self.elapsed_ms = self
+            .elapsed_ms
+            .saturating_add(entry.advance_ms.min(crate::ADVANCE_MAX_MS));
         // Validate against an untouched state first, then mutate: a refusal may never
         // leave half a change behind. A refused entry still advances the revision.
         if let Err(r) = self.check(&entry.cmd) {

@@ -283,6 +283,7 @@ impl Node {
         let entry = Entry {
             now_ms: self.wall_ms(),
             cmd,
+            advance_ms: 0,
         };
         // Size first: the bound of everything after it, validation included.
         baton_store::check_entry_size(&entry).map_err(|e| error::invalid(e.to_string()))?;
