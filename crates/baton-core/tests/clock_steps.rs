@@ -170,3 +170,55 @@ fn a_refused_entry_still_carries_its_time() {
 fn release_cause(d: &Dir) -> Option<Cause> {
     d.get("r").release.as_ref().map(|r| r.cause)
 }
+
+#[test]
+fn the_leader_ticks_when_a_timer_is_due_in_directory_time_and_while_one_is_pending() {
+    use baton_core::TIMER_TICK_EVERY_MS;
+    use baton_core::controller::tick_due;
+    let (d, since) = failback_pending(60_000);
+    let st = &d.state;
+    assert_eq!(st.elapsed_ms, since);
+    // Pending, not due: a keepalive tick once enough time is unproposed.
+    assert!(!tick_due(st, 0));
+    assert!(!tick_due(st, TIMER_TICK_EVERY_MS - 1));
+    assert!(tick_due(st, TIMER_TICK_EVERY_MS));
+    // Nothing pending: nothing to write, however long the leader waited.
+    let mut idle = dir();
+    idle.up(&["a"]).role("r", &["a"]);
+    assert!(!tick_due(&idle.state, 3_600_000));
+    // Due: a failback delay shorter than the keepalive period.
+    let (d, _) = failback_pending(1_000);
+    assert!(!tick_due(&d.state, 999));
+    assert!(tick_due(&d.state, 1_000));
+}
+
+#[test]
+fn a_snapshot_from_before_directory_time_loads_with_its_timers_moved_onto_it() {
+    let mut d = dir();
+    d.up(&["a", "b"]);
+    d.ok(create_role_full("r", "", &["a", "b"], true, 60_000, None));
+    let epoch = d.epoch("r");
+    d.ok(role_failed("r", "a", epoch, 30_000));
+    assert_eq!(d.active("r"), Some("b"));
+    // What a snapshot looked like before directory time: timers on the wall clock
+    // (the last entry applied was at `wall`), and no `elapsed_ms`.
+    let wall = d.now;
+    let mut v = serde_json::to_value(&d.state).unwrap();
+    let obj = v.as_object_mut().unwrap();
+    obj.remove("elapsed_ms");
+    obj.insert("now_ms".into(), wall.into());
+    obj["roles"]["r"]["quarantine"]["a"] = (wall + 20_000).into();
+    for srv in ["a", "b"] {
+        obj["servers"][srv]["eligible_since_ms"] = (wall - 5_000).into();
+    }
+    let st: baton_core::State = serde_json::from_value(v).unwrap();
+    assert_eq!(st.elapsed_ms, 0);
+    // The quarantine keeps the 20 s it had left; eligibility counts from the upgrade.
+    assert_eq!(st.roles["r"].quarantine.get("a"), Some(&20_000));
+    assert_eq!(st.servers["a"].eligible_since_ms, 0);
+    assert_eq!(next_tick_ms(&st), Some(20_000));
+    // A snapshot written now round-trips as it is.
+    let again: baton_core::State =
+        serde_json::from_value(serde_json::to_value(&d.state).unwrap()).unwrap();
+    assert_eq!(again, d.state);
+}
