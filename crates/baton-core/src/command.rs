@@ -129,8 +129,9 @@ pub enum Command {
         server: String,
         epoch: u64,
     },
-    /// The role kept crashing on `server` under `epoch`: quarantine the pair until
-    /// `now + cooldown_ms` and move the role on. The agent has stopped the process.
+    /// The role kept crashing on `server` under `epoch`: quarantine the pair for
+    /// `cooldown_ms` of directory time and move the role on. The agent has stopped the
+    /// process.
     RoleFailed {
         role: String,
         server: String,
