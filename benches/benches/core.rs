@@ -63,8 +63,15 @@ fn state(servers: usize, roles: usize, on_first: usize, failback: bool) -> State
 
 fn apply(s: &mut State, cmd: Command) {
     let index = s.revision + 1;
-    s.apply(index, &Entry { now_ms: NOW, cmd })
-        .expect("accepted");
+    s.apply(
+        index,
+        &Entry {
+            now_ms: NOW,
+            advance_ms: 0,
+            cmd,
+        },
+    )
+    .expect("accepted");
 }
 
 fn set_role(role: &str, delay: u64) -> Command {

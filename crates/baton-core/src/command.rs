@@ -2,16 +2,30 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One Raft entry's payload: the command and the proposer's wall-clock time.
+/// One Raft entry's payload: the command, the proposer's wall-clock time, and how far the
+/// entry moves the directory's own clock.
 ///
-/// `now_ms` is read once, by the node that proposes the entry, and travels in the log, so
-/// every node applies the same time. It is used for history timestamps, failback delays and
-/// quarantine cooldowns (anti-flap policy), never for leases (safety), which use the
-/// leader's monotonic clock and never touch the log.
+/// Both times are read once, by the node that proposes the entry, and travel in the log,
+/// so every node applies the same times.
+///
+/// - `now_ms` (wall clock, ms since the Unix epoch) only stamps what operators read:
+///   history events, since when an agent instance holds its name. Wall clocks step (NTP,
+///   a VM resume) and differ between nodes, so no timer counts on it.
+/// - `advance_ms` moves the *directory time* ([`crate::State::elapsed_ms`]) forward, at
+///   most [`crate::ADVANCE_MAX_MS`] per entry. Only the leader sets it: the monotonic
+///   milliseconds it measured since the previous advance it proposed in its term (a new
+///   leader starts measuring when it takes over). Failback delays and quarantine
+///   cooldowns (anti-flap policy) count on directory time, so no clock step shortens or
+///   stretches them. Leases (safety) use neither: they live on the leader's monotonic
+///   clock and never touch the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub now_ms: u64,
     pub cmd: Command,
+    /// 0 in entries written before directory time existed, and in entries a node
+    /// proposes while it does not lead.
+    #[serde(default)]
+    pub advance_ms: u64,
 }
 
 /// Which agent process registers (or holds) a server name.
@@ -115,8 +129,9 @@ pub enum Command {
         server: String,
         epoch: u64,
     },
-    /// The role kept crashing on `server` under `epoch`: quarantine the pair until
-    /// `now + cooldown_ms` and move the role on. The agent has stopped the process.
+    /// The role kept crashing on `server` under `epoch`: quarantine the pair for
+    /// `cooldown_ms` of directory time and move the role on. The agent has stopped the
+    /// process.
     RoleFailed {
         role: String,
         server: String,
@@ -124,7 +139,10 @@ pub enum Command {
         reason: String,
         cooldown_ms: u64,
     },
-    /// Re-evaluate time-based placement (failback delays, quarantine ends) at `now_ms`.
+    /// Re-evaluate time-based placement (failback delays, quarantine ends) at the
+    /// directory time the entry's `advance_ms` brings. The leader proposes one when a
+    /// timer falls due, and regularly while one is pending, so that its measured time
+    /// reaches the log in steps below [`crate::ADVANCE_MAX_MS`].
     Tick,
     /// Cluster-wide settings that must be the same on every node, so they travel in the
     /// log (the leader proposes its configured values when they differ).

@@ -6,6 +6,21 @@
 //! [`crate::Command::Tick`] when a time-based placement decision (failback delay,
 //! quarantine end) falls due. These functions decide; the directory crate acts.
 //!
+//! ## Directory time
+//!
+//! Failback delays and quarantine cooldowns count on directory time
+//! ([`State::elapsed_ms`]), which only leaders move: each entry a leader proposes carries
+//! the monotonic time it measured since its previous proposal in its term
+//! ([`crate::Entry::advance_ms`]). A leader therefore knows directory time *now* without
+//! writing anything: the state's `elapsed_ms` plus what it measured and has not proposed
+//! yet. It proposes a `Tick` when that reaches [`next_tick_ms`], and, while a timer is
+//! pending, at least every [`crate::TIMER_TICK_EVERY_MS`] so that its measured time
+//! reaches the log before one entry could no longer carry it ([`tick_due`]). With no
+//! timer pending it writes nothing, and the time it does not pass on is not counted: no
+//! timer was running. A new leader starts measuring when it takes over: the time
+//! between the old leader's last proposal and that moment is not counted either, so a
+//! leadership change can only stretch a timer (by about an election), never shorten it.
+//!
 //! ## Why `lease + grace` is safe (invariant 1)
 //!
 //! Let every clock's rate be within `[1 - rho, 1 + rho]` of real time. The agent stops
@@ -59,9 +74,9 @@ pub fn expired_servers(
         .collect()
 }
 
-/// The earliest wall-clock time at which a [`crate::Command::Tick`] would change
-/// placement: a failback delay running out or a quarantine ending. `None` when nothing
-/// time-based is pending.
+/// The earliest directory time ([`State::elapsed_ms`]) at which a
+/// [`crate::Command::Tick`] would change placement: a failback delay running out or a
+/// quarantine ending. `None` when nothing time-based is pending.
 pub fn next_tick_ms(state: &State) -> Option<u64> {
     let mut due: Option<u64> = None;
     let mut consider = |t: u64| due = Some(due.map_or(t, |d| d.min(t)));
@@ -94,4 +109,18 @@ pub fn next_tick_ms(state: &State) -> Option<u64> {
         }
     }
     due
+}
+
+/// Whether the leader should propose a `Tick` now, having measured `unproposed_ms` of
+/// monotonic time since the last advance it proposed: a timer is due at directory time
+/// `elapsed_ms + unproposed_ms`, or a timer is pending and the time measured should
+/// reach the log before it grows past what one entry carries.
+pub fn tick_due(state: &State, unproposed_ms: u64) -> bool {
+    let Some(due) = next_tick_ms(state) else {
+        return false;
+    };
+    let now = state
+        .elapsed_ms
+        .saturating_add(unproposed_ms.min(crate::ADVANCE_MAX_MS));
+    due <= now || unproposed_ms >= crate::TIMER_TICK_EVERY_MS
 }

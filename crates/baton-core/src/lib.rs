@@ -94,3 +94,18 @@ pub const SERVERS_DOWN_MAX: usize = 10_000;
 pub const MAIN_VOTERS_MIN: u32 = 3;
 /// Longest failback delay accepted: a day.
 pub const FAILBACK_DELAY_MAX_MS: u64 = 86_400_000;
+/// Most directory time one entry may add ([`Entry::advance_ms`]); `apply` clamps larger
+/// values. Directory time is the leader's monotonic time measured between its proposals,
+/// and while a timer is pending the leader proposes at least every
+/// [`TIMER_TICK_EVERY_MS`], so a healthy leader never reaches this bound. What does reach
+/// it is a measurement that cannot be trusted to be time the directory watched pass: a
+/// leader process stalled for minutes (a frozen VM whose monotonic clock jumps on resume),
+/// or a bug. Without a bound one such entry would end every pending failback delay and
+/// quarantine at once; with it, one entry shortens them by at most these 10 s. (While no
+/// timer is pending the leader proposes nothing, and the time it does not pass on is
+/// simply not counted: no timer was running to count it.)
+pub const ADVANCE_MAX_MS: u64 = 10_000;
+/// While a timer is pending, the leader proposes a `Tick` at least this often (half of
+/// [`ADVANCE_MAX_MS`], leaving room for a slow write), so the time it measures reaches the
+/// log without being clamped.
+pub const TIMER_TICK_EVERY_MS: u64 = ADVANCE_MAX_MS / 2;

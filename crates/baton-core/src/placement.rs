@@ -62,15 +62,18 @@ impl State {
         }
     }
 
+    /// Bring `name` to where the policy wants it at directory time `elapsed_ms`;
+    /// `now_ms` (the proposer's wall time) only stamps the history events it records.
     pub(crate) fn place(&mut self, name: &str, now_ms: u64) {
         // An ended quarantine moves to `recovered` (its end still delays failback to that
         // server), and is forgotten once the failback delay has run out after it, so
         // the state stays bounded.
+        let now = self.elapsed_ms;
         let r = self.roles.get_mut(name).expect("placing a known role");
         let ended: Vec<(String, u64)> = r
             .quarantine
             .iter()
-            .filter(|(_, until)| **until <= now_ms)
+            .filter(|(_, until)| **until <= now)
             .map(|(s, u)| (s.clone(), *u))
             .collect();
         for (server, until) in ended {
@@ -79,17 +82,17 @@ impl State {
         }
         let delay = r.failback_delay_ms;
         r.recovered
-            .retain(|_, until| until.saturating_add(delay) > now_ms);
+            .retain(|_, until| until.saturating_add(delay) > now);
         let role = &self.roles[name];
         if role.release.is_some() {
             return; // waiting for the old server's acknowledgement (or its lease)
         }
         let Some(active) = role.active.clone() else {
-            let target = self.first_eligible(name, now_ms);
+            let target = self.first_eligible(name);
             if target.is_some() {
                 self.assign(name, target, Cause::Placement, now_ms, "");
             } else {
-                let why = self.why_unplaced(&self.roles[name], now_ms);
+                let why = self.why_unplaced(&self.roles[name]);
                 self.roles.get_mut(name).expect("known").reason = why;
             }
             return;
@@ -104,15 +107,13 @@ impl State {
             Some(s) if !s.kinds.is_empty() && !s.kinds.contains(&role.kind) => {
                 Some(Cause::Placement)
             }
-            Some(_) => self
-                .failback_target(name, &active, now_ms)
-                .map(|_| Cause::Failback),
+            Some(_) => self.failback_target(name, &active).map(|_| Cause::Failback),
         };
         let Some(cause) = cause else { return };
         let to = if cause == Cause::Failback {
-            self.failback_target(name, &active, now_ms)
+            self.failback_target(name, &active)
         } else {
-            self.first_eligible(name, now_ms).filter(|t| t != &active)
+            self.first_eligible(name).filter(|t| t != &active)
         };
         let r = self.roles.get_mut(name).expect("known");
         r.reason = format!(
@@ -124,8 +125,8 @@ impl State {
     }
 
     /// With failback on: the highest-priority server above `active` that has been
-    /// eligible for the role's failback delay.
-    pub(crate) fn failback_target(&self, name: &str, active: &str, now_ms: u64) -> Option<String> {
+    /// eligible for the role's failback delay (in directory time).
+    pub(crate) fn failback_target(&self, name: &str, active: &str) -> Option<String> {
         let role = &self.roles[name];
         if !role.failback {
             return None;
@@ -134,11 +135,11 @@ impl State {
             .iter()
             .take_while(|s| s.as_str() != active)
             .find(|s| {
-                self.eligible_now(name, s, now_ms)
+                self.eligible_now(name, s)
                     && self
                         .eligible_since(name, s)
                         .saturating_add(role.failback_delay_ms)
-                        <= now_ms
+                        <= self.elapsed_ms
             })
             .cloned()
     }

@@ -45,8 +45,8 @@ pub struct Server {
     pub kinds: BTreeSet<String>,
     pub maintenance: bool,
     pub status: ServerStatus,
-    /// Wall-clock time (from the log) since which the server has been up and out of
-    /// maintenance; the failback delay counts from here.
+    /// Directory time ([`State::elapsed_ms`]) since which the server has been up and out
+    /// of maintenance; the failback delay counts from here.
     pub eligible_since_ms: u64,
     /// The agent instance that holds this server name (see [`Command::RegisterAgent`]).
     #[serde(default)]
@@ -84,7 +84,8 @@ pub struct Role {
     /// Epoch of the current (or last) assignment; 0 = never assigned.
     pub epoch: u64,
     pub release: Option<Release>,
-    /// server -> wall-clock ms until which the role may not run there.
+    /// server -> directory time ([`State::elapsed_ms`]) until which the role may not run
+    /// there. Shown to operators as a wall-clock estimate (see [`State::wall_estimate_ms`]).
     pub quarantine: BTreeMap<String, u64>,
     /// Why the role is where it is, or why it is not running.
     pub reason: String,
@@ -93,7 +94,7 @@ pub struct Role {
     /// name cannot be reused, so a re-created role never runs beside the old one.
     #[serde(default)]
     pub deleting: bool,
-    /// server -> end of this role's last quarantine there, kept until the failback delay
+    /// server -> end (directory time) of this role's last quarantine there, kept until the failback delay
     /// has run out after it: a server counts as eligible for failback only from then.
     #[serde(default)]
     pub recovered: BTreeMap<String, u64>,
@@ -152,7 +153,12 @@ pub struct Event {
 }
 
 /// The whole replicated state. Serialized as the snapshot.
+///
+/// A snapshot written before directory time existed (no `elapsed_ms`) held its timers on
+/// the wall clock; it loads with directory time 0 and its timers moved onto it (see
+/// [`StateOnDisk`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StateOnDisk")]
 pub struct State {
     /// Log index of the last applied entry: the directory's revision.
     pub revision: u64,
@@ -171,8 +177,8 @@ pub struct State {
     /// before it existed load as `Unknown` (see `crate::history`).
     #[serde(default = "Trimmed::unknown")]
     pub trimmed: Trimmed,
-    /// The latest proposer time applied (max of the entries' `now_ms`): "now" for checks
-    /// that need a time but are not placement (an operator move to a quarantined server).
+    /// The latest proposer wall time applied (max of the entries' `now_ms`): for what
+    /// operators read (history timestamps), never for a timer.
     #[serde(default)]
     pub now_ms: u64,
     /// The cluster's lease, as agents are told it (0: not set yet; nodes then use their
@@ -188,6 +194,82 @@ pub struct State {
     /// acknowledgement of it any more (the leader then proposes `SettleLease`).
     #[serde(default)]
     pub expiry_lease_ms: u64,
+    /// Directory time: the sum of the applied entries' `advance_ms` (each clamped to
+    /// [`crate::ADVANCE_MAX_MS`]), that is the leaders' monotonic time measured between
+    /// their proposals. It never goes back and no wall-clock step moves it.
+    #[serde(default)]
+    pub elapsed_ms: u64,
+}
+
+/// [`State`] as stored, for loading snapshots of every version.
+#[derive(Deserialize)]
+struct StateOnDisk {
+    revision: u64,
+    voters: u32,
+    last_epoch: u64,
+    servers: BTreeMap<String, Server>,
+    roles: BTreeMap<String, Role>,
+    #[serde(deserialize_with = "deserialize_history")]
+    history: VecDeque<Event>,
+    history_max: usize,
+    #[serde(default = "Trimmed::unknown")]
+    trimmed: Trimmed,
+    #[serde(default)]
+    now_ms: u64,
+    /// `None` in a snapshot written before directory time existed.
+    #[serde(default)]
+    elapsed_ms: Option<u64>,
+    #[serde(default)]
+    lease_ms: u64,
+    #[serde(default)]
+    grace_ms: u64,
+    #[serde(default)]
+    expiry_lease_ms: u64,
+}
+
+impl From<StateOnDisk> for State {
+    /// Loading a snapshot written before directory time existed: its timers are wall-clock
+    /// times, which mean nothing on directory time (which starts at 0 here). They are
+    /// moved onto it so that none ends early:
+    /// - a quarantine keeps what remained of it at the last entry applied (`now_ms`), so
+    ///   it ends that long after the upgrade (later by the time that passed between that
+    ///   entry and the upgrade);
+    /// - every server counts as eligible since the upgrade, and a quarantine that had
+    ///   ended counts as ended then: a failback delay running at the upgrade starts over.
+    ///
+    /// Timers are stretched by the upgrade, never shortened.
+    fn from(d: StateOnDisk) -> State {
+        let mut st = State {
+            revision: d.revision,
+            voters: d.voters,
+            last_epoch: d.last_epoch,
+            servers: d.servers,
+            roles: d.roles,
+            history: d.history,
+            history_max: d.history_max,
+            trimmed: d.trimmed,
+            now_ms: d.now_ms,
+            elapsed_ms: d.elapsed_ms.unwrap_or(0),
+            lease_ms: d.lease_ms,
+            grace_ms: d.grace_ms,
+            expiry_lease_ms: d.expiry_lease_ms,
+        };
+        if d.elapsed_ms.is_none() {
+            let wall = st.now_ms;
+            for s in st.servers.values_mut() {
+                s.eligible_since_ms = 0;
+            }
+            for r in st.roles.values_mut() {
+                for until in r.quarantine.values_mut() {
+                    *until = until.saturating_sub(wall);
+                }
+                for end in r.recovered.values_mut() {
+                    *end = end.saturating_sub(wall);
+                }
+            }
+        }
+        st
+    }
 }
 
 impl Default for State {
@@ -205,6 +287,7 @@ impl Default for State {
             lease_ms: 0,
             grace_ms: 0,
             expiry_lease_ms: 0,
+            elapsed_ms: 0,
         }
     }
 }
@@ -220,12 +303,16 @@ pub struct Assignment {
 
 impl State {
     /// Apply one log entry at `index`. Deterministic; a refusal leaves `self` untouched
-    /// apart from `revision`, which always advances to `index`.
+    /// apart from `revision`, which always advances to `index`, and directory time, which
+    /// always advances by the entry's `advance_ms` (the time passed, whatever the command).
     pub fn apply(&mut self, index: u64, entry: &Entry) -> Result<Outcome, Refusal> {
         debug_assert!(
             index > self.revision || self.revision == 0,
             "log index went back"
         );
+        self.elapsed_ms = self
+            .elapsed_ms
+            .saturating_add(entry.advance_ms.min(crate::ADVANCE_MAX_MS));
         // Validate against an untouched state first, then mutate: a refusal may never
         // leave half a change behind. A refused entry still advances the revision.
         if let Err(r) = self.check(&entry.cmd) {
@@ -265,6 +352,17 @@ impl State {
             for role in idle {
                 self.place(&role, self.now_ms);
             }
+        }
+    }
+
+    /// A wall-clock estimate, for operators, of when directory time will read (or read)
+    /// `dir_ms`: the latest proposer wall time applied, moved by the difference. Only as
+    /// good as that proposer's clock; no decision uses it.
+    pub fn wall_estimate_ms(&self, dir_ms: u64) -> u64 {
+        if dir_ms >= self.elapsed_ms {
+            self.now_ms.saturating_add(dir_ms - self.elapsed_ms)
+        } else {
+            self.now_ms.saturating_sub(self.elapsed_ms - dir_ms)
         }
     }
 
@@ -518,7 +616,7 @@ impl State {
                         "role {role:?} already runs on {server:?}"
                     )));
                 }
-                if let Some(reason) = self.ineligible(r, s, self.now_ms) {
+                if let Some(reason) = self.ineligible(r, s) {
                     return Err(Refusal::precondition(format!(
                         "cannot move role {role:?} to {server:?}: {reason}"
                     )));
@@ -530,7 +628,7 @@ impl State {
                         .servers
                         .iter()
                         .take_while(|x| *x != server)
-                        .find(|x| self.eligible_now(role, x, self.now_ms))
+                        .find(|x| self.eligible_now(role, x))
                 {
                     return Err(Refusal::precondition(format!(
                         "role {role:?} has failback on and {above:?} ranks above {server:?} and is eligible: the role would move back at once; turn failback off first"
@@ -647,7 +745,8 @@ impl State {
         Ok(())
     }
 
-    /// Change the state; called only after `check` passed, on a scratch copy.
+    /// Change the state; called only after `check` passed. `now_ms` is the proposer's
+    /// wall time, for history timestamps only; timers count on `self.elapsed_ms`.
     fn mutate(&mut self, now_ms: u64, cmd: &Command) -> Outcome {
         let summary = match cmd {
             Command::AddServer { name, main, kinds } => {
@@ -659,7 +758,7 @@ impl State {
                         kinds: kinds.iter().cloned().collect(),
                         maintenance: false,
                         status: ServerStatus::Unknown,
-                        eligible_since_ms: now_ms,
+                        eligible_since_ms: self.elapsed_ms,
                         instance: Default::default(),
                         instance_since_ms: 0,
                     },
@@ -779,7 +878,7 @@ impl State {
                 let s = self.servers.get_mut(name).expect("checked");
                 if s.maintenance {
                     s.maintenance = false;
-                    s.eligible_since_ms = now_ms;
+                    s.eligible_since_ms = self.elapsed_ms;
                 }
                 format!("server {name} resumed")
             }
@@ -824,7 +923,7 @@ impl State {
                         kinds: BTreeSet::new(),
                         maintenance: false,
                         status: ServerStatus::Unknown,
-                        eligible_since_ms: now_ms,
+                        eligible_since_ms: self.elapsed_ms,
                         instance: Default::default(),
                         instance_since_ms: 0,
                     });
@@ -837,7 +936,7 @@ impl State {
                 s.instance = instance.clone();
                 if s.status != ServerStatus::Up {
                     s.status = ServerStatus::Up;
-                    s.eligible_since_ms = now_ms;
+                    s.eligible_since_ms = self.elapsed_ms;
                 }
                 // A server that registers as main only now, while the directory has no
                 // failover, may not keep roles: those placed on it are handed over
@@ -888,7 +987,7 @@ impl State {
                     if self.finish_delete(&role, from.clone(), now_ms) {
                         continue;
                     }
-                    let target = self.first_eligible(&role, now_ms);
+                    let target = self.first_eligible(&role);
                     self.assign_from(&role, from, target, cause, now_ms, "lease expired");
                 }
                 format!("server(s) {} down", downed.join(", "))
@@ -920,8 +1019,8 @@ impl State {
                     };
                 }
                 let target = match rel.to {
-                    Some(to) if self.eligible_now(role, &to, now_ms) => Some(to),
-                    _ => self.first_eligible(role, now_ms),
+                    Some(to) if self.eligible_now(role, &to) => Some(to),
+                    _ => self.first_eligible(role),
                 };
                 self.assign_from(role, from, target, rel.cause, now_ms, "");
                 format!("role {role} released")
@@ -944,7 +1043,7 @@ impl State {
                     };
                 }
                 r.quarantine
-                    .insert(server.clone(), now_ms.saturating_add(*cooldown_ms));
+                    .insert(server.clone(), self.elapsed_ms.saturating_add(*cooldown_ms));
                 // The agent reports a failure only once it has stopped the process.
                 let from = r.active.take();
                 r.release = None;
@@ -953,7 +1052,7 @@ impl State {
                         summary: format!("role {role} stopped and deleted"),
                     };
                 }
-                let target = self.first_eligible(role, now_ms);
+                let target = self.first_eligible(role);
                 self.assign_from(role, from, target, Cause::RoleFailed, now_ms, reason);
                 format!("role {role} failed on {server}: {reason}")
             }
@@ -1017,8 +1116,9 @@ impl State {
         true
     }
 
-    /// Why `server` cannot run `role` at `now_ms`, or `None` when it can.
-    fn ineligible(&self, role: &Role, server: &Server, now_ms: u64) -> Option<String> {
+    /// Why `server` cannot run `role` now (at directory time `elapsed_ms`), or `None`
+    /// when it can.
+    fn ineligible(&self, role: &Role, server: &Server) -> Option<String> {
         if server.status != ServerStatus::Up {
             return Some(format!(
                 "server {} is {}",
@@ -1042,7 +1142,7 @@ impl State {
             ));
         }
         if let Some(until) = role.quarantine.get(&server.name)
-            && *until > now_ms
+            && *until > self.elapsed_ms
         {
             return Some(format!(
                 "role {} is quarantined on {} (it crashed too often)",
@@ -1052,30 +1152,30 @@ impl State {
         None
     }
 
-    pub(crate) fn eligible_now(&self, role: &str, server: &str, now_ms: u64) -> bool {
+    pub(crate) fn eligible_now(&self, role: &str, server: &str) -> bool {
         match (self.roles.get(role), self.servers.get(server)) {
             (Some(r), Some(s)) => {
-                r.servers.iter().any(|x| x == server) && self.ineligible(r, s, now_ms).is_none()
+                r.servers.iter().any(|x| x == server) && self.ineligible(r, s).is_none()
             }
             _ => false,
         }
     }
 
-    pub(crate) fn first_eligible(&self, role: &str, now_ms: u64) -> Option<String> {
+    pub(crate) fn first_eligible(&self, role: &str) -> Option<String> {
         let r = self.roles.get(role)?;
         r.servers
             .iter()
-            .find(|s| self.eligible_now(role, s, now_ms))
+            .find(|s| self.eligible_now(role, s))
             .cloned()
     }
 
     /// Why no server of `role` is eligible (for the role's `reason`).
-    pub(crate) fn why_unplaced(&self, role: &Role, now_ms: u64) -> String {
+    pub(crate) fn why_unplaced(&self, role: &Role) -> String {
         let reasons: Vec<String> = role
             .servers
             .iter()
             .filter_map(|s| match self.servers.get(s) {
-                Some(srv) => self.ineligible(role, srv, now_ms),
+                Some(srv) => self.ineligible(role, srv),
                 None => Some(format!("server {s} does not exist")),
             })
             .collect();
@@ -1111,7 +1211,7 @@ impl State {
         };
         let why = match &target {
             Some(_) => None,
-            None => Some(self.why_unplaced(&self.roles[role], now_ms)),
+            None => Some(self.why_unplaced(&self.roles[role])),
         };
         let r = self.roles.get_mut(role).expect("assign: role exists");
         debug_assert!(r.active.is_none(), "assign over a running role");

@@ -26,6 +26,7 @@ fn no_op(d: &mut Dir, cmd: baton_core::Command) -> String {
     let summary = d.ok(cmd).summary;
     let mut expected = before;
     expected.revision = d.index;
+    expected.elapsed_ms = d.state.elapsed_ms;
     assert_eq!(d.state, expected, "{summary}");
     summary
 }

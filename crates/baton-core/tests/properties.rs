@@ -463,6 +463,7 @@ impl Checker {
                 // Invariant 6: a refusal changes nothing but the revision.
                 let mut expected = before.clone();
                 expected.revision = index;
+                expected.elapsed_ms = state.elapsed_ms;
                 prop_assert_eq!(state, &expected, "refusal {:?} changed the state", refusal);
                 prop_assert!(!refusal.message.is_empty());
             }
@@ -496,6 +497,7 @@ impl Checker {
                         &Entry {
                             now_ms: now,
                             cmd: Command::Tick,
+                            advance_ms: 0,
                         },
                     )
                     .expect("a tick is never refused");
@@ -1104,10 +1106,33 @@ fn execute(ops: &[(u64, Op)], check: bool) -> Result<Run, TestCaseError> {
             log.push(Logged::Blank(index));
             continue;
         }
+        // The wall clock and the leader's monotonic clock agree here: every entry moves
+        // directory time to `now`, a wait longer than one entry may carry in `Tick`s
+        // first, as the leader does while a timer is pending.
+        while now - state.elapsed_ms > baton_core::ADVANCE_MAX_MS {
+            index += 1;
+            let before = state.clone();
+            let at = state.elapsed_ms + baton_core::ADVANCE_MAX_MS;
+            let entry = Entry {
+                now_ms: at,
+                cmd: Command::Tick,
+                advance_ms: baton_core::ADVANCE_MAX_MS,
+            };
+            let result = state.apply(index, &entry);
+            if check {
+                checker.step(&before, &state, index, at, &entry.cmd, &result)?;
+            }
+            log.push(Logged::Cmd(index, entry));
+            results.push(result);
+        }
         for cmd in commands(&state, op) {
             index += 1;
             let before = state.clone();
-            let entry = Entry { now_ms: now, cmd };
+            let entry = Entry {
+                now_ms: now,
+                cmd,
+                advance_ms: now - state.elapsed_ms,
+            };
             let result = state.apply(index, &entry);
             if check {
                 checker.step(&before, &state, index, now, &entry.cmd, &result)?;
@@ -1205,9 +1230,13 @@ proptest! {
         let late = now + LATE_MS;
         let mut apply = |state: &mut State, cmd: Command| {
             index += 1;
-            state.apply(index, &Entry { now_ms: late, cmd }).unwrap();
+            let advance_ms = (late - state.elapsed_ms).min(baton_core::ADVANCE_MAX_MS);
+            let entry = Entry { now_ms: late, cmd, advance_ms };
+            state.apply(index, &entry).unwrap();
         };
-        apply(&mut state, Command::Tick);
+        while state.elapsed_ms < late {
+            apply(&mut state, Command::Tick);
+        }
         // Each round completes the handovers in flight; a completed one may start one
         // failback, so a few rounds always suffice.
         for _ in 0..4 {

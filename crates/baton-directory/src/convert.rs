@@ -66,7 +66,8 @@ pub fn command_from_proto(cmd: pb::Command) -> Result<Command, Status> {
     })
 }
 
-pub fn role_to_proto(r: &Role) -> pb::Role {
+/// `state` turns the quarantine ends (directory time) into wall-clock estimates.
+pub fn role_to_proto(state: &State, r: &Role) -> pb::Role {
     pb::Role {
         name: r.name.clone(),
         kind: r.kind.clone(),
@@ -83,7 +84,7 @@ pub fn role_to_proto(r: &Role) -> pb::Role {
             .iter()
             .map(|(server, until)| pb::Quarantine {
                 server: server.clone(),
-                until_ms: *until,
+                until_ms: state.wall_estimate_ms(*until),
             })
             .collect(),
     }

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod directory_time;
 pub mod env;
 pub mod error;
 pub mod faults;

@@ -737,6 +737,9 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick_ms = 0u64;
+    // Directory time: from now on, entries this node proposes in `term` carry the
+    // monotonic time it measured since its previous one.
+    node.directory_time.lead(term);
     // A leader that has not heard from a quorum for this long counts as without one.
     let quorum_stale_ms = node.config.election_timeout_max_ms;
     let mut quorum_lost = false;
@@ -852,14 +855,15 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
                 }
             }
         }
-        // 2. Time-based placement (failback delays, quarantine ends).
-        let due = node.read(baton_core::controller::next_tick_ms);
-        let now_wall = node.wall_ms();
-        if let Some(due) = due
-            && due <= now_wall
-            && now_wall.saturating_sub(last_tick_ms) >= 200
-        {
-            last_tick_ms = now_wall;
+        // 2. Time-based placement (failback delays, quarantine ends), on directory time:
+        //    the applied state's plus what this leader measured and has not proposed.
+        //    While a timer is pending, a Tick also carries that time to the log often
+        //    enough (`tick_due`); with none pending nothing is written.
+        let unproposed = node.directory_time.unproposed_ms(term);
+        let due = node.read(|st| baton_core::controller::tick_due(st, unproposed));
+        let now = m.mono_ms();
+        if due && now.saturating_sub(last_tick_ms) >= 200 {
+            last_tick_ms = now;
             if let Err(e) = bounded_write(&node, Command::Tick).await {
                 tracing::debug!("tick failed: {e}");
             }

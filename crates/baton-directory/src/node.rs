@@ -23,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use crate::config::NodeConfig;
+use crate::directory_time::DirectoryTime;
 use crate::env::{AppliedState, NodeEnv};
 use crate::error::{self, DirectoryError};
 use crate::faults::Faults;
@@ -60,6 +61,8 @@ pub struct Node {
     pub env: NodeEnv,
     /// The Directory Manager: leadership, liveness, controller.
     pub manager: Manager,
+    /// While this node leads: the monotonic time it measured for directory time.
+    pub directory_time: DirectoryTime,
     /// Agent sessions attached to this node right now (shown in `cluster status`).
     pub sessions: AtomicU64,
     /// Channels to other nodes by address, for forwarding; bounded by the membership.
@@ -149,6 +152,7 @@ impl Node {
             sm: view,
             env,
             manager,
+            directory_time: DirectoryTime::default(),
             sessions: AtomicU64::new(0),
             channels: Mutex::new(HashMap::new()),
             faults,
@@ -336,13 +340,21 @@ impl Node {
                 "leadership is being transferred; retry in a moment",
             ));
         }
-        let entry = Entry {
+        let mut entry = Entry {
             now_ms: self.wall_ms(),
             cmd,
+            advance_ms: 0,
         };
         // Size first: the bound of everything after it, validation included.
         baton_store::check_entry_size(&entry).map_err(|e| error::invalid(e.to_string()))?;
         entry.cmd.validate().map_err(|r| error::refusal(&r))?;
+        // Directory time, taken once the entry is admitted (a refused one carries none):
+        // what this node measured as leader since its previous entry. On a follower it
+        // is 0 and the leader it forwards to measures its own.
+        if self.is_leader() {
+            let term = self.raft.metrics().borrow().current_term;
+            entry.advance_ms = self.directory_time.take(term);
+        }
         if let Command::RegisterAgent {
             server,
             instance,

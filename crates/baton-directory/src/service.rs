@@ -125,7 +125,7 @@ impl Directory for DirectoryService {
             Gate::Forward(mut c) => c.get_role(forwarded(inner)).await,
             Gate::Local => self
                 .node
-                .read(|s| s.role(&inner.name).map(role_to_proto))
+                .read(|s| s.role(&inner.name).map(|r| role_to_proto(s, r)))
                 .map(Response::new)
                 .map_err(|r| refusal(&r)),
         }
@@ -141,7 +141,7 @@ impl Directory for DirectoryService {
         match self.gate(fwd, stale).await? {
             Gate::Forward(mut c) => c.list_roles(forwarded(inner)).await,
             Gate::Local => Ok(Response::new(self.node.read(|s| pb::RoleList {
-                roles: s.roles.values().map(role_to_proto).collect(),
+                roles: s.roles.values().map(|r| role_to_proto(s, r)).collect(),
                 revision: s.revision,
             }))),
         }

@@ -14,7 +14,10 @@
 //!   decrease;
 //! - monotonic revisions per agent (per incarnation: a restarted agent starts from 0);
 //! - no false failover: in a run with only directory faults, no role is ever held by a
-//!   second server.
+//!   second server;
+//! - failback on time (when a run watches one, [`FailbackWatch`]): a role returns to its
+//!   primary no sooner than its failback delay after the primary's agent came back,
+//!   whatever the directory nodes' wall clocks do, and not much later either.
 //!
 //! At the end: every acknowledged admin write is read back, and every role is held
 //! (liveness after healing).
@@ -30,6 +33,21 @@ pub fn server_of(holder: &str) -> &str {
 /// Simulated milliseconds since the start of the run.
 pub fn now_ms() -> u64 {
     turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A role with failback on whose primary's agent the run crashes and restarts.
+#[derive(Clone, Debug)]
+pub struct FailbackWatch {
+    pub role: String,
+    pub primary: String,
+    pub delay_ms: u64,
+    /// How long after the delay the return may take at most: the agent registering
+    /// after its restart, the controller noticing, the handover.
+    pub slack_ms: u64,
+    /// When the primary's agent restarted (simulated ms).
+    pub back_ms: Option<u64>,
+    /// When the role started on the primary again after that.
+    pub returned_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +79,8 @@ pub struct Checker {
     pub forbid_moves: bool,
     /// Register histories (role -> operations) for the linearizability check.
     pub registers: BTreeMap<String, Vec<crate::linear::Op>>,
+    /// The failback this run watches, if any.
+    pub failback: Option<FailbackWatch>,
 }
 
 /// The checker shared by every host of one run.
@@ -134,6 +154,7 @@ impl Checker {
         } else {
             *max = epoch;
         }
+        self.failback_start(now, server, role);
         let ever = self.ever_held.entry(role.to_string()).or_default();
         ever.insert(server.to_string());
         if self.forbid_moves && ever.len() > 1 {
@@ -149,6 +170,60 @@ impl Checker {
             .entry(role.to_string())
             .or_default()
             .insert(holder.to_string(), Hold { epoch, until_ms });
+    }
+
+    /// A hold start of the watched role on its primary after the primary came back: the
+    /// failback. Earlier than the delay after the agent's restart is a violation (the
+    /// agent registers after it restarts, so the directory saw the primary eligible for
+    /// less than the delay).
+    fn failback_start(&mut self, now: u64, server: &str, role: &str) {
+        let Some(w) = &mut self.failback else { return };
+        if w.role != role || w.primary != server || w.returned_ms.is_some() {
+            return;
+        }
+        let Some(back) = w.back_ms else { return };
+        w.returned_ms = Some(now);
+        let (delay, after) = (w.delay_ms, now - back);
+        self.event(
+            now,
+            format!("failback of {role} to {server}, {after} ms after it came back"),
+        );
+        if after < delay {
+            self.violation(
+                now,
+                format!(
+                    "early failback: {role} back on {server} {after} ms after its agent restarted, before its failback delay of {delay} ms"
+                ),
+            );
+        }
+    }
+
+    /// The agent host of `server` restarted (for the failback watch).
+    pub fn agent_restarted(&mut self, now: u64, server: &str) {
+        if let Some(w) = &mut self.failback
+            && w.primary == server
+        {
+            w.back_ms = Some(now);
+            w.returned_ms = None;
+        }
+    }
+
+    /// At the end of a run: a watched failback that was due long enough ago happened.
+    pub fn failback_end(&mut self, now: u64) {
+        let Some(w) = self.failback.clone() else {
+            return;
+        };
+        let Some(back) = w.back_ms else { return };
+        let latest = back + w.delay_ms + w.slack_ms;
+        if w.returned_ms.is_none_or(|t| t > latest) && now > latest {
+            self.violation(
+                now,
+                format!(
+                    "late failback: {} not back on {} by t={latest}ms ({} ms delay after its agent restarted at t={back}ms)",
+                    w.role, w.primary, w.delay_ms
+                ),
+            );
+        }
     }
 
     /// `server`'s roles may now run until `until_ms` (a renewal was acknowledged).
@@ -230,8 +305,10 @@ mod tests {
         assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
         assert!(c.violations[0].contains("single active: a1#i2 starts r@3 while a1#i1"));
 
-        let mut c = Checker::default();
-        c.forbid_moves = true;
+        let mut c = Checker {
+            forbid_moves: true,
+            ..Default::default()
+        };
         c.hold_start(100, "a1#i1", "r", 3, 2_000);
         // The takeover, after the first instance's fence: no overlap, no move, and the
         // epoch stays with its server.

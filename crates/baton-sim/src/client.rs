@@ -331,3 +331,40 @@ pub async fn run(o: ClientOpts, checker: Shared) -> turmoil::Result {
     }
     Ok(())
 }
+
+/// Create `role` over `servers` with failback on after `delay_ms`, from `start_ms` on,
+/// retrying through every node until it exists (for a run that watches a failback).
+pub async fn create_failback_role(
+    nodes: Vec<String>,
+    role: String,
+    servers: Vec<String>,
+    delay_ms: u64,
+    start_ms: u64,
+    checker: Shared,
+) -> turmoil::Result {
+    sleep_until_ms(start_ms).await;
+    let cmd = pb::Command {
+        command: Some(pb::command::Command::CreateRole(pb::CreateRole {
+            name: role.clone(),
+            kind: KIND.to_string(),
+            servers,
+            failback: true,
+            failback_delay_ms: delay_ms,
+            database: None,
+        })),
+    };
+    loop {
+        for node in &nodes {
+            let mut req = tonic::Request::new(cmd.clone());
+            req.set_timeout(Duration::from_millis(1500));
+            match DirectoryClient::new(net::channel(node)).apply(req).await {
+                Ok(_) => {
+                    lock(&checker).event(now_ms(), format!("created {role} (failback)"));
+                    return Ok(());
+                }
+                Err(s) if s.code() == tonic::Code::AlreadyExists => return Ok(()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}

@@ -22,7 +22,7 @@ pub mod rng;
 pub mod sim;
 pub mod store;
 
-pub use sim::{Bugs, Fault, Outcome, Planned, run_seed, run_with};
+pub use sim::{Bugs, Fault, Outcome, Planned, run_failback_clock_step, run_seed, run_with};
 
 thread_local! {
     /// The seed this thread is simulating, and the panics seen meanwhile (a turmoil world

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -79,6 +80,10 @@ pub enum Fault {
     /// link to the other is blackholed. At the end the crashed follower restarts; the
     /// link heals `LATE_MS` later, so the leader regains its quorum in the same term.
     LeaderQuorumLoss,
+    /// The wall clock of the node leading at the start steps by this many ms (NTP, a VM
+    /// resume) and stays stepped. Node wall clocks also differ by a per-seed skew from
+    /// the start. Only history timestamps may follow them.
+    ClockStep(i64),
 }
 
 /// One fault of a plan: from `start_ms` for `len_ms` (simulated).
@@ -222,12 +227,71 @@ pub fn run_seed(seed: u64, bugs: Bugs) -> Outcome {
 /// tests of a precise scenario). A given plan counts as directory-only when it has no
 /// agent crash and no partition of more than one host.
 pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> Outcome {
+    run_scenario(seed, bugs, plan_override, None)
+}
+
+/// The role a failback run watches, its primary, and its failback delay.
+pub const FAILBACK_ROLE: &str = "fb";
+pub const FAILBACK_DELAY_MS: u64 = 6_000;
+
+/// A failback under a wall-clock step: role [`FAILBACK_ROLE`] (over a1, a2, a3, failback
+/// after [`FAILBACK_DELAY_MS`]) runs on a1; a1's agent crashes long enough for the role
+/// to fail over, and comes back; a second later the leader's wall clock steps by
+/// `step_ms`. The checker wants the role back on a1 no sooner than the delay after a1's
+/// agent restarted, and not much later.
+pub fn run_failback_clock_step(seed: u64, step_ms: i64) -> Outcome {
+    let plan = vec![
+        Planned {
+            start_ms: 4_000,
+            len_ms: 3_000,
+            fault: Fault::CrashAgent(0),
+        },
+        // Long, so that the run lasts well past the failback.
+        Planned {
+            start_ms: 8_000,
+            len_ms: 8_000,
+            fault: Fault::ClockStep(step_ms),
+        },
+    ];
+    run_scenario(seed, Bugs::default(), Some(plan), Some(FAILBACK_DELAY_MS))
+}
+
+fn run_scenario(
+    seed: u64,
+    bugs: Bugs,
+    plan_override: Option<Vec<Planned>>,
+    failback_delay_ms: Option<u64>,
+) -> Outcome {
     let mut rng = Prng::new(seed);
+    // Wall clocks come from their own stream, so that they change nothing else a seed
+    // does: every node's is skewed by up to 30 s, and a seed's own plan steps the
+    // leader's once, by up to an hour either way.
+    let mut clock_rng = Prng::new(seed ^ 0xC10C_5EED_C10C_5EED);
+    let clocks: Vec<Arc<AtomicI64>> = NODES
+        .iter()
+        .map(|_| Arc::new(AtomicI64::new(clock_rng.between(0, 60_000) as i64 - 30_000)))
+        .collect();
     let mut directory_only = seed.is_multiple_of(4);
     let mut c = Checker::default();
     c.forbid_moves = directory_only;
+    if let Some(delay_ms) = failback_delay_ms {
+        c.failback = Some(crate::checker::FailbackWatch {
+            role: FAILBACK_ROLE.to_string(),
+            primary: AGENTS[0].to_string(),
+            delay_ms,
+            slack_ms: 3_000,
+            back_ms: None,
+            returned_ms: None,
+        });
+    }
     let checker: Shared = Arc::new(Mutex::new(c));
     let mut faults = plan(&mut rng, directory_only);
+    let by = clock_rng.between(1_000, 3_600_000) as i64;
+    faults.push(Planned {
+        start_ms: FAULTS_FROM_MS + clock_rng.below(FAULT_PHASE_MS),
+        len_ms: 0,
+        fault: Fault::ClockStep(if clock_rng.chance(50) { by } else { -by }),
+    });
     if let Some(p) = plan_override {
         directory_only = p.iter().all(|f| match &f.fault {
             Fault::CrashAgent(_) => false,
@@ -297,9 +361,13 @@ pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> O
         }
         let checker = checker.clone();
         let leaders = leaders.clone();
+        let clock = clocks[i].clone();
         let env = NodeEnv {
             connect: net::channel_factory(),
-            wall_ms: Arc::new(|| turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64)),
+            wall_ms: Arc::new(move || {
+                let sim = turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64);
+                sim.saturating_add_signed(clock.load(Ordering::SeqCst))
+            }),
             #[cfg(feature = "planted-bugs")]
             planted: baton_directory::env::Planted {
                 no_clock_restart: bugs.no_clock_restart,
@@ -416,6 +484,19 @@ pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> O
         };
         sim.client(*name, client::run(opts, checker.clone()));
     }
+    if let Some(delay_ms) = failback_delay_ms {
+        sim.client(
+            "fb-admin",
+            client::create_failback_role(
+                NODES.iter().map(|s| s.to_string()).collect(),
+                FAILBACK_ROLE.to_string(),
+                AGENTS.iter().map(|s| s.to_string()).collect(),
+                delay_ms,
+                1_500,
+                checker.clone(),
+            ),
+        );
+    }
 
     // Start and end actions of the faults, in time order.
     let mut actions: Vec<(u64, Phase, usize)> = Vec::new();
@@ -447,6 +528,11 @@ pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> O
                 (i, &faults[i].fault),
                 phase,
             );
+            if phase == Phase::Start
+                && let Fault::ClockStep(by) = faults[i].fault
+            {
+                step_leader_clock(&checker, &leaders, &clocks, now, by);
+            }
             if next == actions.len() {
                 heal(&mut sim);
                 lock(&checker).event(now, "healed: every link repaired, every host up");
@@ -508,6 +594,7 @@ pub fn run_with(seed: u64, bugs: Bugs, plan_override: Option<Vec<Planned>>) -> O
             c.violation(now, format!("register {role} not linearizable: {h:?}"));
         }
     }
+    c.failback_end(now);
     for p in crate::take_panics() {
         c.violation(now, format!("a task panicked: {p}"));
     }
@@ -613,7 +700,10 @@ fn apply(
             sim.crash(AGENTS[*i]);
             lock(checker).agent_crashed(now, AGENTS[*i]);
         }
-        (Fault::CrashAgent(i), false) => sim.bounce(AGENTS[*i]),
+        (Fault::CrashAgent(i), false) => {
+            sim.bounce(AGENTS[*i]);
+            lock(checker).agent_restarted(now, AGENTS[*i]);
+        }
         (Fault::Partition(side), true) => {
             for a in side {
                 for b in all_hosts().into_iter().filter(|h| !side.contains(h)) {
@@ -632,7 +722,30 @@ fn apply(
         (Fault::Hold(a, b), false) => sim.release(*a, *b),
         (Fault::Drop(a, b), true) => sim.partition(*a, *b),
         (Fault::Drop(a, b), false) => sim.repair(*a, *b),
-        (Fault::LeaderQuorumLoss, _) => {}
+        (Fault::LeaderQuorumLoss, _) | (Fault::ClockStep(_), _) => {}
+    }
+}
+
+/// Step the wall clock of the node leading now (the highest term) by `by` ms.
+fn step_leader_clock(
+    checker: &Shared,
+    leaders: &Leaders,
+    clocks: &[Arc<AtomicI64>],
+    now: u64,
+    by: i64,
+) {
+    let leader = leaders
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .max_by_key(|(_, term)| **term)
+        .map(|(id, _)| *id as usize - 1);
+    match leader {
+        Some(l) => {
+            clocks[l].fetch_add(by, Ordering::SeqCst);
+            lock(checker).event(now, format!("{}'s wall clock steps by {by} ms", NODES[l]));
+        }
+        None => lock(checker).event(now, "no leader: no clock stepped"),
     }
 }
 

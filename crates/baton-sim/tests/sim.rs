@@ -183,3 +183,35 @@ fn planted_no_clock_restart_is_found() {
         "not found in 500 seeds"
     );
 }
+
+/// A failback delay counts on the directory's own time: the leader's wall clock stepping
+/// an hour forward (or back) while the delay runs neither ends it at once nor holds the
+/// role away from its primary. The checker flags a return to the primary sooner than the
+/// delay after its agent restarted, or much later.
+#[test]
+fn failback_delay_survives_a_leader_clock_step() {
+    use baton_sim::run_failback_clock_step;
+    for (seed, step) in [
+        (1, 3_600_000),
+        (2, -3_600_000),
+        (3, 3_600_000),
+        (4, -3_600_000),
+    ] {
+        let o = run_failback_clock_step(seed, step);
+        assert!(
+            o.trace.iter().any(|l| l.contains("wall clock steps by")),
+            "seed {seed}: no clock was stepped: {:?}",
+            o.trace
+        );
+        assert!(
+            o.trace.iter().any(|l| l.contains("failback of fb to a1")),
+            "seed {seed}: the role never came back: {:?}",
+            o.violations
+        );
+        assert!(
+            o.violations.is_empty(),
+            "seed {seed} (step {step} ms): {:?}",
+            o.violations
+        );
+    }
+}

@@ -41,6 +41,7 @@ fn normal(term: u64, index: u64, cmd: Command) -> LogEntry {
         payload: EntryPayload::Normal(baton_core::Entry {
             now_ms: 1_000 + index,
             cmd,
+            advance_ms: 0,
         }),
     }
 }
@@ -419,6 +420,7 @@ async fn oversized_entry_is_refused_before_it_reaches_the_log() {
             reason: "x".repeat(crate::ENTRY_MAX_BYTES),
             cooldown_ms: 0,
         },
+        advance_ms: 0,
     };
     let err = crate::check_entry_size(&entry).unwrap_err();
     let msg = err.to_string();
@@ -437,6 +439,7 @@ async fn oversized_entry_is_refused_before_it_reaches_the_log() {
     let small = baton_core::Entry {
         now_ms: u64::MAX,
         cmd: Command::Tick,
+        advance_ms: u64::MAX,
     };
     let measured = crate::check_entry_size(&small).unwrap();
     let stored = encode(
@@ -554,7 +557,12 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
         cmd.validate()
             .unwrap_or_else(|r| panic!("{} is not valid: {r}", cmd.name()));
         kinds.insert(cmd.name());
-        let len = crate::check_entry_size(&baton_core::Entry { now_ms: big, cmd }).unwrap();
+        let len = crate::check_entry_size(&baton_core::Entry {
+            now_ms: big,
+            cmd,
+            advance_ms: big,
+        })
+        .unwrap();
         largest = largest.max(len);
     }
     assert_eq!(kinds.len(), 19, "one command of each kind: {kinds:?}");
@@ -903,10 +911,14 @@ mod single_node {
     }
 
     async fn write(raft: &Raft, cmd: Command) -> crate::Response {
-        raft.client_write(baton_core::Entry { now_ms: 5, cmd })
-            .await
-            .unwrap()
-            .data
+        raft.client_write(baton_core::Entry {
+            now_ms: 5,
+            cmd,
+            advance_ms: 0,
+        })
+        .await
+        .unwrap()
+        .data
     }
 
     const WAIT: Option<Duration> = Some(Duration::from_secs(10));

@@ -7,11 +7,16 @@
 use baton_core::state::Assignment;
 use baton_core::{Cause, Command, Entry, Event, Outcome, Refusal, RefusalKind, Role, State};
 
-/// The directory as one node applies it: a state, the next log index, a clock.
+/// The directory as one node applies it: a state, the next log index, and the leader's
+/// two clocks.
 pub struct Dir {
     pub state: State,
     pub index: u64,
+    /// The proposer's wall clock, stamped as `now_ms`.
     pub now: u64,
+    /// The leader's monotonic clock: every entry carries what it measured since the
+    /// previous one (`advance_ms`), so directory time follows it.
+    pub mono: u64,
 }
 
 impl Default for Dir {
@@ -27,6 +32,7 @@ impl Dir {
             state: State::default(),
             index: 0,
             now: 1_000,
+            mono: 1_000,
         };
         d.index += 1;
         d.state.apply_membership(d.index, 3);
@@ -41,19 +47,70 @@ impl Dir {
         d
     }
 
+    /// Let `ms` pass: both clocks move.
     pub fn advance(&mut self, ms: u64) -> &mut Self {
+        self.now += ms;
+        self.mono += ms;
+        self
+    }
+
+    /// Step the wall clock by `ms` (forward or back) without any time passing: NTP, a
+    /// VM resume, or a leader whose clock differs from the previous one's.
+    pub fn step_wall(&mut self, ms: i64) -> &mut Self {
+        self.now = self
+            .now
+            .checked_add_signed(ms)
+            .expect("wall clock before 1970");
+        self
+    }
+
+    /// Let `ms` pass on the wall clock only (the monotonic clock the leader measures
+    /// directory time with stands still): what directory time must not follow.
+    pub fn advance_wall_only(&mut self, ms: u64) -> &mut Self {
         self.now += ms;
         self
     }
 
-    /// Apply `cmd` at the next index and the current time.
+    /// The monotonic time the leader measured and has not proposed yet.
+    pub fn unproposed(&self) -> u64 {
+        self.mono - self.state.elapsed_ms
+    }
+
+    /// Apply `cmd` at the next index and the current time. Like the leader does while a
+    /// timer is pending, time that does not fit in one entry's advance reaches the log
+    /// in `Tick`s first, each stamped with the wall time it was proposed at.
     pub fn apply(&mut self, cmd: Command) -> Result<Outcome, Refusal> {
+        while self.unproposed() > baton_core::ADVANCE_MAX_MS {
+            self.index += 1;
+            let rest = self.unproposed() - baton_core::ADVANCE_MAX_MS;
+            let entry = Entry {
+                now_ms: self.now.saturating_sub(rest),
+                cmd: Command::Tick,
+                advance_ms: baton_core::ADVANCE_MAX_MS,
+            };
+            self.state.apply(self.index, &entry).expect("a tick");
+        }
         self.index += 1;
         let entry = Entry {
             now_ms: self.now,
             cmd,
+            advance_ms: self.unproposed(),
         };
         self.state.apply(self.index, &entry)
+    }
+
+    /// Apply `cmd` as an entry carrying exactly `advance_ms` of directory time (whatever
+    /// the monotonic clock says), at the current wall time.
+    pub fn apply_advancing(&mut self, cmd: Command, advance_ms: u64) -> Result<Outcome, Refusal> {
+        self.index += 1;
+        let entry = Entry {
+            now_ms: self.now,
+            cmd,
+            advance_ms,
+        };
+        let r = self.state.apply(self.index, &entry);
+        self.mono = self.mono.max(self.state.elapsed_ms);
+        r
     }
 
     /// Apply `cmd`, which must be accepted.
@@ -79,6 +136,8 @@ impl Dir {
             Err(r) => {
                 let mut expected = before;
                 expected.revision = self.index;
+                // Time passes whatever the command: directory time moves on a refusal.
+                expected.elapsed_ms = self.state.elapsed_ms;
                 assert_eq!(self.state, expected, "refused {shown} changed the state");
                 assert!(!r.message.is_empty());
                 r
