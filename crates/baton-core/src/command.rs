@@ -155,11 +155,14 @@ pub enum Command {
         lease_ms: u64,
         grace_ms: u64,
     },
-    /// The leader saw no acknowledgement of the previous, longer lease can still be
-    /// valid: failovers may now wait only the current lease. Applies only if the expiry
-    /// lease is still `expiry_lease_ms` (a later change keeps its own).
+    /// The leader saw no acknowledgement of a previous, longer lease can still be valid:
+    /// failovers may now wait only the current lease. Applies only if the state still has
+    /// exactly this expiry lease *and* this lease: a lease changed meanwhile (even
+    /// shortened again) needs its own wait.
     SettleLease {
         expiry_lease_ms: u64,
+        #[serde(default)]
+        lease_ms: u64,
     },
 }
 

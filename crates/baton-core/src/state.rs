@@ -1079,8 +1079,11 @@ impl State {
                     format!("lease set to {lease_ms} ms, grace {grace_ms} ms")
                 }
             }
-            Command::SettleLease { expiry_lease_ms } => {
-                if self.expiry_lease_ms == *expiry_lease_ms {
+            Command::SettleLease {
+                expiry_lease_ms,
+                lease_ms,
+            } => {
+                if self.expiry_lease_ms == *expiry_lease_ms && self.lease_ms == *lease_ms {
                     self.expiry_lease_ms = self.lease_ms;
                     format!("failovers now wait the lease of {} ms", self.lease_ms)
                 } else {

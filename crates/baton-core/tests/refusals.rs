@@ -991,12 +991,22 @@ fn a_shorter_lease_applies_to_failovers_only_once_settled() {
     // A settle of another value changes nothing; of the pending one, settles it.
     d.ok(Command::SettleLease {
         expiry_lease_ms: 2_000,
+        lease_ms: 1_000,
     });
     assert_eq!(d.state.expiry_lease_ms, 3_000);
+    // Shortened again after the leader proposed its settle for (3000, 1000): that
+    // settle must not apply the newer, shorter lease to failovers without its own wait.
+    d.ok(set(800, 50));
     d.ok(Command::SettleLease {
         expiry_lease_ms: 3_000,
+        lease_ms: 1_000,
     });
-    assert_eq!(d.state.expiry_lease_ms, 1_000);
+    assert_eq!((d.state.lease_ms, d.state.expiry_lease_ms), (800, 3_000));
+    d.ok(Command::SettleLease {
+        expiry_lease_ms: 3_000,
+        lease_ms: 800,
+    });
+    assert_eq!(d.state.expiry_lease_ms, 800);
     // Longer: applies to failovers at once.
     d.ok(set(5_000, 60));
     assert_eq!((d.state.lease_ms, d.state.expiry_lease_ms), (5_000, 5_000));

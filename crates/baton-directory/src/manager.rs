@@ -752,9 +752,9 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
         }
     }
     seed_lease(&node).await;
-    // A shortened lease waiting to settle: (the expiry lease it waits for, since when
-    // this leader has seen it pending, ms on the manager's clock).
-    let mut settling: Option<(u64, u64)> = None;
+    // A shortened lease waiting to settle: (the expiry lease and the lease it waits
+    // for, since when this leader has seen that pair, ms on the manager's clock).
+    let mut settling: Option<(u64, u64, u64)> = None;
     loop {
         ticker.tick().await;
         settle_lease(&node, &mut settling).await;
@@ -897,12 +897,17 @@ async fn seed_lease(node: &Node) {
     }
 }
 
-/// After a shortening, failovers keep waiting the previous lease until no agent can
-/// hold an acknowledgement of it: this leader waits that lease, plus the grace, plus one
-/// lease more for renewals whose confirmation round began before the change committed
-/// (they may still be acknowledged with the previous lease), counted from when it first
-/// saw the change pending; then it settles the lease. A new leader starts counting anew.
-async fn settle_lease(node: &Node, settling: &mut Option<(u64, u64)>) {
+/// After a shortening, failovers keep waiting the longest lease any agent may still
+/// hold an acknowledgement of (`expiry_lease_ms`, the longest lease since the last
+/// settle). This leader waits that lease twice plus the grace, counted from when it saw
+/// the current (expiry, lease) pair: once for the acknowledgements themselves, once
+/// more for renewals whose confirmation round began before the change committed (they
+/// may still be acknowledged with an older lease). Any later change of the lease starts
+/// the wait again, and the settle names the pair it waited for, so a change committed
+/// meanwhile makes it a no-op. A new leader starts counting anew. Found by the
+/// simulator: a settle timed from an earlier shortening let a second one fail servers
+/// over while agents still held acknowledgements of the lease in between.
+async fn settle_lease(node: &Node, settling: &mut Option<(u64, u64, u64)>) {
     let lease = node.lease();
     if lease.expiry_lease_ms <= lease.lease_ms {
         *settling = None;
@@ -910,16 +915,17 @@ async fn settle_lease(node: &Node, settling: &mut Option<(u64, u64)>) {
     }
     let now = node.manager.mono_ms();
     let since = match *settling {
-        Some((expiry, since)) if expiry == lease.expiry_lease_ms => since,
+        Some((expiry, l, since)) if expiry == lease.expiry_lease_ms && l == lease.lease_ms => since,
         _ => {
-            *settling = Some((lease.expiry_lease_ms, now));
+            *settling = Some((lease.expiry_lease_ms, lease.lease_ms, now));
             now
         }
     };
-    let wait = lease.expiry_lease_ms + lease.grace_ms + lease.lease_ms;
+    let wait = 2 * lease.expiry_lease_ms + lease.grace_ms;
     if now.saturating_sub(since) >= wait {
         let cmd = Command::SettleLease {
             expiry_lease_ms: lease.expiry_lease_ms,
+            lease_ms: lease.lease_ms,
         };
         match bounded_write(node, cmd).await {
             Ok(r) => tracing::info!("{}", r.summary),

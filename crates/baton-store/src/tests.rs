@@ -548,6 +548,7 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
         },
         Command::SettleLease {
             expiry_lease_ms: big,
+            lease_ms: big,
         },
     ];
     let mut kinds = BTreeSet::new();
