@@ -74,7 +74,7 @@ pub struct Node {
     /// hold still. A deadline rather than a flag: the pause always ends.
     writes_paused_until_ms: std::sync::atomic::AtomicU64,
     /// Origin of `writes_paused_until_ms`.
-    origin: std::time::Instant,
+    origin: tokio::time::Instant,
     /// Bumped by every change of the Raft timer switches: a scheduled "turn back on"
     /// applies only if nothing changed the switches since.
     switch_generation: Arc<std::sync::atomic::AtomicU64>,
@@ -157,7 +157,7 @@ impl Node {
             channels: Mutex::new(HashMap::new()),
             faults,
             writes_paused_until_ms: std::sync::atomic::AtomicU64::new(0),
-            origin: std::time::Instant::now(),
+            origin: tokio::time::Instant::now(),
             switch_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }))
     }
