@@ -31,7 +31,8 @@ impl State {
             Command::DeleteRole { .. }
             | Command::AddServer { .. }
             | Command::RemoveServer { .. }
-            | Command::Configure { .. } => {
+            | Command::Configure { .. }
+            | Command::SetClusterId { .. } => {
                 return;
             }
             Command::DrainServer { name } | Command::ResumeServer { name } => vec![name],

@@ -175,6 +175,10 @@ pub struct State {
     /// that need a time but are not placement (an operator move to a quarantined server).
     #[serde(default)]
     pub now_ms: u64,
+    /// The cluster's id (see `Command::SetClusterId`); `None` until the first leader sets
+    /// it, and in snapshots written before it existed.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 impl Default for State {
@@ -189,6 +193,7 @@ impl Default for State {
             history_max: HISTORY_MAX_DEFAULT,
             trimmed: Trimmed::Nothing,
             now_ms: 0,
+            cluster_id: None,
         }
     }
 }
@@ -556,6 +561,15 @@ impl State {
             | Command::Released { .. }
             | Command::RoleFailed { .. }
             | Command::Tick => {}
+            Command::SetClusterId { id } => {
+                if let Some(current) = &self.cluster_id
+                    && current != id
+                {
+                    return Err(Refusal::precondition(format!(
+                        "this cluster's id is {current}; it cannot become {id}"
+                    )));
+                }
+            }
             Command::Configure { history_max } => {
                 if !crate::HISTORY_MAX_RANGE.contains(history_max) {
                     return Err(Refusal::invalid(format!(
@@ -944,6 +958,14 @@ impl State {
                 self.history_max = *history_max as usize;
                 self.trim_history();
                 format!("history size set to {history_max}")
+            }
+            Command::SetClusterId { id } => {
+                if self.cluster_id.as_ref() == Some(id) {
+                    format!("the cluster id is already {id}")
+                } else {
+                    self.cluster_id = Some(id.clone());
+                    format!("cluster id set to {id}")
+                }
             }
         };
         Outcome { summary }

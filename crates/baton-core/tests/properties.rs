@@ -1071,7 +1071,8 @@ fn effects(
         Command::Released { .. }
         | Command::RoleFailed { .. }
         | Command::Tick
-        | Command::Configure { .. } => {}
+        | Command::Configure { .. }
+        | Command::SetClusterId { .. } => {}
     }
     Ok(())
 }
