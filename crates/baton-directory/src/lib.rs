@@ -21,6 +21,7 @@ pub mod convert;
 pub mod env;
 pub mod error;
 pub mod faults;
+pub mod identity;
 pub mod manager;
 pub mod network;
 pub mod node;

@@ -113,6 +113,18 @@ where
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = shutdown.wait_for(|s| *s).await;
     }));
+    // A node with a store answers Raft RPCs only once its peers confirmed it did not
+    // lose data it had (see `crate::identity`).
+    if node.store.is_some() {
+        if let Err(e) = crate::identity::check_peers(&node, node.blank_at_start).await {
+            node.manager.shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+            let _ = node.raft.shutdown().await;
+            return Err(e);
+        }
+        node.open_raft();
+        tokio::spawn(crate::identity::run(node.clone()));
+    }
     let manager = Manager::spawn(node.clone());
     node.bootstrap().await?;
     tracing::info!(node = node.id, %listen, "directory node serving");
