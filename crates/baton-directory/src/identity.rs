@@ -183,7 +183,7 @@ async fn identify(
 /// another cluster. A blank node waits until every peer answered, or a majority of the
 /// peer list (itself included) did and [`ALL_PEERS_WAIT`] passed: a cluster that exists
 /// has a majority of those with data. A node with data asks once and does not wait.
-pub async fn check_peers(node: &Arc<Node>, blank: bool) -> Result<(), DirectoryError> {
+pub async fn check_peers(node: &Node, blank: bool) -> Result<(), DirectoryError> {
     let peers: Vec<(u64, String)> = node
         .config
         .peers
@@ -200,11 +200,16 @@ pub async fn check_peers(node: &Arc<Node>, blank: bool) -> Result<(), DirectoryE
     let mut answered: BTreeSet<u64> = BTreeSet::new();
     let mut last_log = Instant::now();
     loop {
-        for (id, addr) in &peers {
-            if answered.contains(id) {
-                continue;
-            }
-            match identify(node, addr, &ours, false).await {
+        let ours_ref = ours.as_str();
+        let asks =
+            peers
+                .iter()
+                .filter(|(id, _)| !answered.contains(id))
+                .map(|(id, addr)| async move {
+                    (id, addr, identify(node, addr, ours_ref, false).await)
+                });
+        for (id, addr, reply) in futures::future::join_all(asks).await {
+            match reply {
                 Ok(reply) => {
                     if !ours.is_empty() && !reply.cluster_id.is_empty() && reply.cluster_id != ours
                     {

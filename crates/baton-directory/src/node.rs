@@ -76,6 +76,8 @@ pub struct Node {
     /// Whether Raft RPCs are served: not until the identity check with the peers passed
     /// (see `crate::identity`).
     raft_open: std::sync::atomic::AtomicBool,
+    /// Why the node refused to go on, once it did.
+    refusal: watch::Sender<Option<String>>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch, stamped on every proposed entry.
@@ -164,6 +166,7 @@ impl Node {
             faults,
             writes_paused: std::sync::atomic::AtomicBool::new(false),
             raft_open: std::sync::atomic::AtomicBool::new(store.is_none()),
+            refusal: watch::channel(None).0,
             blank_at_start: store.as_ref().is_some_and(|(_, blank)| *blank),
             store: store.map(|(s, _)| s),
         }))
@@ -260,6 +263,23 @@ impl Node {
     /// Whether Raft RPCs are served yet (see `crate::identity`).
     pub fn raft_open(&self) -> bool {
         self.raft_open.load(Ordering::SeqCst)
+    }
+
+    /// Give up: log `reason`, stop serving, and let [`Node::refusal`] waiters know (the
+    /// binary then exits non-zero).
+    pub fn refuse(&self, reason: String) {
+        tracing::error!("{reason}");
+        self.refusal.send_replace(Some(reason));
+        self.manager.shutdown();
+    }
+
+    /// Resolves with the reason once the node refused to go on.
+    pub async fn refusal(&self) -> String {
+        let mut rx = self.refusal.subscribe();
+        match rx.wait_for(|r| r.is_some()).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Serve Raft RPCs from now on.
