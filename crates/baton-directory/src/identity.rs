@@ -38,8 +38,9 @@ use crate::node::Node;
 const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a blank node waits for every peer to answer before it settles for a majority.
 const ALL_PEERS_WAIT: Duration = Duration::from_secs(5);
-/// How often the background task re-checks (announcements, cluster id).
-const TICK: Duration = Duration::from_millis(500);
+/// How often the background task re-checks (announcements, cluster id). Short: a new
+/// cluster gets its id within a tick of its first leader's election.
+const TICK: Duration = Duration::from_millis(100);
 /// The reason attached to a refusal between nodes of different clusters.
 pub const OTHER_CLUSTER: &str = "OTHER_CLUSTER";
 
