@@ -33,8 +33,7 @@ impl State {
             | Command::RemoveServer { .. }
             | Command::Configure { .. }
             | Command::SetLease { .. }
-            | Command::SettleLease { .. }
-            | Command::SetClusterId { .. } => {
+            | Command::SettleLease { .. } => {
                 return;
             }
             Command::DrainServer { name } | Command::ResumeServer { name } => vec![name],

@@ -1075,8 +1075,7 @@ fn effects(
         | Command::Tick
         | Command::Configure { .. }
         | Command::SetLease { .. }
-        | Command::SettleLease { .. }
-        | Command::SetClusterId { .. } => {}
+        | Command::SettleLease { .. } => {}
     }
     Ok(())
 }
