@@ -1,6 +1,6 @@
 //! The cluster benchmark driver behind `benches/run`: starts a real three-node Baton
 //! cluster and a three-member etcd 3.4 cluster on loopback, runs the same workloads
-//! against both, and reports them side by side (see `benches/README-section.md`).
+//! against both, and reports them side by side (see `docs/benchmarks.md`).
 
 pub mod baton_sys;
 pub mod etcd_agent;

@@ -3,7 +3,7 @@
 //! wrong epochs, failures, ticks), at increasing log indexes and times.
 //!
 //! The invariants checked after every step are written once, in `Checker`, as the
-//! directory-level statement of DESIGN.md's invariants 1 (single active), 3 (liveness)
+//! directory-level statement of the invariants 1 (single active), 3 (liveness)
 //! and 6 (clear refusal), plus the graceful handover rule of the placement code.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -406,7 +406,7 @@ fn acks(state: &State) -> Vec<Command> {
 
 // --- the invariants -----------------------------------------------------------------------------
 
-/// Can `server` run `role` at `now`, by DESIGN.md's definition of eligible (computed here
+/// Can `server` run `role` at `now`, by docs/safety.md's definition of eligible (computed here
 /// independently of the code under test).
 fn eligible(state: &State, role: &Role, server: &str, now: u64) -> bool {
     let Some(s) = state.servers.get(server) else {

@@ -6,7 +6,7 @@
 //! [`manager`] (the Directory Manager) follows Raft leadership and runs the controller on
 //! the leader only. [`server::start`] puts it all together.
 //!
-//! Invariants this crate is responsible for (see `DESIGN.md`):
+//! Invariants this crate is responsible for (see `docs/safety.md`):
 //! - durable acknowledgement: a write is answered only after `client_write` returned,
 //!   which means a quorum has fsynced it (the store flushes before acknowledging);
 //! - no false failover: only an expired lease (plus grace) moves a role away from a live

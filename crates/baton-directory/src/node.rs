@@ -436,7 +436,7 @@ impl Node {
     /// (joint ones included) accepting it. A follower accepts only while it has seen no
     /// higher vote, so no other leader was elected before this round's sends; any later
     /// leader restarts every liveness clock after them. This is the read-index round of
-    /// DESIGN.md, done here rather than by `ensure_linearizable` because openraft gives
+    /// docs/safety.md, done here rather than by `ensure_linearizable` because openraft gives
     /// each follower only one heartbeat interval to answer that one, which a loaded host
     /// misses, and a missed confirmation makes agents fence for nothing.
     /// Returns the index the state machine must reach for the caller to read a state that

@@ -3,7 +3,7 @@
 //! network partition: it blocks Raft RPCs and renewal forwarding between node ids).
 //!
 //! The agent here is a scripted gRPC client of the real `Agent` service: these tests
-//! check the directory's side of the lease protocol (DESIGN.md, "Sessions and leases"),
+//! check the directory's side of the lease protocol (docs/safety.md, invariant 1),
 //! which is what keeps invariant 1 when the network splits:
 //! - a node cut off from the leader must not keep an agent's lease alive;
 //! - a deposed leader on the minority side must not acknowledge renewals;

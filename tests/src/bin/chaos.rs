@@ -1,6 +1,6 @@
 //! # chaos: real processes on separate hosts, faults, and an outside observer
 //!
-//! Testing tier 6 of `DESIGN.md`. `tests/chaos/run` builds the binaries and calls
+//! The real-process tier (docs/testing.md). `tests/chaos/run` builds the binaries and calls
 //! `chaos run`; the subcommands are:
 //!
 //! - `chaos run --prefix P --workdir D --baton BIN [--duration 5m] [--seed N] [--lease 2s]

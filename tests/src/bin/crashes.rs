@@ -1,4 +1,4 @@
-//! Crash and corruption campaigns (issue 7, "Crash and corruption"), with the real `baton`
+//! Crash and corruption campaigns, with the real `baton`
 //! binary on loopback.
 //!
 //! **crash**: a three-node cluster; in-process writers add servers (`s-W-N`) continuously

@@ -8,7 +8,7 @@
 //! `cargo run -p baton-tests --bin measure -- [--runs 10] [--lease 1s] [--writes 200]`
 //! (`BATON_BIN` picks a prebuilt binary, e.g. a release build).
 //!
-//! `--leader-kills N` measures only the directory's own failover (issue 4): three nodes,
+//! `--leader-kills N` measures only the directory's own failover: three nodes,
 //! six agents, six journaling roles, and N kill -9 of the leader (the killed node is
 //! restarted and caught up, and the agents quiet for a lease, before the next kill).
 //! Per kill: the write gap (kill to the first successful CLI write through the

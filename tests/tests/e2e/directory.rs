@@ -1,4 +1,4 @@
-//! Issue 2: the replicated directory, three real nodes (and one).
+//! The replicated directory, three real nodes (and one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Issue 7, "Crash and corruption", CI-sized: the campaigns of the `crashes` binary
+//! Crash and corruption, CI-sized: the campaigns of the `crashes` binary
 //! (`tests/src/bin/crashes.rs`, compiled in here) with a few kills and cases.
 //!
 //! `BATON_SEED=N` replays a run's random choices (each test prints its seed).

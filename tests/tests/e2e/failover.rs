@@ -1,4 +1,4 @@
-//! Issue 3: role failover with three directory nodes (`--lease 1s`) and three agents whose
+//! Role failover with three directory nodes (`--lease 1s`) and three agents whose
 //! role command writes a journal; the journal checker is the outside observer of
 //! invariant 1 (never two instances of a role at once, epochs only go up).
 

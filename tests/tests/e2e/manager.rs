@@ -1,4 +1,4 @@
-//! Issue 4: the Directory Manager, i.e. the directory's own failover. Three real nodes,
+//! The Directory Manager, i.e. the directory's own failover. Three real nodes,
 //! three agents srv-a/b/c running three roles with the journaling command, and directory
 //! faults that must move no role (invariant 4):
 //! - kill -9 of the leader, twice (restarting it in between);
