@@ -307,7 +307,7 @@ pub async fn run(
                 }
             } => match msg {
                 Ok(Some(m)) => agent.on_message(m),
-                Err(e) if is_server_held(&e) => {
+                Err(e) if baton_proto::is_server_held(&e) => {
                     tracing::error!("{}; this agent runs nothing and exits", e.message());
                     held = Some(e.message().to_string());
                     break;
@@ -402,13 +402,6 @@ pub async fn run(
         Some(why) => Err(AgentError::ServerHeld(why)),
         None => Ok(()),
     }
-}
-
-/// Whether a session ended because another live instance holds the server name.
-fn is_server_held(s: &tonic::Status) -> bool {
-    s.metadata()
-        .get(baton_proto::REASON_KEY)
-        .is_some_and(|v| v.as_bytes() == baton_proto::SERVER_HELD.as_bytes())
 }
 
 /// A random id for this agent start (128 bits from the kernel, in hex). Falls back to

@@ -211,7 +211,7 @@ async fn claim_name(
                             .wait_applied(w.revision, Duration::from_millis(lease_ms))
                             .await;
                     }
-                    Err(e) if !is_held(&e) => return Err(e),
+                    Err(e) if !baton_proto::is_server_held(&e) => return Err(e),
                     Err(_) => {} // taken meanwhile: claim again
                 },
                 "held" => {
@@ -250,12 +250,6 @@ async fn claim_name(
             _ = tx.closed() => return Err(Status::cancelled("agent went away")),
         }
     }
-}
-
-fn is_held(s: &Status) -> bool {
-    s.metadata()
-        .get(baton_proto::REASON_KEY)
-        .is_some_and(|v| v.as_bytes() == crate::error::SERVER_HELD.as_bytes())
 }
 
 pub struct AgentService {
@@ -402,7 +396,9 @@ async fn run_session(
             Ok(reply) => node.wait_applied(reply.revision, lease).await?,
             // Another instance holds the name: claim it (a restart takes it over once
             // the holder's lease has run out; a live holder gets this session refused).
-            Err(e) if is_held(&e) => claim_name(node, &hello, &instance, tx).await?,
+            Err(e) if baton_proto::is_server_held(&e) => {
+                claim_name(node, &hello, &instance, tx).await?
+            }
             Err(e) => return Err(e),
         }
     }

@@ -14,6 +14,14 @@ pub const REASON_KEY: &str = "baton-reason";
 /// The reason (under [`REASON_KEY`]) of an agent session refused because another live
 /// agent instance holds the server name: the agent must not retry as if it were transient.
 pub const SERVER_HELD: &str = "SERVER_HELD";
+
+/// Whether a status is the refusal of an agent session because another live instance
+/// holds the server name (reason [`SERVER_HELD`]).
+pub fn is_server_held(s: &tonic::Status) -> bool {
+    s.metadata()
+        .get(REASON_KEY)
+        .is_some_and(|v| v.as_bytes() == SERVER_HELD.as_bytes())
+}
 /// Metadata key carrying the leader's node id on an UNAVAILABLE status.
 pub const LEADER_ID_KEY: &str = "baton-leader-id";
 /// Metadata key carrying the leader's address on an UNAVAILABLE status.

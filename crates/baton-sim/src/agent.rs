@@ -234,7 +234,7 @@ impl Agent<'_> {
                         }
                         Ok(None) => return Err(format!("{node} closed the session")),
                         Err(s) => {
-                            if s.metadata().get(baton_proto::REASON_KEY).is_some_and(|v| v.as_bytes() == baton_proto::SERVER_HELD.as_bytes()) {
+                            if baton_proto::is_server_held(&s) {
                                 self.refused = true;
                             }
                             return Err(format!("session with {node}: {}", s.message()));
