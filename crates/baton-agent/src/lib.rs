@@ -96,7 +96,12 @@ pub struct AgentConfig {
     /// that leaves its process group. Off, or where no cgroup can be made, the process
     /// group is all the agent tracks.
     pub cgroups: bool,
+    /// Mutual TLS with the directory (the binary's default), or plain text.
+    pub security: baton_tls::Security,
 }
+
+/// How often the agent looks at its certificate files for a rotation (SIGHUP: at once).
+pub const TLS_RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 impl AgentConfig {
     pub fn new(server: String, directory: Vec<String>, runs: BTreeMap<String, String>) -> Self {
@@ -114,6 +119,7 @@ impl AgentConfig {
             restart_backoff_max: Duration::from_secs(5),
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("baton")),
             cgroups: true,
+            security: baton_tls::Security::Insecure,
         }
     }
 
@@ -122,6 +128,14 @@ impl AgentConfig {
             .map_err(|r| AgentError::Config(r.message))?;
         if self.directory.is_empty() {
             return Err(AgentError::Config("no directory address given".into()));
+        }
+        if let Some(id) = self.security.identity()
+            && id.server.as_deref() != Some(self.server.as_str())
+        {
+            return Err(AgentError::Config(format!(
+                "the certificate is for {id}, not for server {:?}; issue one with `baton cert issue agent --server {}`",
+                self.server, self.server
+            )));
         }
         if self.runs.is_empty() {
             return Err(AgentError::Config(
@@ -236,8 +250,15 @@ pub async fn run(
     // most of the lease for opening the session and renewing.
     let client_config = baton_client::ClientConfig {
         connect_timeout: Duration::from_millis((config.lease_ms / 4).clamp(50, 1_000)),
+        security: config.security.clone(),
         ..Default::default()
     };
+    match &config.security {
+        baton_tls::Security::Tls(tls) => tls.spawn_reloader(TLS_RELOAD_EVERY),
+        baton_tls::Security::Insecure => tracing::warn!(
+            "TLS is OFF (--insecure): anyone on the network can pose as the directory to this agent"
+        ),
+    }
     let client = baton_client::Client::with_config(config.directory.clone(), client_config)?;
     let mut agent = Agent::new(config);
     if agent.config.cgroups {

@@ -41,6 +41,31 @@ pub struct GlobalOpts {
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, default_value = "table")]
     pub output: Output,
+    /// The cluster CA certificate (PEM): the nodes' certificates must chain to it.
+    #[arg(long, global = true, env = "BATON_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This process's certificate (PEM), signed by the cluster CA (`baton cert issue`).
+    #[arg(long, global = true, env = "BATON_CERT", value_name = "FILE")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, global = true, env = "BATON_KEY", value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+    /// Plain text instead of mutual TLS: nobody is authenticated and anyone who reaches a
+    /// port may do anything. For experiments on a trusted host only.
+    #[arg(long, global = true, env = "BATON_INSECURE")]
+    pub insecure: bool,
+}
+
+impl GlobalOpts {
+    /// Mutual TLS from --ca/--cert/--key, or plain text with --insecure.
+    pub fn security(&self) -> Result<baton_tls::Security> {
+        Ok(baton_tls::Security::from_files(
+            self.ca.clone(),
+            self.cert.clone(),
+            self.key.clone(),
+            self.insecure,
+        )?)
+    }
 }
 
 /// Output format of every admin command.
@@ -104,7 +129,11 @@ pub(crate) fn emit(text: &str) -> Result<()> {
 
 /// A client for the addresses in `global`.
 pub fn client(global: &GlobalOpts) -> Result<Client> {
-    Ok(Client::new(global.directory.clone())?)
+    let config = baton_client::ClientConfig {
+        security: global.security()?,
+        ..Default::default()
+    };
+    Ok(Client::with_config(global.directory.clone(), config)?)
 }
 
 /// Runs one admin command and prints its result on stdout.

@@ -43,6 +43,10 @@ pub struct ClientConfig {
     /// HTTP/2 keep-alive ping interval on channels from [`Client::channel_to_any`], so a
     /// long-lived stream to a node that vanished (no FIN/RST) fails instead of hanging.
     pub keepalive_interval: Duration,
+    /// Mutual TLS (the CA, this client's certificate and key) or plain text. The
+    /// library's default is plain text; Baton's binaries refuse to start without one or
+    /// the other being asked for.
+    pub security: baton_tls::Security,
 }
 
 impl Default for ClientConfig {
@@ -56,6 +60,7 @@ impl Default for ClientConfig {
             // would only add to the write gap.
             backoff_max: Duration::from_millis(250),
             keepalive_interval: Duration::from_secs(2),
+            security: baton_tls::Security::Insecure,
         }
     }
 }
@@ -356,10 +361,11 @@ impl Client {
                     .http2_keep_alive_interval(cfg.keepalive_interval)
                     .keep_alive_timeout(cfg.keepalive_interval)
                     .keep_alive_while_idle(true);
+                let security = cfg.security.clone();
                 racing.spawn(async move {
                     // The connect timeout bounds the TCP handshake only; this bounds the
                     // whole attempt (HTTP/2 preface included) against a hung node.
-                    let r = tokio::time::timeout(timeout, endpoint.connect()).await;
+                    let r = tokio::time::timeout(timeout, security.connect(endpoint, None)).await;
                     (addr, r)
                 });
             }
@@ -516,10 +522,10 @@ impl Client {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = self
+        let endpoint = self
             .endpoint(addr)?
-            .connect_timeout(self.inner.config.connect_timeout)
-            .connect_lazy();
+            .connect_timeout(self.inner.config.connect_timeout);
+        let channel = self.inner.config.security.channel(endpoint, None);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -26,6 +26,11 @@ pub struct Entry {
     /// proposes while it does not lead.
     #[serde(default)]
     pub advance_ms: u64,
+    /// Who asked for this change, as their certificate names them (`operator bob`): the
+    /// audit trail, copied onto the history events the entry records. Empty for the
+    /// directory's own writes, agents' reports and a cluster running without TLS.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
 }
 
 /// Which agent process registers (or holds) a server name.

@@ -150,6 +150,10 @@ pub struct Event {
     /// before it existed are numbered on load.
     #[serde(default)]
     pub index: u32,
+    /// Who asked for the change that recorded this event ([`crate::Entry::by`]); empty
+    /// when the directory decided it itself or nobody was authenticated.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
 }
 
 /// The whole replicated state. Serialized as the snapshot.
@@ -325,6 +329,15 @@ impl State {
         self.now_ms = self.now_ms.max(entry.now_ms);
         let outcome = self.mutate(entry.now_ms, &entry.cmd);
         self.place_affected(entry.now_ms, &entry.cmd);
+        if !entry.by.is_empty() {
+            // Every event this entry recorded sits at the back of the history.
+            for e in self.history.iter_mut().rev() {
+                if e.revision != index {
+                    break;
+                }
+                e.by.clone_from(&entry.by);
+            }
+        }
         Ok(outcome)
     }
 
@@ -1106,6 +1119,7 @@ impl State {
         let epoch = r.epoch;
         self.roles.remove(role);
         self.push_event(Event {
+            by: String::new(),
             revision: self.revision,
             time_ms: now_ms,
             role: role.to_string(),
@@ -1230,6 +1244,7 @@ impl State {
             return; // nothing moved: no history
         }
         self.push_event(Event {
+            by: String::new(),
             revision: self.revision,
             time_ms: now_ms,
             role: role.to_string(),

@@ -12,16 +12,25 @@ use crate::error::DirectoryError;
 pub struct NodeConfig {
     /// Raft node id; unique in the cluster, never reused for a different data dir.
     pub id: u64,
-    /// Where the gRPC server listens (public API and Raft RPCs share the port).
+    /// The client port: admin API, agent sessions, watch, health.
     pub listen: SocketAddr,
-    /// The address other nodes and clients use to reach this node; defaults to `listen`.
+    /// The address clients and agents use to reach the client port; defaults to `listen`.
     pub advertise: String,
+    /// The peer port: Raft and the other node-to-node calls, for directory nodes only.
+    /// `None` serves those on the client port too, which only plain text allows (the
+    /// in-process tests and the simulator do it); the `baton` binary always has one.
+    pub peer_listen: Option<SocketAddr>,
+    /// The address other nodes reach the peer port at: this node's address in the Raft
+    /// membership. Defaults to `peer_listen` (or `advertise` without a peer port).
+    pub peer_advertise: String,
+    /// Mutual TLS on both ports (the default of the binary), or plain text.
+    pub security: baton_tls::Security,
     /// sled database and nothing else.
     pub data_dir: PathBuf,
-    /// Initial members of a new cluster (id -> address), this node included. Empty when
+    /// Initial members of a new cluster (id -> peer address), this node included. Empty when
     /// joining a running cluster with `join`.
     pub peers: BTreeMap<u64, String>,
-    /// Address of a running cluster's node to join as a learner.
+    /// Client address of a running cluster's node to join through, as a learner.
     pub join: Option<String>,
     /// How long an agent may run its roles without hearing from the directory.
     pub lease_ms: u64,
@@ -56,6 +65,9 @@ impl NodeConfig {
             id,
             listen,
             advertise: listen.to_string(),
+            peer_listen: None,
+            peer_advertise: listen.to_string(),
+            security: baton_tls::Security::Insecure,
             data_dir,
             peers: BTreeMap::new(),
             join: None,
@@ -126,6 +138,20 @@ impl NodeConfig {
                 "snapshot interval {} entries is below 10",
                 self.snapshot_every
             ));
+        }
+        if let baton_tls::Security::Tls(tls) = &self.security {
+            if self.peer_listen.is_none() {
+                return bad("TLS needs a separate peer port (--peer-listen)".into());
+            }
+            let id = tls.identity();
+            if id.node != Some(self.id) {
+                return bad(format!(
+                    "the certificate {} is for {id}, not for node {}; issue one with `baton cert issue node --id {}`",
+                    tls.paths().cert.display(),
+                    self.id,
+                    self.id
+                ));
+            }
         }
         if self.peers.is_empty() && self.join.is_none() {
             return bad(

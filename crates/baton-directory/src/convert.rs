@@ -115,5 +115,6 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
         epoch: e.epoch,
         detail: e.detail.clone(),
         index: e.index,
+        by: e.by.clone(),
     }
 }

@@ -53,6 +53,14 @@ pub fn unavailable(message: impl Into<String>) -> Status {
 }
 
 /// UNAVAILABLE with the leader's id and address, so the client retries there.
+/// Whether `not_leader` may name the leader's address for clients to go to. The address
+/// it knows is the leader's Raft membership address: the peer port when nodes have one,
+/// which clients cannot use (only nodes get in). Then the hint carries the leader's id
+/// only, and clients try their other configured nodes (any of them forwards). Cleared
+/// by [`crate::start`] for a node with a separate peer port; one such node per process.
+pub static HINT_LEADER_ADDRESS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
 pub fn not_leader(leader: Option<(u64, String)>) -> Status {
     let mut s = match &leader {
         Some((id, addr)) => {
@@ -64,7 +72,9 @@ pub fn not_leader(leader: Option<(u64, String)>) -> Status {
         if let Ok(v) = id.to_string().parse() {
             s.metadata_mut().insert(LEADER_ID_KEY, v);
         }
-        if let Ok(v) = addr.parse() {
+        if HINT_LEADER_ADDRESS.load(std::sync::atomic::Ordering::Relaxed)
+            && let Ok(v) = addr.parse()
+        {
             s.metadata_mut().insert(LEADER_ADDR_KEY, v);
         }
     }

@@ -16,6 +16,7 @@
 //! - clear refusal: malformed requests are refused before they reach the log, invalid
 //!   commands are refused by the deterministic apply, each with a precise message.
 
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod directory_time;
@@ -36,7 +37,7 @@ pub use env::{AppliedState, NodeEnv};
 pub use error::DirectoryError;
 pub use faults::Faults;
 pub use node::Node;
-pub use server::{RunningNode, serve, start};
+pub use server::{RunningNode, serve, serve_one_port, start};
 
 /// `host:port` or a full URI, as the `http://` URI tonic needs.
 pub fn http_uri(addr: &str) -> String {

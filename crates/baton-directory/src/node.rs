@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
+use crate::auth::Caller;
 use crate::config::NodeConfig;
 use crate::directory_time::DirectoryTime;
 use crate::env::{AppliedState, NodeEnv};
@@ -99,6 +100,15 @@ pub fn wall_ms() -> u64 {
 impl Node {
     /// Open storage and start Raft (without the gRPC server; see [`crate::server`]).
     pub async fn open(config: NodeConfig, faults: Faults) -> Result<Arc<Node>, DirectoryError> {
+        Node::open_in(config, faults, NodeEnv::default()).await
+    }
+
+    /// [`Node::open`] with another environment (TLS channels to the other nodes).
+    pub async fn open_in(
+        config: NodeConfig,
+        faults: Faults,
+        env: NodeEnv,
+    ) -> Result<Arc<Node>, DirectoryError> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             DirectoryError::Config(format!(
@@ -112,7 +122,7 @@ impl Node {
             .await
             .map_err(|e| DirectoryError::Config(format!("opening storage: {e}")))??;
         let view = Arc::new(sm.clone());
-        Node::open_with(config, faults, log, sm, view, NodeEnv::default()).await
+        Node::open_with(config, faults, log, sm, view, env).await
     }
 
     /// Start Raft over the given storage, with the given environment (a simulation's
@@ -220,7 +230,7 @@ impl Node {
         client
             .add_node(AddNodeRequest {
                 id: self.id,
-                address: self.config.advertise.clone(),
+                address: self.config.peer_advertise.clone(),
             })
             .await
             .map_err(|s| s.message().to_string())?;
@@ -319,6 +329,17 @@ impl Node {
     /// fails, the earlier ones stay applied, which is harmless: declaring a server down
     /// twice changes nothing the second time.
     pub async fn write(&self, cmd: Command, forwarded: bool) -> Result<WriteReply, Status> {
+        self.write_as(cmd, forwarded, &Caller::Anyone).await
+    }
+
+    /// [`Node::write`] on behalf of `caller`, whom the entry records as its author (the
+    /// audit trail) and a forward to the leader names.
+    pub async fn write_as(
+        &self,
+        cmd: Command,
+        forwarded: bool,
+        caller: &Caller,
+    ) -> Result<WriteReply, Status> {
         if let Command::ServersDown { servers } = &cmd
             && servers.len() > baton_core::SERVERS_DOWN_MAX
         {
@@ -327,14 +348,19 @@ impl Node {
                 let part = Command::ServersDown {
                     servers: part.to_vec(),
                 };
-                last = Some(self.write_entry(part, forwarded).await?);
+                last = Some(self.write_entry(part, forwarded, caller).await?);
             }
             return Ok(last.expect("a long list has parts"));
         }
-        self.write_entry(cmd, forwarded).await
+        self.write_entry(cmd, forwarded, caller).await
     }
 
-    async fn write_entry(&self, cmd: Command, forwarded: bool) -> Result<WriteReply, Status> {
+    async fn write_entry(
+        &self,
+        cmd: Command,
+        forwarded: bool,
+        caller: &Caller,
+    ) -> Result<WriteReply, Status> {
         if self.writes_paused() {
             return Err(error::unavailable(
                 "leadership is being transferred; retry in a moment",
@@ -344,6 +370,7 @@ impl Node {
             now_ms: self.wall_ms(),
             cmd,
             advance_ms: 0,
+            by: caller.by(),
         };
         // Size first: the bound of everything after it, validation included.
         baton_store::check_entry_size(&entry).map_err(|e| error::invalid(e.to_string()))?;
@@ -385,6 +412,9 @@ impl Node {
                         let mut client = RaftClient::new(self.channel(&addr)?);
                         let mut req = Request::new(RaftPayload { data });
                         req.set_timeout(Duration::from_secs(5));
+                        if let Some(by) = caller.forward_value() {
+                            req.metadata_mut().insert(crate::auth::BY_KEY, by);
+                        }
                         client
                             .propose(req)
                             .await

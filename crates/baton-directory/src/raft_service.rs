@@ -10,6 +10,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::error::invalid;
 use crate::node::Node;
 
@@ -27,6 +28,32 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftPayload>, Status> {
         .map_err(|e| Status::internal(format!("encoding raft reply: {e}")))
 }
 
+/// A Raft message names its sender (the candidate of a vote, the leader of an append):
+/// refuse one whose sender is not the node the connection's certificate names, so a
+/// node's key cannot campaign or lead as another node.
+fn check_sender<T>(req: &Request<T>, claimed: u64, what: &str) -> Result<(), Status> {
+    match Caller::of(req)?.node() {
+        Some(n) if n != claimed => Err(Status::permission_denied(format!(
+            "this certificate is node {n}; the {what} claims to come from node {claimed}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl RaftService {
+    /// Calls that only make sense between members (forwarded writes, renewals, claims,
+    /// timer switches): refuse a node certificate of a node outside the membership (a
+    /// removed node, or one not added yet).
+    fn check_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match Caller::of(req)?.node() {
+            Some(n) if !self.node.members().0.contains_key(&n) => Err(Status::permission_denied(
+                format!("node {n} is not a member of this cluster"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(
@@ -34,6 +61,11 @@ impl RaftRpc for RaftService {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
+        check_sender(
+            &req,
+            rpc.vote.leader_id().voted_for().unwrap_or(0),
+            "append",
+        )?;
         encode(&self.node.raft.append_entries(rpc).await)
     }
 
@@ -42,6 +74,11 @@ impl RaftRpc for RaftService {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: VoteRequest<u64> = decode(req.get_ref())?;
+        check_sender(
+            &req,
+            rpc.vote.leader_id().voted_for().unwrap_or(0),
+            "vote request",
+        )?;
         encode(&self.node.raft.vote(rpc).await)
     }
 
@@ -50,6 +87,11 @@ impl RaftRpc for RaftService {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.get_ref())?;
+        check_sender(
+            &req,
+            rpc.vote.leader_id().voted_for().unwrap_or(0),
+            "snapshot",
+        )?;
         encode(&self.node.raft.install_snapshot(rpc).await)
     }
 
@@ -57,6 +99,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::RenewalBatch>,
     ) -> Result<Response<pb::RenewalBatchReply>, Status> {
+        self.check_member(&req)?;
         let b = req.into_inner();
         if b.servers.len() > crate::session::RENEWAL_BATCH_MAX {
             return Err(invalid(format!(
@@ -92,14 +135,29 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<pb::WriteReply>, Status> {
         // A command a follower forwards to the leader. `Node::write` admits it as the
         // public `Apply` would (size, then validation) before it takes a log entry.
+        self.check_member(&req)?;
         let cmd: baton_core::Command = decode(req.get_ref())?;
-        self.node.write(cmd, true).await.map(Response::new)
+        // The author of an admin write travels with its forward; agents' reports and
+        // the directory's own writes have none.
+        let caller = if req.metadata().contains_key(crate::auth::BY_KEY) {
+            Caller::of(&req)?
+        } else {
+            Caller::Anyone
+        };
+        if let Some(by) = caller.node() {
+            tracing::debug!(by, "a forwarded write names a directory node as its author");
+        }
+        self.node
+            .write_as(cmd, true, &caller)
+            .await
+            .map(Response::new)
     }
 
     async fn claim(
         &self,
         req: Request<pb::ClaimRequest>,
     ) -> Result<Response<pb::ClaimReply>, Status> {
+        self.check_member(&req)?;
         let r = req.into_inner();
         baton_core::names::check_name("server", &r.server).map_err(|e| invalid(e.message))?;
         self.node
@@ -113,6 +171,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::ControlRequest>,
     ) -> Result<Response<pb::ControlReply>, Status> {
+        self.check_member(&req)?;
         let c = req.into_inner();
         let off_for = match c.off_for_ms {
             0 => std::time::Duration::from_secs(5),

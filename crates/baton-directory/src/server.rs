@@ -11,7 +11,12 @@ use baton_proto::v1::watch_server::WatchServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use baton_tls::Security;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::auth::{Interceptor, Port};
 use crate::config::NodeConfig;
+use crate::env::NodeEnv;
 use crate::error::DirectoryError;
 use crate::faults::Faults;
 use crate::manager::Manager;
@@ -33,29 +38,70 @@ const CONCURRENCY_PER_CONNECTION: usize = 1024;
 pub struct RunningNode {
     pub node: Arc<Node>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    peer_server: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     manager: tokio::task::JoinHandle<()>,
 }
 
-/// Open storage, start Raft, bind `config.listen`, serve, and bootstrap or join.
-pub async fn start(config: NodeConfig, faults: Faults) -> Result<RunningNode, DirectoryError> {
-    let listen = config.listen;
-    let listener = TcpListener::bind(listen)
+/// How often a node looks at its certificate files for a rotation (SIGHUP: at once).
+pub const TLS_RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, DirectoryError> {
+    TcpListener::bind(addr)
         .await
         .map_err(|source| DirectoryError::Listen {
-            addr: listen.to_string(),
+            addr: addr.to_string(),
             source,
-        })?;
+        })
+}
+
+/// Open storage, start Raft, bind the client port (and the peer port), serve, and
+/// bootstrap or join.
+pub async fn start(config: NodeConfig, faults: Faults) -> Result<RunningNode, DirectoryError> {
+    config.validate()?;
+    let client = bind(config.listen).await?;
+    let peer = match config.peer_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    if peer.is_some() {
+        crate::error::HINT_LEADER_ADDRESS.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
-    let node = Node::open(config, faults).await?;
-    serve(node, TcpListenerStream::new(listener)).await
+    let security = config.security.clone();
+    let mut env = NodeEnv::default();
+    if security.is_tls() {
+        let s = security.clone();
+        env.connect = Arc::new(move |e| s.channel(e, None));
+    }
+    let node = Node::open_in(config, faults, env).await?;
+    match security {
+        Security::Tls(tls) => {
+            tls.spawn_reloader(TLS_RELOAD_EVERY);
+            let peer = peer.map(|p| baton_tls::net::incoming(p, tls.clone()));
+            serve(node, baton_tls::net::incoming(client, tls), peer).await
+        }
+        Security::Insecure => {
+            tracing::warn!(
+                "TLS is OFF (--insecure): anyone who reaches this node's ports can read and change the directory, join it, and speak for any agent"
+            );
+            let peer = peer.map(TcpListenerStream::new);
+            serve(node, TcpListenerStream::new(client), peer).await
+        }
+    }
 }
 
-/// Serve every gRPC service of an opened node on the connections `incoming` yields, run
-/// the Directory Manager, and bootstrap or join. [`start`] is this over a bound TCP
-/// listener; a simulation passes its own listener's connections.
-pub async fn serve<I, IO, IE>(node: Arc<Node>, incoming: I) -> Result<RunningNode, DirectoryError>
+/// Serve every gRPC service of an opened node on the connections `incoming` (the
+/// client port) and `peer` (the peer port) yield, run the Directory Manager, and
+/// bootstrap or join. Without a peer port, the Raft service is served on the client
+/// port (plain text only, see [`NodeConfig::peer_listen`]). [`start`] is this over
+/// bound TCP listeners; a simulation passes its own listener's connections.
+pub async fn serve<I, IO, IE, P, PIO, PIE>(
+    node: Arc<Node>,
+    incoming: I,
+    peer: Option<P>,
+) -> Result<RunningNode, DirectoryError>
 where
     I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
     IO: tokio::io::AsyncRead
@@ -65,8 +111,30 @@ where
         + Send
         + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    P: tokio_stream::Stream<Item = Result<PIO, PIE>> + Send + 'static,
+    PIO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    PIE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     let listen = node.config.listen;
+    let tls = node.config.security.is_tls();
+    if tls && peer.is_none() {
+        return Err(DirectoryError::Config(
+            "TLS needs a separate peer port: the client port never serves Raft".into(),
+        ));
+    }
+    let client_port = Interceptor {
+        tls,
+        port: Port::Client,
+    };
+    let peer_port = Interceptor {
+        tls,
+        port: Port::Peer,
+    };
     let (renew_tx, renew_rx) = renewal_queue();
     tokio::spawn(run_batcher(node.clone(), renew_rx));
 
@@ -82,45 +150,94 @@ where
         .build_v1()
         .map_err(|e| DirectoryError::Config(format!("reflection: {e}")))?;
 
-    let mut shutdown = node.manager.shutdown_signal();
-    let router = tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(
+    let directory = |port| {
+        InterceptedService::new(
             DirectoryServer::new(DirectoryService { node: node.clone() })
                 .max_decoding_message_size(API_MESSAGE_MAX_BYTES),
+            port,
         )
-        .add_service(
+    };
+    let raft = || {
+        InterceptedService::new(
+            RaftServer::new(RaftService { node: node.clone() })
+                .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
+                .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
+            peer_port,
+        )
+    };
+    let builder = || {
+        tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(5)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+    };
+    let router = builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(directory(client_port))
+        .add_service(InterceptedService::new(
             AgentServer::new(AgentService {
                 node: node.clone(),
                 renewals: renew_tx,
             })
             .max_decoding_message_size(API_MESSAGE_MAX_BYTES),
-        )
-        .add_service(
+            client_port,
+        ))
+        .add_service(InterceptedService::new(
             WatchServer::new(WatchService { node: node.clone() })
                 .max_decoding_message_size(API_MESSAGE_MAX_BYTES),
-        )
-        .add_service(
-            RaftServer::new(RaftService { node: node.clone() })
-                .max_decoding_message_size(RAFT_MESSAGE_MAX_BYTES)
-                .max_encoding_message_size(RAFT_MESSAGE_MAX_BYTES),
-        );
+            client_port,
+        ))
+        .add_optional_service(peer.is_none().then(raft));
+    let mut shutdown = node.manager.shutdown_signal();
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = shutdown.wait_for(|s| *s).await;
     }));
+    let peer_server = peer.map(|peer| {
+        // Node-to-node only: Raft, and the Directory service for calls a node forwards.
+        let router = builder()
+            .add_service(raft())
+            .add_service(directory(peer_port));
+        let mut shutdown = node.manager.shutdown_signal();
+        tokio::spawn(router.serve_with_incoming_shutdown(peer, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        }))
+    });
     let manager = Manager::spawn(node.clone());
     node.bootstrap().await?;
-    tracing::info!(node = node.id, %listen, "directory node serving");
+    tracing::info!(
+        node = node.id,
+        %listen,
+        peer = ?node.config.peer_listen,
+        tls,
+        "directory node serving"
+    );
     Ok(RunningNode {
         node,
         server,
+        peer_server,
         manager,
     })
+}
+
+/// [`serve`] with no peer port: everything, Raft included, on `incoming` (plain text
+/// only). The in-process tests and the simulator run nodes this way.
+pub async fn serve_one_port<I, IO, IE>(
+    node: Arc<Node>,
+    incoming: I,
+) -> Result<RunningNode, DirectoryError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    serve(node, incoming, None::<tokio_stream::Empty<Result<IO, IE>>>).await
 }
 
 impl RunningNode {
@@ -128,6 +245,9 @@ impl RunningNode {
     pub async fn shutdown(self) {
         self.node.manager.shutdown();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        if let Some(peer) = self.peer_server {
+            let _ = tokio::time::timeout(Duration::from_secs(5), peer).await;
+        }
         let _ = self.manager.await;
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");

@@ -16,6 +16,9 @@ use openraft::ServerState;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use baton_tls::Permission;
+
+use crate::auth::Caller;
 use crate::convert::{command_from_proto, event_to_proto, role_to_proto, server_to_proto};
 use crate::error::{self, invalid, not_leader, refusal};
 use crate::node::Node;
@@ -41,11 +44,15 @@ fn is_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(baton_proto::FORWARDED_KEY)
 }
 
-/// Wrap a message as a request that the leader must not forward again.
-fn forwarded<T>(msg: T) -> Request<T> {
+/// Wrap a message as a request that the leader must not forward again, on behalf of
+/// `caller` (the leader checks the original caller's permission, and records it).
+fn forwarded<T>(msg: T, caller: &Caller) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()
         .insert(baton_proto::FORWARDED_KEY, "1".parse().expect("ascii"));
+    if let Some(by) = caller.forward_value() {
+        r.metadata_mut().insert(crate::auth::BY_KEY, by);
+    }
     r.set_timeout(Duration::from_secs(5));
     r
 }
@@ -96,7 +103,13 @@ impl DirectoryService {
 impl Directory for DirectoryService {
     async fn apply(&self, req: Request<pb::Command>) -> Result<Response<pb::WriteReply>, Status> {
         let fwd = is_forwarded(&req);
+        let caller = Caller::of(&req)?;
         let mut cmd = command_from_proto(req.into_inner())?;
+        let needed = match cmd {
+            baton_core::Command::SetLease { .. } => Permission::Admin,
+            _ => Permission::Operator,
+        };
+        caller.require(needed, cmd.name())?;
         if let baton_core::Command::SetLease { lease_ms, grace_ms } = &mut cmd {
             // The grace must cover clock-rate error over the lease (see the agent's
             // fence derivation); 0 asks for the smallest safe value.
@@ -111,18 +124,26 @@ impl Directory for DirectoryService {
         }
         // Malformed input is refused here, before it takes a log entry.
         cmd.validate().map_err(|r| refusal(&r))?;
-        self.node.write(cmd, fwd).await.map(Response::new)
+        let what = cmd.name();
+        let reply = self.node.write_as(cmd, fwd, &caller).await?;
+        if !fwd {
+            // The audit line: who changed what, on the node the client called.
+            tracing::info!(by = %caller.by(), command = what, revision = reply.revision, "admin write");
+        }
+        Ok(Response::new(reply))
     }
 
     async fn get_role(
         &self,
         req: Request<pb::GetRoleRequest>,
     ) -> Result<Response<pb::Role>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require(Permission::Viewer, "reading a role")?;
         let fwd = is_forwarded(&req);
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.get_role(forwarded(inner)).await,
+            Gate::Forward(mut c) => c.get_role(forwarded(inner, &caller)).await,
             Gate::Local => self
                 .node
                 .read(|s| s.role(&inner.name).map(|r| role_to_proto(s, r)))
@@ -135,11 +156,13 @@ impl Directory for DirectoryService {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::RoleList>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require(Permission::Viewer, "listing roles")?;
         let fwd = is_forwarded(&req);
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.list_roles(forwarded(inner)).await,
+            Gate::Forward(mut c) => c.list_roles(forwarded(inner, &caller)).await,
             Gate::Local => Ok(Response::new(self.node.read(|s| pb::RoleList {
                 roles: s.roles.values().map(|r| role_to_proto(s, r)).collect(),
                 revision: s.revision,
@@ -151,11 +174,13 @@ impl Directory for DirectoryService {
         &self,
         req: Request<pb::GetRoleRequest>,
     ) -> Result<Response<pb::CandidatesReply>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require(Permission::Viewer, "reading a role's candidates")?;
         let fwd = is_forwarded(&req);
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.candidates(forwarded(inner)).await,
+            Gate::Forward(mut c) => c.candidates(forwarded(inner, &caller)).await,
             Gate::Local => self
                 .node
                 .read(|s| s.candidates(&inner.name))
@@ -168,11 +193,13 @@ impl Directory for DirectoryService {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ServerList>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require(Permission::Viewer, "listing servers")?;
         let fwd = is_forwarded(&req);
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.list_servers(forwarded(inner)).await,
+            Gate::Forward(mut c) => c.list_servers(forwarded(inner, &caller)).await,
             Gate::Local => Ok(Response::new(self.node.read(|s| pb::ServerList {
                 servers: s.servers.values().map(|v| server_to_proto(s, v)).collect(),
                 revision: s.revision,
@@ -184,11 +211,13 @@ impl Directory for DirectoryService {
         &self,
         req: Request<pb::EventsRequest>,
     ) -> Result<Response<pb::EventList>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require(Permission::Viewer, "reading the history")?;
         let fwd = is_forwarded(&req);
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.events(forwarded(inner)).await,
+            Gate::Forward(mut c) => c.events(forwarded(inner, &caller)).await,
             Gate::Local => {
                 let (mut events, revision) = self.node.read(|s| {
                     let events = s
@@ -211,6 +240,8 @@ impl Directory for DirectoryService {
         &self,
         req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require(Permission::Viewer, "reading the cluster status")?;
         let fwd = is_forwarded(&req);
         let me = self.local_status();
         let m = self.node.raft.metrics().borrow().clone();
@@ -222,7 +253,7 @@ impl Directory for DirectoryService {
                 && let Ok(ch) = self.node.channel(&addr)
             {
                 let mut c = DirectoryClient::new(ch);
-                let mut r = forwarded(inner);
+                let mut r = forwarded(inner, &caller);
                 r.set_timeout(PEER_STATUS_TIMEOUT * 2);
                 if let Ok(reply) = c.cluster_status(r).await {
                     return Ok(reply);
@@ -317,6 +348,11 @@ impl Directory for DirectoryService {
         req: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
         let fwd = is_forwarded(&req);
+        let caller = Caller::of(&req)?;
+        // A node may ask to be added as itself (`--join`); anything else is an admin's.
+        if caller.node() != Some(req.get_ref().id) {
+            caller.require(Permission::Admin, "adding a node")?;
+        }
         let inner = req.into_inner();
         if inner.id == 0 {
             return Err(invalid("node id 0 is reserved; ids start at 1"));
@@ -325,7 +361,7 @@ impl Directory for DirectoryService {
             return Err(invalid(format!("bad node address {:?}", inner.address)));
         }
         if let Gate::Forward(mut c) = self.gate(fwd, false).await? {
-            return c.add_node(forwarded(inner)).await;
+            return c.add_node(forwarded(inner, &caller)).await;
         }
         self.node
             .manager
@@ -338,10 +374,12 @@ impl Directory for DirectoryService {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require(Permission::Admin, "removing a node")?;
         let fwd = is_forwarded(&req);
         let inner = req.into_inner();
         if let Gate::Forward(mut c) = self.gate(fwd, false).await? {
-            return c.remove_node(forwarded(inner)).await;
+            return c.remove_node(forwarded(inner, &caller)).await;
         }
         self.node
             .manager
@@ -354,6 +392,8 @@ impl Directory for DirectoryService {
         &self,
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require(Permission::Admin, "transferring leadership")?;
         let inner = req.into_inner();
         self.node
             .manager

@@ -278,6 +278,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::SessionStream>, Status> {
         // The agent's address as this node sees it: shown to operators with the instance.
         let address = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let caller = crate::auth::Caller::of(&req)?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(pb::AgentMessage {
@@ -288,6 +289,10 @@ impl Agent for AgentService {
             Err(_) => return Err(invalid("no Hello within 5 s")),
         };
         baton_core::names::check_name("server", &hello.server).map_err(|r| invalid(r.message))?;
+        // An agent speaks only for the server its certificate names.
+        caller.may_run(&hello.server).inspect_err(|e| {
+            tracing::warn!(%address, "agent session refused: {}", e.message());
+        })?;
         let instance = baton_core::AgentInstance {
             id: hello.instance.clone(),
             address,

@@ -58,6 +58,8 @@ impl Watch for WatchService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
+        crate::auth::Caller::of(&req)?
+            .require(baton_tls::Permission::Viewer, "watching the history")?;
         let pb::WatchRequest {
             role,
             after_revision,

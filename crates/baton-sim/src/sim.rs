@@ -423,7 +423,8 @@ fn run_scenario(
                     }
                 });
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", net::PORT)).await?;
-                let _running = baton_directory::serve(node, net::incoming(listener)).await?;
+                let _running =
+                    baton_directory::serve_one_port(node, net::incoming(listener)).await?;
                 std::future::pending::<()>().await;
                 Ok(())
             }

@@ -54,6 +54,10 @@ pub struct AgentFile {
     crash_window: Option<Dur>,
     /// Put each role process in a cgroup of its own where cgroup v2 is writable (default true).
     cgroups: Option<bool>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 pub fn agent_config(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<AgentConfig> {
@@ -93,6 +97,12 @@ pub fn agent_config(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<A
         c.crash_window = d;
     }
     c.cgroups = !args.no_cgroups && file.cgroups.unwrap_or(true);
+    c.security = baton_tls::Security::from_files(
+        global.ca.clone().or(file.ca),
+        global.cert.clone().or(file.cert),
+        global.key.clone().or(file.key),
+        global.insecure || file.insecure.unwrap_or(false),
+    )?;
     c.validate().map_err(|e| anyhow!("{e}"))?;
     Ok(c)
 }

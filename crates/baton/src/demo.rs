@@ -148,6 +148,30 @@ fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// The demo's CA and certificates: three nodes, the agents, and an admin client.
+fn make_certificates(dir: &Path) -> Result<()> {
+    use baton_tls::make::{self, Subject, Validity};
+    let ca = make::make_ca("Baton demo CA", Validity::for_(make::CA_VALID_FOR))?;
+    make::write(dir, "ca", &ca, true)?;
+    let leaf = Validity::for_(make::LEAF_VALID_FOR);
+    let mut subjects: Vec<Subject> = (1..=3)
+        .map(|id| Subject::Node { id, hosts: vec![] })
+        .collect();
+    subjects.extend(SERVERS.iter().map(|s| Subject::Agent {
+        server: s.to_string(),
+    }));
+    subjects.push(Subject::Client {
+        name: "demo".into(),
+        permission: baton_tls::Permission::Admin,
+        server: None,
+    });
+    for s in subjects {
+        let issued = make::issue(&ca.cert_pem, &ca.key_pem, &s, leaf)?;
+        make::write(dir, &s.file_stem(), &issued, true)?;
+    }
+    Ok(())
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -173,12 +197,35 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         None => vec![free_port()?, free_port()?, free_port()?],
     };
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let peers = addrs
+    // Peer ports (node-to-node): 100 above the client ports, or free ones.
+    let peer_ports: Vec<u16> = if ports
+        .iter()
+        .all(|p| *p < u16::MAX - 100 && port_free(p + 100))
+    {
+        ports.iter().map(|p| p + 100).collect()
+    } else {
+        vec![free_port()?, free_port()?, free_port()?]
+    };
+    let peers = peer_ports
         .iter()
         .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
+    // Mutual TLS, as in production: a CA of the demo's own and a certificate for every
+    // process, in the demo's directory.
+    let tls = dir.join("tls");
+    let tls_args = |stem: &str| -> Vec<String> {
+        vec![
+            "--ca".into(),
+            tls.join("ca.pem").display().to_string(),
+            "--cert".into(),
+            tls.join(format!("{stem}.pem")).display().to_string(),
+            "--key".into(),
+            tls.join(format!("{stem}.key")).display().to_string(),
+        ]
+    };
+    make_certificates(&tls)?;
     let lease = humantime::format_duration(args.lease).to_string();
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -189,13 +236,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             id.to_string(),
             "--listen".into(),
             addr.clone(),
+            "--peer-listen".into(),
+            format!("127.0.0.1:{}", peer_ports[i]),
             "--data-dir".into(),
             dir.join(format!("node-{id}")).display().to_string(),
             "--peers".into(),
             peers.clone(),
             "--lease".into(),
             lease.clone(),
-        ];
+        ]
+        .into_iter()
+        .chain(tls_args(&format!("node-{id}")))
+        .collect();
         nodes.push(Proc::spawn(
             &exe,
             &format!("node {id}"),
@@ -220,10 +272,23 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             format!("demo={work}"),
             "--handover-grace".into(),
             "2s".into(),
-        ];
+        ]
+        .into_iter()
+        .chain(tls_args(&format!("agent-{s}")))
+        .collect();
         agents.push(Proc::spawn(&exe, s, args, dir.join(format!("{s}.log")))?);
     }
-    let client = Client::new(addrs.clone())?;
+    let client = Client::with_config(
+        addrs.clone(),
+        baton_client::ClientConfig {
+            security: baton_tls::Security::Tls(baton_tls::Tls::load(baton_tls::TlsPaths {
+                ca: tls.join("ca.pem"),
+                cert: tls.join("client-demo.pem"),
+                key: tls.join("client-demo.key"),
+            })?),
+            ..Default::default()
+        },
+    )?;
     let mut demo = Demo {
         exe,
         dir,
@@ -327,7 +392,14 @@ impl Demo {
     }
 
     fn print_intro(&self) {
-        let dirflag = format!("BATON_DIRECTORY={}", self.addrs.join(","));
+        let tls = self.dir.join("tls");
+        let dirflag = format!(
+            "BATON_DIRECTORY={} BATON_CA={} BATON_CERT={} BATON_KEY={}",
+            self.addrs.join(","),
+            tls.join("ca.pem").display(),
+            tls.join("client-demo.pem").display(),
+            tls.join("client-demo.key").display()
+        );
         println!("Baton demo: three directory nodes and three agents on this machine.");
         println!("data and logs: {}", self.dir.display());
         for n in &self.nodes {

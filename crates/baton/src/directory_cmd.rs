@@ -18,19 +18,27 @@ pub struct DirectoryArgs {
     /// This node's Raft id (1, 2, 3, ...).
     #[arg(long, env = "BATON_ID")]
     id: Option<u64>,
-    /// Address to listen on, e.g. 127.0.0.1:7001.
+    /// The client port: admin API, agent sessions, watch, e.g. 127.0.0.1:7001.
     #[arg(long, env = "BATON_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Address other nodes and clients reach this node at (default: --listen).
+    /// Address clients and agents reach the client port at (default: --listen).
     #[arg(long, env = "BATON_ADVERTISE")]
     advertise: Option<String>,
+    /// The peer port: Raft and node-to-node calls, directory nodes only, e.g. 127.0.0.1:7101.
+    #[arg(long, env = "BATON_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// Address other nodes reach the peer port at (default: this node's entry in --peers,
+    /// else --peer-listen).
+    #[arg(long, env = "BATON_PEER_ADVERTISE")]
+    peer_advertise: Option<String>,
     /// Where this node keeps its sled database.
     #[arg(long, env = "BATON_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Initial members of a new cluster: 1=ADDR,2=ADDR,3=ADDR (this node included).
+    /// Initial members of a new cluster by peer address: 1=ADDR,2=ADDR,3=ADDR (this node
+    /// included).
     #[arg(long, env = "BATON_PEERS")]
     peers: Option<String>,
-    /// Join a running cluster through this node's address instead of --peers.
+    /// Join a running cluster through a node's client address instead of --peers.
     #[arg(long, env = "BATON_JOIN")]
     join: Option<String>,
     /// Agent lease (default 3s; at least 500ms).
@@ -70,7 +78,13 @@ pub struct DirectoryFile {
     id: Option<u64>,
     listen: Option<SocketAddr>,
     advertise: Option<String>,
+    peer_listen: Option<SocketAddr>,
+    peer_advertise: Option<String>,
     data_dir: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    insecure: Option<bool>,
     /// Either a table { 1 = "addr", ... } or a string "1=addr,...".
     peers: Option<Peers>,
     join: Option<String>,
@@ -106,7 +120,7 @@ impl Peers {
 }
 
 /// Merge file and flags into a node configuration.
-pub fn node_config(args: DirectoryArgs) -> Result<NodeConfig> {
+pub fn node_config(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Result<NodeConfig> {
     let file: DirectoryFile = match &args.config {
         Some(p) => load(p)?,
         None => DirectoryFile::default(),
@@ -123,20 +137,37 @@ pub fn node_config(args: DirectoryArgs) -> Result<NodeConfig> {
         .data_dir
         .or(file.data_dir)
         .ok_or_else(|| anyhow!("missing --data-dir (where this node keeps its data)"))?;
+    let peer_listen = args.peer_listen.or(file.peer_listen).ok_or_else(|| {
+        anyhow!("missing --peer-listen (the address for Raft and node-to-node calls, e.g. 127.0.0.1:7101)")
+    })?;
+    if peer_listen == listen {
+        return Err(anyhow!(
+            "--peer-listen {peer_listen} is the client port too; nodes need a port of their own"
+        ));
+    }
     let mut c = NodeConfig::new(id, listen, data_dir);
     if let Some(a) = args.advertise.or(file.advertise) {
         c.advertise = a;
     }
+    c.peer_listen = Some(peer_listen);
+    c.peer_advertise = peer_listen.to_string();
     let peers = args.peers.or(file.peers.map(|p| p.to_text()));
     if let Some(p) = peers {
         c.peers = baton_directory::config::parse_peers(&p).map_err(|e| anyhow!("--peers: {e}"))?;
-        // Advertise what the peer list says about this node, when it says something.
-        if args_advertise_unset(&c)
-            && let Some(addr) = c.peers.get(&id)
-        {
-            c.advertise = addr.clone();
+        // Other nodes reach this one where the peer list says, when it says something.
+        if let Some(addr) = c.peers.get(&id) {
+            c.peer_advertise = addr.clone();
         }
     }
+    if let Some(a) = args.peer_advertise.or(file.peer_advertise) {
+        c.peer_advertise = a;
+    }
+    c.security = baton_tls::Security::from_files(
+        global.ca.clone().or(file.ca),
+        global.cert.clone().or(file.cert),
+        global.key.clone().or(file.key),
+        global.insecure || file.insecure.unwrap_or(false),
+    )?;
     c.join = args.join.or(file.join);
     if let Some(d) = args.lease.or(file.lease.map(|d| d.0)) {
         c.lease_ms = ms(d);
@@ -171,13 +202,9 @@ pub fn node_config(args: DirectoryArgs) -> Result<NodeConfig> {
     Ok(c)
 }
 
-fn args_advertise_unset(c: &NodeConfig) -> bool {
-    c.advertise == c.listen.to_string()
-}
-
-pub async fn run(args: DirectoryArgs) -> Result<()> {
+pub async fn run(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Result<()> {
     crate::init_logging("info,openraft=warn,sled=warn,h2=warn,tower=warn");
-    let config = node_config(args)?;
+    let config = node_config(global, args)?;
     let node = baton_directory::start(config, baton_directory::Faults::default())
         .await
         .map_err(|e| anyhow!("{e}"))?;

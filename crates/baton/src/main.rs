@@ -2,6 +2,7 @@
 //! commands.
 
 mod agent_cmd;
+mod cert_cmd;
 mod demo;
 mod directory_cmd;
 mod settings;
@@ -30,6 +31,9 @@ enum Top {
     Agent(agent_cmd::AgentArgs),
     /// Start a local three-node cluster with three agents and watch roles move.
     Demo(demo::DemoArgs),
+    /// Certificates: a cluster CA, and node, agent and client certificates it signs.
+    #[command(subcommand)]
+    Cert(cert_cmd::CertCmd),
     #[command(flatten)]
     Admin(baton_cli::AdminCommand),
     /// Internal: the wrapper a role process runs under (see baton-agent's process module).
@@ -72,9 +76,10 @@ fn main() {
     };
     let code = runtime.block_on(async move {
         let result = match cli.command {
-            Top::Directory(args) => directory_cmd::run(args).await,
+            Top::Directory(args) => directory_cmd::run(&cli.global, args).await,
             Top::Agent(args) => agent_cmd::run(&cli.global, args).await,
             Top::Demo(args) => demo::run(args).await,
+            Top::Cert(cmd) => cert_cmd::run(cmd),
             Top::Admin(cmd) => baton_cli::run(&cli.global, cmd).await,
             Top::RoleExec { .. } => unreachable!("handled before the runtime"),
         };

@@ -84,6 +84,7 @@ impl Dir {
             self.index += 1;
             let rest = self.unproposed() - baton_core::ADVANCE_MAX_MS;
             let entry = Entry {
+                by: Default::default(),
                 now_ms: self.now.saturating_sub(rest),
                 cmd: Command::Tick,
                 advance_ms: baton_core::ADVANCE_MAX_MS,
@@ -92,6 +93,7 @@ impl Dir {
         }
         self.index += 1;
         let entry = Entry {
+            by: Default::default(),
             now_ms: self.now,
             cmd,
             advance_ms: self.unproposed(),
@@ -104,6 +106,7 @@ impl Dir {
     pub fn apply_advancing(&mut self, cmd: Command, advance_ms: u64) -> Result<Outcome, Refusal> {
         self.index += 1;
         let entry = Entry {
+            by: Default::default(),
             now_ms: self.now,
             cmd,
             advance_ms,

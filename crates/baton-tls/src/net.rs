@@ -1,0 +1,149 @@
+//! TLS on the wire: the server's accept loop and the client's connector, both for tonic.
+//!
+//! tonic's own TLS settings are fixed when a server or endpoint is built; Baton's
+//! certificates rotate, so both sides run the handshake themselves with the rustls
+//! configurations of [`Tls`], which resolve the certificate per handshake.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::identity::Identity;
+use crate::tls::Tls;
+
+/// How long a client has to finish its handshake. A peer that opens a connection and
+/// says nothing holds a slot only this long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once, per listener; more connections wait in the kernel's
+/// backlog instead of costing memory here.
+pub const HANDSHAKES_MAX: usize = 256;
+/// Handshaken connections waiting for the server to take them.
+const READY_MAX: usize = 64;
+
+/// The TLS connections accepted on `listener`, as the stream tonic's
+/// `serve_with_incoming` takes. A failed or slow handshake is logged and dropped: it
+/// never reaches the server, and never stops the listener.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(READY_MAX);
+    let acceptor = TlsAcceptor::from(tls.server_config());
+    let slots = Arc::new(Semaphore::new(HANDSHAKES_MAX));
+    tokio::spawn(async move {
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => log_refused(peer, &e.to_string()),
+                    Err(_) => log_refused(peer, "handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+fn log_refused(peer: SocketAddr, why: &str) {
+    tracing::info!(%peer, "TLS connection refused: {why}");
+}
+
+/// A lazily connecting channel over TLS to `endpoint`'s host. The node's certificate
+/// must name the host dialed (or its address). With `expect_node`, the server must also
+/// be that directory node: a node dialing its peers checks it reached the member it
+/// meant, not just some node.
+pub fn channel(endpoint: Endpoint, tls: &Arc<Tls>, expect_node: Option<u64>) -> Channel {
+    endpoint.connect_with_connector_lazy(connector(tls, expect_node))
+}
+
+/// [`channel`], connected now (the TCP connection and the handshake).
+pub async fn connect(
+    endpoint: Endpoint,
+    tls: &Arc<Tls>,
+    expect_node: Option<u64>,
+) -> Result<Channel, tonic::transport::Error> {
+    endpoint
+        .connect_with_connector(connector(tls, expect_node))
+        .await
+}
+
+/// Dials a URI's host and port and runs the TLS handshake as the client.
+fn connector(
+    tls: &Arc<Tls>,
+    expect_node: Option<u64>,
+) -> impl tower::Service<
+    Uri,
+    Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let connector = TlsConnector::from(tls.client_config());
+    tower::service_fn(move |uri: Uri| {
+        let connector = connector.clone();
+        async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| std::io::Error::other(format!("no host in {uri}")))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| std::io::Error::other(format!("{host:?}: {e}")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let stream = connector.connect(name, tcp).await?;
+            if let Some(want) = expect_node {
+                let (_, session) = stream.get_ref();
+                let got = session
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| Identity::from_der(c));
+                match got {
+                    Some(Ok(id)) if id.node == Some(want) => {}
+                    Some(Ok(id)) => {
+                        return Err(std::io::Error::other(format!(
+                            "{host}:{port} is {id}, not node {want}"
+                        )));
+                    }
+                    Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+                    None => return Err(std::io::Error::other("the server sent no certificate")),
+                }
+            }
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        }
+    })
+}
