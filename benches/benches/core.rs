@@ -65,7 +65,7 @@ fn apply(s: &mut State, cmd: Command) {
     let index = s.revision + 1;
     s.apply(
         index,
-        &Entry {
+        &Entry { by: Default::default(),
             now_ms: NOW,
             advance_ms: 0,
             cmd,

@@ -54,7 +54,8 @@ impl BatonCluster {
     ) -> Result<BatonCluster> {
         std::fs::create_dir_all(dir)?;
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peers = ports
+        let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peers = peer_ports
             .iter()
             .enumerate()
             .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
@@ -71,6 +72,10 @@ impl BatonCluster {
                 id.to_string(),
                 "--listen".into(),
                 addr.clone(),
+                "--peer-listen".into(),
+                format!("127.0.0.1:{}", peer_ports[i]),
+                // The benchmark's own clients speak plain text (TLS cost: a row of its own).
+                "--insecure".into(),
                 "--data-dir".into(),
                 data_dir.display().to_string(),
                 "--peers".into(),
@@ -182,6 +187,7 @@ impl BatonCluster {
             format!("bench={command}"),
             "--handover-grace".into(),
             "1s".into(),
+            "--insecure".into(),
         ];
         let p = Proc::spawn(
             &format!("agent-{server}"),

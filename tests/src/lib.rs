@@ -484,6 +484,59 @@ pub struct ClusterOpts {
     pub extra: Vec<String>,
     /// Flags for one node only, by id (after the others, so they win).
     pub per_node: std::collections::BTreeMap<u64, Vec<String>>,
+    /// Plain text (`--insecure`) instead of the default mutual TLS.
+    pub insecure: bool,
+}
+
+/// The certificates of one test cluster: a CA of its own in `DIR/tls`, and a
+/// certificate per process, made the first time it is asked for.
+pub struct Certs {
+    pub dir: PathBuf,
+    ca: baton_tls::make::Issued,
+}
+
+impl Certs {
+    pub fn new(dir: PathBuf) -> Certs {
+        use baton_tls::make;
+        let ca = make::make_ca("Baton test CA", make::Validity::for_(make::CA_VALID_FOR))
+            .expect("make a CA");
+        make::write(&dir, "ca", &ca, true).expect("write the CA");
+        Certs { dir, ca }
+    }
+
+    /// `--ca --cert --key` for `subject`, issued now if it was not yet.
+    pub fn args(&self, subject: baton_tls::make::Subject) -> Vec<String> {
+        use baton_tls::make;
+        let stem = subject.file_stem();
+        let cert = self.dir.join(format!("{stem}.pem"));
+        if !cert.exists() {
+            let issued = make::issue(
+                &self.ca.cert_pem,
+                &self.ca.key_pem,
+                &subject,
+                make::Validity::for_(make::LEAF_VALID_FOR),
+            )
+            .expect("issue a certificate");
+            make::write(&self.dir, &stem, &issued, true).expect("write a certificate");
+        }
+        vec![
+            "--ca".into(),
+            self.dir.join("ca.pem").display().to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            self.dir.join(format!("{stem}.key")).display().to_string(),
+        ]
+    }
+
+    /// The admin client certificate the harness's CLI calls use.
+    pub fn admin_args(&self) -> Vec<String> {
+        self.args(baton_tls::make::Subject::Client {
+            name: "e2e".into(),
+            permission: baton_tls::Permission::Admin,
+            server: None,
+        })
+    }
 }
 
 impl ClusterOpts {
@@ -502,7 +555,10 @@ fn dur_arg(d: Duration) -> String {
 /// One directory node.
 pub struct DirNode {
     pub id: u64,
+    /// The client port.
     pub addr: String,
+    /// The peer port (Raft, node to node).
+    pub peer_addr: String,
     pub data_dir: PathBuf,
     pub proc: Proc,
 }
@@ -513,8 +569,10 @@ impl DirNode {
     fn spawn(
         dir: &Path,
         opts: &ClusterOpts,
+        certs: Option<&Certs>,
         id: u64,
         addr: String,
+        peer_addr: String,
         membership: impl FnOnce(&mut Vec<String>),
     ) -> DirNode {
         let data_dir = dir.join(format!("node{id}"));
@@ -524,9 +582,18 @@ impl DirNode {
             id.to_string(),
             "--listen".into(),
             addr.clone(),
+            "--peer-listen".into(),
+            peer_addr.clone(),
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
+        match certs {
+            Some(c) => args.extend(c.args(baton_tls::make::Subject::Node {
+                id,
+                hosts: vec![],
+            })),
+            None => args.push("--insecure".into()),
+        }
         membership(&mut args);
         if let Some(l) = opts.lease {
             args.extend(["--lease".into(), dur_arg(l)]);
@@ -547,6 +614,7 @@ impl DirNode {
         DirNode {
             id,
             addr,
+            peer_addr,
             data_dir,
             proc,
         }
@@ -558,6 +626,8 @@ pub struct Cluster {
     // Field order matters for drop: processes before the directory they live in.
     nodes: Vec<DirNode>,
     opts: ClusterOpts,
+    /// None with `insecure`.
+    certs: Option<Certs>,
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
 }
@@ -578,26 +648,36 @@ impl Cluster {
             .tempdir()
             .expect("temp dir");
         let path = dir.path().to_path_buf();
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let peers = ports
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .map(|(i, (_, p))| format!("{}=127.0.0.1:{p}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
+        let certs = (!opts.insecure).then(|| Certs::new(path.join("tls")));
         let nodes = ports
             .iter()
             .enumerate()
-            .map(|(i, port)| {
+            .map(|(i, (port, peer))| {
                 let id = i as u64 + 1;
-                DirNode::spawn(&path, &opts, id, format!("127.0.0.1:{port}"), |args| {
-                    args.extend(["--peers".into(), peers.clone()]);
-                })
+                DirNode::spawn(
+                    &path,
+                    &opts,
+                    certs.as_ref(),
+                    id,
+                    format!("127.0.0.1:{port}"),
+                    format!("127.0.0.1:{peer}"),
+                    |args| {
+                        args.extend(["--peers".into(), peers.clone()]);
+                    },
+                )
             })
             .collect();
         Cluster {
             nodes,
             opts,
+            certs,
             dir: Some(dir),
             path,
         }
@@ -611,6 +691,27 @@ impl Cluster {
 
     pub fn opts(&self) -> &ClusterOpts {
         &self.opts
+    }
+
+    /// The cluster's certificates (None when it runs in plain text).
+    pub fn certs(&self) -> Option<&Certs> {
+        self.certs.as_ref()
+    }
+
+    /// The TLS flags of a process with `subject`'s certificate, or `--insecure`.
+    pub fn tls_args(&self, subject: baton_tls::make::Subject) -> Vec<String> {
+        match &self.certs {
+            Some(c) => c.args(subject),
+            None => vec!["--insecure".into()],
+        }
+    }
+
+    /// The TLS flags of the harness's admin client, or `--insecure`.
+    pub fn admin_tls_args(&self) -> Vec<String> {
+        match &self.certs {
+            Some(c) => c.admin_args(),
+            None => vec!["--insecure".into()],
+        }
     }
 
     /// The lease the nodes run with.
@@ -674,7 +775,9 @@ impl Cluster {
         let node = DirNode::spawn(
             &self.path,
             &self.opts,
+            self.certs.as_ref(),
             id,
+            format!("127.0.0.1:{}", free_port()),
             format!("127.0.0.1:{}", free_port()),
             |args| args.extend(["--join".into(), join]),
         );
@@ -719,6 +822,7 @@ impl Cluster {
 
     pub fn cli_at_timeout(&self, ids: &[u64], args: &[&str], timeout: Duration) -> CliOutput {
         let mut full = vec!["--directory".to_string(), self.addrs_of(ids)];
+        full.extend(self.admin_tls_args());
         full.extend(args.iter().map(|s| s.to_string()));
         full.extend(["-o".to_string(), "json".to_string()]);
         run_baton(&full, timeout)
@@ -892,6 +996,9 @@ impl Agent {
             "--directory".into(),
             cluster.addrs(),
         ];
+        args.extend(cluster.tls_args(baton_tls::make::Subject::Agent {
+            server: server.to_string(),
+        }));
         for (kind, cmd) in runs {
             args.push("--run".into());
             args.push(format!("{kind}={cmd}"));

@@ -525,7 +525,7 @@ fn cluster_json_has_the_contract_keys() {
 
 #[test]
 fn event_json_has_the_contract_keys_and_follow_lines_are_single_lines() {
-    let e = v1::Event {
+    let e = v1::Event { by: Default::default(),
         revision: 9,
         time_ms: 1_700_000_000_123,
         role: "cam-1".into(),
@@ -734,7 +734,7 @@ fn cluster_table_shows_leader_term_and_nodes() {
 
 #[test]
 fn events_table_has_a_row_per_event() {
-    let text = render::events_table(&[v1::Event {
+    let text = render::events_table(&[v1::Event { by: Default::default(),
         revision: 3,
         time_ms: 0,
         role: "cam-1".into(),
@@ -795,6 +795,10 @@ fn bad_addresses_and_context_chains_stay_on_one_line() {
     let global = GlobalOpts {
         directory: vec!["nowhere".into()],
         output: Output::Table,
+        ca: None,
+        cert: None,
+        key: None,
+        insecure: true,
     };
     let e = client(&global).unwrap_err();
     let line = error_line(&e);

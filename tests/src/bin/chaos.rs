@@ -150,6 +150,11 @@ fn stopping() -> bool {
 }
 
 fn main() {
+    // Every node, agent and CLI call of a chaos run speaks plain text: the run is about
+    // failures, and its in-process clients and planted faults predate TLS. (The e2e
+    // tests run with mutual TLS.)
+    // SAFETY: set before any thread starts; every child process inherits it.
+    unsafe { std::env::set_var("BATON_INSECURE", "true") };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or(&[]).to_vec();
     let code = match args.first().map(String::as_str) {
@@ -702,6 +707,11 @@ impl Net {
 
     fn node_addr(&self, id: usize) -> String {
         format!("{}:{PORT}", self.ip(&format!("n{id}")))
+    }
+
+    /// The node's peer port (Raft), on the same host as its client port.
+    fn peer_addr(&self, id: usize) -> String {
+        format!("{}:{}", self.ip(&format!("n{id}")), PORT + 100)
     }
 
     fn directory(&self) -> String {
@@ -2301,7 +2311,7 @@ fn run_cmd(args: &[String]) -> Result<i32> {
 
     // Directory nodes.
     let peers = (1..=3)
-        .map(|i| format!("{i}={}", net.node_addr(i)))
+        .map(|i| format!("{i}={}", net.peer_addr(i)))
         .collect::<Vec<_>>()
         .join(",");
     for id in 1..=3usize {
@@ -2318,6 +2328,8 @@ fn run_cmd(args: &[String]) -> Result<i32> {
                 addr.clone(),
                 "--advertise".into(),
                 addr,
+                "--peer-listen".into(),
+                net.peer_addr(id),
                 "--data-dir".into(),
                 workdir.join(format!("node{id}")).display().to_string(),
                 "--peers".into(),

@@ -733,6 +733,9 @@ pub fn crash_campaign(cfg: &CrashConfig) -> Result<CrashReport> {
     let opts = ClusterOpts {
         lease: cfg.lease,
         extra: vec!["--snapshot-every".into(), cfg.snapshot_every.to_string()],
+        // Plain text: this campaign drives the nodes with in-process clients and is
+        // about storage, not about who may speak.
+        insecure: true,
         ..ClusterOpts::default()
     };
     let mut c = Cluster::start(3, opts);
@@ -1857,6 +1860,9 @@ fn corrupt_case(
     let opts = ClusterOpts {
         lease: cfg.lease,
         extra: vec!["--snapshot-every".into(), snapshot_every.to_string()],
+        // Plain text: this campaign drives the nodes with in-process clients and is
+        // about storage, not about who may speak.
+        insecure: true,
         ..ClusterOpts::default()
     };
     let mut c = Cluster::start(3, opts);
@@ -2152,7 +2158,13 @@ impl fmt::Display for RollbackReport {
 /// without X and acknowledged writes are gone.
 pub fn rollback_demo() -> Result<RollbackReport> {
     let rt = runtime();
-    let mut c = Cluster::start(3, ClusterOpts::default());
+    let mut c = Cluster::start(
+        3,
+        ClusterOpts {
+            insecure: true,
+            ..ClusterOpts::default()
+        },
+    );
     let ids = c.ids();
     let all = addrs_of(&c, &ids);
     let ledger: SharedLedger = Arc::default();
@@ -2291,6 +2303,9 @@ pub fn stuck_demo(wait: Duration) -> Result<StuckReport> {
     let rt = runtime();
     let opts = ClusterOpts {
         extra: vec!["--snapshot-every".into(), "20".into()],
+        // Plain text: this campaign drives the nodes with in-process clients and is
+        // about storage, not about who may speak.
+        insecure: true,
         ..ClusterOpts::default()
     };
     let mut c = Cluster::start(3, opts);

@@ -172,8 +172,9 @@ fn assert_roles_untouched(s: &Setup) {
 }
 
 /// `baton --directory ADDRS ARGS -o json`, from any thread.
-fn cli_addrs(addrs: &str, args: &[&str]) -> baton_tests::CliOutput {
+fn cli_addrs(addrs: &str, tls: &[String], args: &[&str]) -> baton_tests::CliOutput {
     let mut full = vec!["--directory".to_string(), addrs.to_string()];
+    full.extend(tls.iter().cloned());
     full.extend(args.iter().map(|a| a.to_string()));
     full.extend(["-o".to_string(), "json".to_string()]);
     run_baton(&full, CLI_TIMEOUT)
@@ -201,7 +202,12 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn start(addrs: String, expected: BTreeMap<String, (String, u64)>, writes: bool) -> Traffic {
+    fn start(
+        addrs: String,
+        tls: Vec<String>,
+        expected: BTreeMap<String, (String, u64)>,
+        writes: bool,
+    ) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -210,7 +216,7 @@ impl Traffic {
             let mut k = 0;
             while !flag.load(Ordering::Relaxed) {
                 k += 1;
-                let out = cli_addrs(&addrs, &["role", "list"]);
+                let out = cli_addrs(&addrs, &tls, &["role", "list"]);
                 match out.try_json() {
                     Ok(list) => {
                         r.longest_read_gap = r.longest_read_gap.max(last_ok.elapsed());
@@ -238,7 +244,7 @@ impl Traffic {
                 }
                 if writes {
                     let name = format!("traffic-{k}");
-                    let out = cli_addrs(&addrs, &["server", "add", &name]);
+                    let out = cli_addrs(&addrs, &tls, &["server", "add", &name]);
                     if out.ok() {
                         r.writes_ok += 1;
                     } else {
@@ -350,7 +356,7 @@ fn leader_killed_twice_moves_no_role_at_lease_2s() {
 
 fn leader_killed_twice(lease: Duration) {
     let mut s = setup(ClusterOpts::lease(lease));
-    let traffic = Traffic::start(s.c.addrs(), s.expected(), false);
+    let traffic = Traffic::start(s.c.addrs(), s.c.admin_tls_args(), s.expected(), false);
     for round in 1..=2 {
         let leader = s.c.wait_ready(Duration::from_secs(30));
         wait_agents_quiet(&s, lease / 3);
@@ -443,7 +449,7 @@ fn agent_reattaches_when_its_node_dies() {
 #[test]
 fn add_remove_and_transfer_while_serving() {
     let mut s = setup(ClusterOpts::lease(LEASE));
-    let traffic = Traffic::start(s.c.addrs(), s.expected(), true);
+    let traffic = Traffic::start(s.c.addrs(), s.c.admin_tls_args(), s.expected(), true);
 
     // --- a fourth node joins through node 2 -------------------------------------------
     let addr4 = s.c.join(4, 2).addr.clone();
@@ -550,7 +556,7 @@ fn transfer_leader_with_four_voters_under_writes() {
     c.join(4, 1);
     let target = leader_applied(&c, &[1, 2, 3]);
     c.wait_follower(&[1, 2, 3], 4, target, Duration::from_secs(30));
-    let traffic = Traffic::start(c.addrs(), BTreeMap::new(), true);
+    let traffic = Traffic::start(c.addrs(), c.admin_tls_args(), BTreeMap::new(), true);
     wait_until(Duration::from_secs(10), "some writes", || {
         (c.cli(&["server", "list"]).json().as_array()?.len() >= 3).then_some(())
     });
@@ -613,7 +619,7 @@ fn preferred_leader_regains_leadership() {
     wait_until(Duration::from_secs(20), "node 1 to lead", || {
         leader_is(&s.c, 1)
     });
-    let traffic = Traffic::start(s.c.addrs(), s.expected(), false);
+    let traffic = Traffic::start(s.c.addrs(), s.c.admin_tls_args(), s.expected(), false);
 
     // --- transfer away on demand; node 1 takes it back after the delay --------------------
     let out = s.c.json(&["cluster", "transfer-leader", "3"]);
