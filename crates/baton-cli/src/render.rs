@@ -130,8 +130,10 @@ pub struct ClusterView {
 pub struct NodeView {
     /// Node id.
     pub id: u64,
-    /// gRPC address.
+    /// Client port address (what agents and this CLI dial).
     pub address: String,
+    /// Peer port address (Raft, node to node).
+    pub peer_address: String,
     /// Voter (false: learner).
     pub voter: bool,
     /// "leader" | "follower" | "learner" | "candidate" | "unreachable".
@@ -160,6 +162,7 @@ impl From<&v1::ClusterStatusReply> for ClusterView {
                 .map(|n| NodeView {
                     id: n.id,
                     address: n.address.clone(),
+                    peer_address: n.peer_address.clone(),
                     voter: n.voter,
                     state: n.state.clone(),
                     last_applied: n.last_applied,

@@ -458,6 +458,7 @@ fn cluster_status() -> v1::ClusterStatusReply {
         expiry_lease_ms: 0,
         nodes: vec![
             v1::NodeStatus {
+                peer_address: String::new(),
                 id: 1,
                 address: "127.0.0.1:7001".into(),
                 voter: true,
@@ -468,6 +469,7 @@ fn cluster_status() -> v1::ClusterStatusReply {
                 term: 3,
             },
             v1::NodeStatus {
+                peer_address: String::new(),
                 id: 2,
                 address: "127.0.0.1:7002".into(),
                 voter: true,

@@ -85,10 +85,11 @@ impl DirectoryService {
         };
         pb::NodeStatus {
             id: self.node.id,
-            address: members
+            address: self.node.config.advertise.clone(),
+            peer_address: members
                 .get(&self.node.id)
                 .cloned()
-                .unwrap_or_else(|| self.node.config.advertise.clone()),
+                .unwrap_or_else(|| self.node.config.peer_advertise.clone()),
             voter: voters.contains(&self.node.id),
             state: state.into(),
             last_applied: m.last_applied.map_or(0, |l| l.index),
@@ -295,7 +296,8 @@ impl Directory for DirectoryService {
                 .await;
                 status.unwrap_or(pb::NodeStatus {
                     id,
-                    address: addr,
+                    address: addr.clone(),
+                    peer_address: addr,
                     voter,
                     state: "unreachable".into(),
                     last_applied: 0,
