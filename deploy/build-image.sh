@@ -56,7 +56,7 @@ fi
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/baton-image.XXXXXX")
 trap 'rm -rf "$ctx"' EXIT
 root=$ctx/rootfs
-mkdir -p "$root/usr/local/bin" "$root/bin" "$root/etc" "$root/tmp" "$ctx/data"
+mkdir -p "$root/usr/local/bin" "$root/bin" "$root/etc" "$root/tmp" "$ctx/data" "$ctx/tls"
 chmod 1777 "$root/tmp"
 cp "$binary" "$root/usr/local/bin/baton"
 if command -v strip >/dev/null; then strip "$root/usr/local/bin/baton"; fi

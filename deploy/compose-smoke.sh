@@ -126,6 +126,7 @@ t_build=$(($(now_ms) - t))
 
 # --- start the stack -------------------------------------------------------------------
 t=$(now_ms)
+dc run --rm certs >/dev/null 2>&1 || { dc run --rm certs; fail "making the certificates failed"; }
 dc up -d >/dev/null 2>&1 || { dc up -d; fail "docker-compose up failed"; }
 t_up=$(now_ms)
 for svc in dir1 dir2 dir3 srv-a srv-b srv-c; do

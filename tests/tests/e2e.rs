@@ -28,6 +28,8 @@ mod lease;
 mod manager;
 #[path = "e2e/reports.rs"]
 mod reports;
+#[path = "e2e/security.rs"]
+mod security;
 #[path = "e2e/stop.rs"]
 mod stop;
 

@@ -194,6 +194,9 @@ pub struct EventView {
     pub epoch: u64,
     /// Free-form detail.
     pub detail: String,
+    /// Who asked for the change, as their certificate names them ("operator bob");
+    /// empty when the directory decided it itself.
+    pub by: String,
 }
 
 impl From<&v1::Event> for EventView {
@@ -207,6 +210,7 @@ impl From<&v1::Event> for EventView {
             to: e.to.clone(),
             epoch: e.epoch,
             detail: e.detail.clone(),
+            by: e.by.clone(),
         }
     }
 }

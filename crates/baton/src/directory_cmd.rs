@@ -162,12 +162,7 @@ pub fn node_config(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Resul
     if let Some(a) = args.peer_advertise.or(file.peer_advertise) {
         c.peer_advertise = a;
     }
-    c.security = baton_tls::Security::from_files(
-        global.ca.clone().or(file.ca),
-        global.cert.clone().or(file.cert),
-        global.key.clone().or(file.key),
-        global.insecure || file.insecure.unwrap_or(false),
-    )?;
+
     c.join = args.join.or(file.join);
     if let Some(d) = args.lease.or(file.lease.map(|d| d.0)) {
         c.lease_ms = ms(d);
@@ -198,6 +193,14 @@ pub fn node_config(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Resul
     if let Some(n) = args.history_max.or(file.history_max) {
         c.history_max = n;
     }
+    // The values first (their errors name a key), then the certificate files.
+    c.validate().map_err(|e| anyhow!("{e}"))?;
+    c.security = baton_tls::Security::from_files(
+        global.ca.clone().or(file.ca),
+        global.cert.clone().or(file.cert),
+        global.key.clone().or(file.key),
+        global.insecure || file.insecure.unwrap_or(false),
+    )?;
     c.validate().map_err(|e| anyhow!("{e}"))?;
     Ok(c)
 }

@@ -128,9 +128,41 @@ fn wait_for<T>(
 }
 
 /// `baton --directory ADDR -o json ARGS...`: the parsed JSON on success.
+/// The admin client's TLS flags (set by the test that made the certificates).
+static ADMIN_TLS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// `--ca --cert --key` of `stem` in `dir`, made by the same code as `baton cert`.
+fn tls_flags(dir: &std::path::Path, subject: baton_tls::make::Subject) -> Vec<String> {
+    use baton_tls::make;
+    if !dir.join("ca.pem").exists() {
+        let ca = make::make_ca("test CA", make::Validity::for_(make::CA_VALID_FOR)).unwrap();
+        make::write(dir, "ca", &ca, false).unwrap();
+    }
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let issued = make::issue(
+        &read("ca.pem"),
+        &read("ca.key"),
+        &subject,
+        make::Validity::for_(make::LEAF_VALID_FOR),
+    )
+    .unwrap();
+    let stem = subject.file_stem();
+    make::write(dir, &stem, &issued, true).unwrap();
+    let path = |f: String| dir.join(f).display().to_string();
+    vec![
+        "--ca".into(),
+        path("ca.pem".into()),
+        "--cert".into(),
+        path(format!("{stem}.pem")),
+        "--key".into(),
+        path(format!("{stem}.key")),
+    ]
+}
+
 fn admin_json(addr: &str, args: &[&str]) -> Option<serde_json::Value> {
     let out = baton()
         .args(["--directory", addr, "-o", "json"])
+        .args(ADMIN_TLS.get().expect("admin certificate made"))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -160,6 +192,20 @@ fn directory_and_agent_start_from_the_example_configs() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
+    let peer = format!("127.0.0.1:{}", free_port());
+    let tls = tmp.path().join("tls");
+    use baton_tls::make::Subject;
+    let node_tls = tls_flags(&tls, Subject::Node { id: 1, hosts: vec![] });
+    let agent_tls = tls_flags(&tls, Subject::Agent { server: "srv-a".into() });
+    let admin_tls = tls_flags(
+        &tls,
+        Subject::Client {
+            name: "admin".into(),
+            permission: baton_tls::Permission::Admin,
+            server: None,
+        },
+    );
+    let _ = ADMIN_TLS.set(admin_tls.clone());
 
     // The directory: a copy of deploy/directory.toml, parsed as shipped (id, durations,
     // snapshot interval, the [peers] table); flags replace what points at other hosts.
@@ -169,10 +215,11 @@ fn directory_and_agent_start_from_the_example_configs() {
     cmd.arg("directory")
         .arg("--config")
         .arg(&dir_config)
-        .args(["--listen", &addr, "--advertise", &addr])
+        .args(["--listen", &addr, "--advertise", &addr, "--peer-listen", &peer])
+        .args(&node_tls)
         .arg("--data-dir")
         .arg(tmp.path().join("data"))
-        .args(["--peers", &format!("1={addr}")])
+        .args(["--peers", &format!("1={peer}")])
         .stdout(Stdio::null());
     let directory = Proc::spawn("directory", cmd, tmp.path().join("directory.log"));
 
@@ -196,6 +243,7 @@ fn directory_and_agent_start_from_the_example_configs() {
         .arg("--config")
         .arg(&agent_config)
         .args(["--directory", &addr])
+        .args(&agent_tls)
         .stdout(Stdio::piped());
     let agent = Proc::spawn("agent", cmd, tmp.path().join("agent.log"));
     // Role processes write to the agent's stdout: collect it.
@@ -226,7 +274,9 @@ fn directory_and_agent_start_from_the_example_configs() {
     );
 
     let created = baton()
-        .args(["--directory", &addr, "role", "create", "example"])
+        .args(["--directory", &addr])
+        .args(&admin_tls)
+        .args(["role", "create", "example"])
         .args(["--kind", "demo", "--servers", "srv-a"])
         .output()
         .unwrap();

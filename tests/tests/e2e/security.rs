@@ -1,0 +1,281 @@
+//! Who may speak: the refusals of the security model, by the real binary with real
+//! certificates. Every attempt is turned away (a failed handshake, `UNAUTHENTICATED` or
+//! `PERMISSION_DENIED` naming the reason) and leaves the directory as it was. One
+//! cluster serves all the cases; the state is compared before and after each.
+
+use std::path::Path;
+use std::time::Duration;
+
+use baton_client::v1;
+use baton_tests::{CLI_TIMEOUT, Cluster, ClusterOpts, run_baton};
+use baton_tls::Permission;
+use baton_tls::make::{self, Subject, Validity};
+use serde_json::Value;
+
+/// What a refusal must not change: roles, servers, the history, the membership.
+fn snapshot(c: &Cluster) -> (Value, Value, usize, Vec<(u64, bool)>) {
+    let status = c.json(&["cluster", "status"]);
+    let members = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| (n["id"].as_u64().unwrap(), n["voter"].as_bool().unwrap()))
+        .collect();
+    (
+        c.json(&["role", "list"]),
+        c.json(&["server", "list"]),
+        c.events().len(),
+        members,
+    )
+}
+
+/// `baton --directory ALL <tls> ARGS -o json`.
+fn cli_with(c: &Cluster, tls: &[String], args: &[&str]) -> baton_tests::CliOutput {
+    let mut full = vec!["--directory".to_string(), c.addrs()];
+    full.extend(tls.iter().cloned());
+    full.extend(args.iter().map(|s| s.to_string()));
+    full.extend(["-o".into(), "json".into()]);
+    run_baton(&full, CLI_TIMEOUT)
+}
+
+fn tls_files(dir: &Path, stem: &str) -> Vec<String> {
+    vec![
+        "--ca".into(),
+        dir.join("ca.pem").display().to_string(),
+        "--cert".into(),
+        dir.join(format!("{stem}.pem")).display().to_string(),
+        "--key".into(),
+        dir.join(format!("{stem}.key")).display().to_string(),
+    ]
+}
+
+/// A refused CLI call: non-zero exit, and stderr containing every one of `words`.
+fn refused(out: &baton_tests::CliOutput, words: &[&str]) {
+    assert!(!out.ok(), "accepted: {out:?}");
+    for w in words {
+        assert!(
+            out.stderr.contains(w),
+            "the refusal does not say {w:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+fn client_security(dir: &Path, stem: &str) -> baton_tls::Security {
+    baton_tls::Security::Tls(
+        baton_tls::Tls::load(baton_tls::TlsPaths {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+        })
+        .expect("load test certificate"),
+    )
+}
+
+fn endpoint(addr: &str) -> tonic::transport::Endpoint {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+}
+
+#[test]
+fn every_unauthorised_call_is_refused_and_changes_nothing() {
+    let mut c = Cluster::start(3, ClusterOpts::default());
+    c.json(&["server", "add", "srv-a"]);
+    c.json(&["role", "create", "r1", "--servers", "srv-a"]);
+    let certs = c.certs().expect("the harness runs TLS by default").dir.clone();
+    let ca_pem = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+    let ca_key = std::fs::read_to_string(certs.join("ca.key")).unwrap();
+    let leaf = Validity::for_(make::LEAF_VALID_FOR);
+    let issue = |subject: Subject, validity: Validity| {
+        let issued = make::issue(&ca_pem, &ca_key, &subject, validity).unwrap();
+        make::write(&certs, &subject.file_stem(), &issued, true).unwrap();
+        tls_files(&certs, &subject.file_stem())
+    };
+    let viewer = issue(
+        Subject::Client {
+            name: "vera".into(),
+            permission: Permission::Viewer,
+            server: None,
+        },
+        leaf,
+    );
+    let operator = issue(
+        Subject::Client {
+            name: "otto".into(),
+            permission: Permission::Operator,
+            server: None,
+        },
+        leaf,
+    );
+    let agent_b = issue(
+        Subject::Agent {
+            server: "srv-b".into(),
+        },
+        leaf,
+    );
+    let expired = issue(
+        Subject::Client {
+            name: "old".into(),
+            permission: Permission::Admin,
+            server: None,
+        },
+        Validity {
+            valid_for: Duration::from_secs(3600),
+            backdate: Duration::from_secs(7200),
+        },
+    );
+    // A second CA with an admin certificate of its own.
+    let other = c.dir().join("other-ca");
+    let other_ca = make::make_ca("Another CA", Validity::for_(make::CA_VALID_FOR)).unwrap();
+    make::write(&other, "ca", &other_ca, true).unwrap();
+    let foreign = make::issue(
+        &other_ca.cert_pem,
+        &other_ca.key_pem,
+        &Subject::Client {
+            name: "mallory".into(),
+            permission: Permission::Admin,
+            server: None,
+        },
+        leaf,
+    )
+    .unwrap();
+    make::write(&other, "client-mallory", &foreign, true).unwrap();
+    let mut foreign_args = tls_files(&other, "client-mallory");
+    foreign_args[1] = certs.join("ca.pem").display().to_string(); // trusts our CA, is not trusted
+
+    let before = snapshot(&c);
+    let leader = c.leader().expect("a leader");
+    let write = ["role", "create", "r-evil", "--servers", "srv-a"];
+
+    // 2. A certificate from another CA: the handshake fails.
+    refused(&cli_with(&c, &foreign_args, &write), &[]);
+    // 3. An expired certificate: the handshake fails.
+    refused(&cli_with(&c, &expired, &write), &[]);
+    // 9. Plain text to a TLS port.
+    refused(&cli_with(&c, &["--insecure".into()], &write), &[]);
+    // 5. A viewer writing (reads work).
+    assert!(cli_with(&c, &viewer, &["role", "list"]).ok());
+    refused(
+        &cli_with(&c, &viewer, &write),
+        &["permission", "operator", "viewer vera"],
+    );
+    // 6. An operator adding a node or transferring leadership.
+    refused(
+        &cli_with(&c, &operator, &["cluster", "add-node", "9", "127.0.0.1:1"]),
+        &["admin", "operator otto"],
+    );
+    let target = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    refused(
+        &cli_with(
+            &c,
+            &operator,
+            &["cluster", "transfer-leader", &target.to_string()],
+        ),
+        &["admin", "operator otto"],
+    );
+    // 7. An agent certificate calling an admin write.
+    refused(
+        &cli_with(&c, &agent_b, &write),
+        &["agent srv-b", "not an admin client"],
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let node1 = c.node(1).addr.clone();
+    let peer1 = c.node(1).peer_addr.clone();
+    rt.block_on(async {
+        // 1. No client certificate: the server requires one; the handshake fails.
+        let roots = tonic::transport::Certificate::from_pem(&ca_pem);
+        let no_cert = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(roots)
+            .domain_name("127.0.0.1");
+        let ch = tonic::transport::Endpoint::from_shared(format!("https://{node1}"))
+            .unwrap()
+            .tls_config(no_cert)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10));
+        let r = match ch.connect().await {
+            Err(e) => Err(e.to_string()),
+            Ok(ch) => v1::directory_client::DirectoryClient::new(ch)
+                .list_roles(v1::ListRequest::default())
+                .await
+                .map(|_| ())
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+        };
+        assert!(r.is_err(), "a call without a client certificate was served");
+
+        // 4. An agent certificate for srv-b claiming srv-a.
+        let ch = client_security(&certs, "agent-srv-b").channel(endpoint(&node1), None);
+        let hello = v1::AgentMessage {
+            msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
+                server: "srv-a".into(),
+                kinds: vec![],
+                main: false,
+                min_revision: 0,
+                instance: "intruder".into(),
+            })),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(hello).await.unwrap();
+        let r = v1::agent_client::AgentClient::new(ch)
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+        let s = r.err().expect("a session claiming another server's name was opened");
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+        assert!(
+            s.message().contains("\"srv-b\"") && s.message().contains("\"srv-a\""),
+            "{s:?}"
+        );
+
+        // 8. A client (non-node) certificate calling the Raft service on the peer port.
+        let ch = client_security(&certs, "client-otto").channel(endpoint(&peer1), None);
+        let s = v1::raft_client::RaftClient::new(ch)
+            .control(v1::ControlRequest {
+                elect: Some(false),
+                heartbeat: Some(false),
+                trigger_elect: false,
+                off_for_ms: 60_000,
+            })
+            .await
+            .expect_err("an operator certificate spoke Raft");
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+        assert!(s.message().contains("directory nodes only"), "{s:?}");
+
+        // 10. A node certificate whose id does not match the node it claims to be: node
+        // 3's key asks for a vote as candidate 1 at a term far ahead.
+        let ch = client_security(&certs, "node-3").channel(endpoint(&peer1), None);
+        let vote = serde_json::json!({
+            "vote": {"leader_id": {"term": 1000, "node_id": 2}, "committed": false},
+            "last_log_id": null
+        });
+        let s = v1::raft_client::RaftClient::new(ch)
+            .vote(v1::RaftPayload {
+                data: serde_json::to_vec(&vote).unwrap(),
+            })
+            .await
+            .expect_err("node 3's certificate campaigned as node 2");
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+        assert!(
+            s.message().contains("node 3") && s.message().contains("node 2"),
+            "{s:?}"
+        );
+    });
+
+    assert_eq!(snapshot(&c), before, "a refused call changed the directory");
+    assert_eq!(c.leader(), Some(leader), "a refused call moved leadership");
+    // The admin write that is allowed is recorded with its author.
+    c.json(&["role", "create", "r-ok", "--servers", "srv-a"]);
+    let by: Vec<String> = c
+        .events()
+        .iter()
+        .filter(|e| e["role"] == "r-ok")
+        .map(|e| e["by"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        by.iter().any(|b| b == "admin e2e"),
+        "r-ok's events do not name their author: {by:?}"
+    );
+    c.kill9(1);
+}
