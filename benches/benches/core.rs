@@ -65,7 +65,8 @@ fn apply(s: &mut State, cmd: Command) {
     let index = s.revision + 1;
     s.apply(
         index,
-        &Entry { by: Default::default(),
+        &Entry {
+            by: Default::default(),
             now_ms: NOW,
             advance_ms: 0,
             cmd,

@@ -588,10 +588,7 @@ impl DirNode {
             data_dir.display().to_string(),
         ];
         match certs {
-            Some(c) => args.extend(c.args(baton_tls::make::Subject::Node {
-                id,
-                hosts: vec![],
-            })),
+            Some(c) => args.extend(c.args(baton_tls::make::Subject::Node { id, hosts: vec![] })),
             None => args.push("--insecure".into()),
         }
         membership(&mut args);

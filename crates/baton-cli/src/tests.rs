@@ -527,7 +527,8 @@ fn cluster_json_has_the_contract_keys() {
 
 #[test]
 fn event_json_has_the_contract_keys_and_follow_lines_are_single_lines() {
-    let e = v1::Event { by: Default::default(),
+    let e = v1::Event {
+        by: Default::default(),
         revision: 9,
         time_ms: 1_700_000_000_123,
         role: "cam-1".into(),
@@ -544,7 +545,7 @@ fn event_json_has_the_contract_keys_and_follow_lines_are_single_lines() {
     assert_eq!(
         keys(&v[0]),
         sorted(&[
-            "revision", "time_ms", "role", "cause", "from", "to", "epoch", "detail"
+            "revision", "time_ms", "role", "cause", "from", "to", "epoch", "detail", "by"
         ])
     );
     assert!(v[0]["to"].is_null());
@@ -736,7 +737,8 @@ fn cluster_table_shows_leader_term_and_nodes() {
 
 #[test]
 fn events_table_has_a_row_per_event() {
-    let text = render::events_table(&[v1::Event { by: Default::default(),
+    let text = render::events_table(&[v1::Event {
+        by: Default::default(),
         revision: 3,
         time_ms: 0,
         role: "cam-1".into(),

@@ -365,6 +365,7 @@ impl Directory for DirectoryService {
         if let Gate::Forward(mut c) = self.gate(fwd, false).await? {
             return c.add_node(forwarded(inner, &caller)).await;
         }
+        tracing::info!(by = %caller.by(), id = inner.id, address = %inner.address, "admin: add node");
         self.node
             .manager
             .add_node(&self.node, inner.id, inner.address)
@@ -383,6 +384,7 @@ impl Directory for DirectoryService {
         if let Gate::Forward(mut c) = self.gate(fwd, false).await? {
             return c.remove_node(forwarded(inner, &caller)).await;
         }
+        tracing::info!(by = %caller.by(), id = inner.id, "admin: remove node");
         self.node
             .manager
             .remove_node(&self.node, inner.id)
@@ -397,6 +399,7 @@ impl Directory for DirectoryService {
         let caller = Caller::of(&req)?;
         caller.require(Permission::Admin, "transferring leadership")?;
         let inner = req.into_inner();
+        tracing::info!(by = %caller.by(), to = inner.id, "admin: transfer leadership");
         self.node
             .manager
             .transfer_leader(&self.node, inner.id)

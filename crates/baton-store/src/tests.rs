@@ -38,7 +38,8 @@ fn blank(term: u64, index: u64) -> LogEntry {
 fn normal(term: u64, index: u64, cmd: Command) -> LogEntry {
     LogEntry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(baton_core::Entry { by: Default::default(),
+        payload: EntryPayload::Normal(baton_core::Entry {
+            by: Default::default(),
             now_ms: 1_000 + index,
             cmd,
             advance_ms: 0,
@@ -411,7 +412,8 @@ async fn oversized_entry_is_refused() {
 #[tokio::test]
 async fn oversized_entry_is_refused_before_it_reaches_the_log() {
     let (_dir, mut log, _sm) = fresh();
-    let entry = baton_core::Entry { by: Default::default(),
+    let entry = baton_core::Entry {
+        by: Default::default(),
         now_ms: 1,
         cmd: Command::RoleFailed {
             role: "r".into(),
@@ -436,7 +438,8 @@ async fn oversized_entry_is_refused_before_it_reaches_the_log() {
     );
     // Nothing reached the log, and a normal entry is measured like the log measures it.
     assert_eq!(log.get_log_state().await.unwrap().last_log_id, None);
-    let small = baton_core::Entry { by: Default::default(),
+    let small = baton_core::Entry {
+        by: Default::default(),
         now_ms: u64::MAX,
         cmd: Command::Tick,
         advance_ms: u64::MAX,
@@ -558,7 +561,8 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
         cmd.validate()
             .unwrap_or_else(|r| panic!("{} is not valid: {r}", cmd.name()));
         kinds.insert(cmd.name());
-        let len = crate::check_entry_size(&baton_core::Entry { by: Default::default(),
+        let len = crate::check_entry_size(&baton_core::Entry {
+            by: Default::default(),
             now_ms: big,
             cmd,
             advance_ms: big,
@@ -912,7 +916,8 @@ mod single_node {
     }
 
     async fn write(raft: &Raft, cmd: Command) -> crate::Response {
-        raft.client_write(baton_core::Entry { by: Default::default(),
+        raft.client_write(baton_core::Entry {
+            by: Default::default(),
             now_ms: 5,
             cmd,
             advance_ms: 0,

@@ -30,6 +30,8 @@ pub const LOCAL_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 #[derive(Clone, Debug)]
 pub struct Issued {
     pub cert_pem: String,
+    /// The certificate again, DER (what a TLS handshake carries).
+    pub cert_der: Vec<u8>,
     pub key_pem: String,
 }
 
@@ -134,6 +136,7 @@ pub fn make_ca(common_name: &str, validity: Validity) -> Result<Issued, TlsError
     let cert = params.self_signed(&key).map_err(err("signing the CA"))?;
     Ok(Issued {
         cert_pem: cert.pem(),
+        cert_der: cert.der().to_vec(),
         key_pem: key.serialize_pem(),
     })
 }
@@ -194,6 +197,7 @@ pub fn issue(
         .map_err(err("signing the certificate"))?;
     Ok(Issued {
         cert_pem: cert.pem(),
+        cert_der: cert.der().to_vec(),
         key_pem: key.serialize_pem(),
     })
 }

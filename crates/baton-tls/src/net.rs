@@ -147,3 +147,26 @@ fn connector(
         }
     })
 }
+
+/// The certificate `addr` serves (the leaf, DER), after a full handshake with `tls`'s
+/// client certificate: what a new connection to that node gets now.
+pub async fn server_certificate(addr: &str, tls: &Arc<Tls>) -> Result<Vec<u8>, std::io::Error> {
+    let (host, _) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| std::io::Error::other(format!("{addr:?} is not HOST:PORT")))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = ServerName::try_from(host).map_err(std::io::Error::other)?;
+    let tcp = TcpStream::connect(addr).await?;
+    let stream = TlsConnector::from(tls.client_config())
+        .connect(name, tcp)
+        .await?;
+    let (_, session) = stream.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .ok_or_else(|| std::io::Error::other("the server sent no certificate"))
+}

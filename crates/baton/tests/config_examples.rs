@@ -195,8 +195,19 @@ fn directory_and_agent_start_from_the_example_configs() {
     let peer = format!("127.0.0.1:{}", free_port());
     let tls = tmp.path().join("tls");
     use baton_tls::make::Subject;
-    let node_tls = tls_flags(&tls, Subject::Node { id: 1, hosts: vec![] });
-    let agent_tls = tls_flags(&tls, Subject::Agent { server: "srv-a".into() });
+    let node_tls = tls_flags(
+        &tls,
+        Subject::Node {
+            id: 1,
+            hosts: vec![],
+        },
+    );
+    let agent_tls = tls_flags(
+        &tls,
+        Subject::Agent {
+            server: "srv-a".into(),
+        },
+    );
     let admin_tls = tls_flags(
         &tls,
         Subject::Client {
@@ -215,7 +226,14 @@ fn directory_and_agent_start_from_the_example_configs() {
     cmd.arg("directory")
         .arg("--config")
         .arg(&dir_config)
-        .args(["--listen", &addr, "--advertise", &addr, "--peer-listen", &peer])
+        .args([
+            "--listen",
+            &addr,
+            "--advertise",
+            &addr,
+            "--peer-listen",
+            &peer,
+        ])
         .args(&node_tls)
         .arg("--data-dir")
         .arg(tmp.path().join("data"))

@@ -84,7 +84,11 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
     let mut c = Cluster::start(3, ClusterOpts::default());
     c.json(&["server", "add", "srv-a"]);
     c.json(&["role", "create", "r1", "--servers", "srv-a"]);
-    let certs = c.certs().expect("the harness runs TLS by default").dir.clone();
+    let certs = c
+        .certs()
+        .expect("the harness runs TLS by default")
+        .dir
+        .clone();
     let ca_pem = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
     let ca_key = std::fs::read_to_string(certs.join("ca.key")).unwrap();
     let leaf = Validity::for_(make::LEAF_VALID_FOR);
@@ -222,7 +226,9 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
         let r = v1::agent_client::AgentClient::new(ch)
             .session(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await;
-        let s = r.err().expect("a session claiming another server's name was opened");
+        let s = r
+            .err()
+            .expect("a session claiming another server's name was opened");
         assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
         assert!(
             s.message().contains("\"srv-b\"") && s.message().contains("\"srv-a\""),
@@ -278,4 +284,90 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
         "r-ok's events do not name their author: {by:?}"
     );
     c.kill9(1);
+}
+
+/// A node and an agent pick up a new certificate and key from their files without a
+/// restart: sessions opened before keep working, new connections get the new one.
+#[test]
+fn certificates_rotate_without_a_restart() {
+    let c = Cluster::start(3, ClusterOpts::lease(Duration::from_secs(2)));
+    let journal = c.journal("journal");
+    let agent = baton_tests::Agent::start(
+        &c,
+        "srv-a",
+        &[("default", &baton_tests::journal_command(&journal))],
+    );
+    c.wait_servers_up(&["srv-a"], Duration::from_secs(20));
+    c.json(&["role", "create", "r1", "--servers", "srv-a"]);
+    let (_, epoch) =
+        baton_tests::wait_until(Duration::from_secs(20), "r1 running", || c.active("r1"));
+    let certs = c.certs().expect("TLS").dir.clone();
+    let agent_log = c.dir().join("agent-srv-a.log");
+    let sessions = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("session open")
+            .count()
+    };
+    let opened = sessions(&agent_log);
+    assert!(opened >= 1, "the agent never opened a session");
+
+    // New certificates (same identities, new keys) for every node and the agent.
+    let ca_pem = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+    let ca_key = std::fs::read_to_string(certs.join("ca.key")).unwrap();
+    let mut subjects: Vec<Subject> = c
+        .ids()
+        .into_iter()
+        .map(|id| Subject::Node { id, hosts: vec![] })
+        .collect();
+    subjects.push(Subject::Agent {
+        server: "srv-a".into(),
+    });
+    let mut new_node1 = Vec::new();
+    for s in &subjects {
+        let issued =
+            make::issue(&ca_pem, &ca_key, s, Validity::for_(make::LEAF_VALID_FOR)).unwrap();
+        // Key first, then certificate: a reload that catches the pair half-written sees a
+        // mismatch, keeps the running pair and tries again.
+        make::write(&certs, &s.file_stem(), &issued, true).unwrap();
+        if s.file_stem() == "node-1" {
+            new_node1 = issued.cert_der.clone();
+        }
+    }
+    // Every process says it reloaded.
+    for (name, log) in c
+        .ids()
+        .into_iter()
+        .map(|id| (format!("node {id}"), c.dir().join(format!("node{id}.log"))))
+        .chain([("agent".to_string(), agent_log.clone())])
+    {
+        baton_tests::wait_until(
+            Duration::from_secs(20),
+            &format!("{name} to reload"),
+            || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("reloaded the TLS certificate")
+                    .then_some(())
+            },
+        );
+    }
+    // A new connection to node 1 gets its new certificate.
+    let admin = client_security(&certs, "client-e2e");
+    let baton_tls::Security::Tls(admin) = admin else {
+        unreachable!()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let served = rt
+        .block_on(baton_tls::net::server_certificate(&c.node(1).addr, &admin))
+        .expect("handshake with node 1");
+    assert_eq!(served, new_node1, "node 1 still serves its old certificate");
+    // The agent's session from before is still the one it uses: no new session, the
+    // role was never stopped, and writes still work (nodes talk to each other anew).
+    assert_eq!(sessions(&agent_log), opened, "the agent had to reconnect");
+    c.json(&["server", "add", "srv-z"]);
+    assert_eq!(c.active("r1"), Some(("srv-a".to_string(), epoch)));
+    let log = std::fs::read_to_string(&agent_log).unwrap();
+    assert!(!log.contains("role stopped"), "the role was stopped: {log}");
+    drop(agent);
 }
