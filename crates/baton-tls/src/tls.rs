@@ -108,12 +108,9 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 fn certs(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::pem(path.to_path_buf(), e.to_string()))?;
+        .map_err(|e| TlsError::pem(path, e.to_string()))?;
     if certs.is_empty() {
-        return Err(TlsError::pem(
-            path.to_path_buf(),
-            "holds no CERTIFICATE block",
-        ));
+        return Err(TlsError::pem(path, "holds no CERTIFICATE block"));
     }
     Ok(certs)
 }
@@ -123,13 +120,13 @@ fn load(paths: &TlsPaths) -> Result<Loaded, TlsError> {
     let key_bytes = read(&paths.key)?;
     let chain = certs(&paths.cert, &cert_bytes)?;
     let key = PrivateKeyDer::from_pem_slice(&key_bytes)
-        .map_err(|e| TlsError::pem(paths.key.clone(), e.to_string()))?;
+        .map_err(|e| TlsError::pem(&paths.key, e.to_string()))?;
     let signing = provider()
         .key_provider
         .load_private_key(key)
-        .map_err(|e| TlsError::pem(paths.key.clone(), e.to_string()))?;
-    let identity = Identity::from_der(&chain[0])
-        .map_err(|e| TlsError::pem(paths.cert.clone(), e.to_string()))?;
+        .map_err(|e| TlsError::pem(&paths.key, e.to_string()))?;
+    let identity =
+        Identity::from_der(&chain[0]).map_err(|e| TlsError::pem(&paths.cert, e.to_string()))?;
     let certified = CertifiedKey::new(chain, signing);
     certified.keys_match().map_err(|e| {
         TlsError::pem(
@@ -152,7 +149,7 @@ impl Tls {
         for c in certs(&paths.ca, &ca_bytes)? {
             roots
                 .add(c)
-                .map_err(|e| TlsError::pem(paths.ca.clone(), e.to_string()))?;
+                .map_err(|e| TlsError::pem(&paths.ca, e.to_string()))?;
         }
         let roots = Arc::new(roots);
         let current = Arc::new(Current(RwLock::new(Arc::new(load(&paths)?))));

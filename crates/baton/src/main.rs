@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Top {
     /// Run a directory node (a Raft member with its own sled database).
-    Directory(directory_cmd::DirectoryArgs),
+    Directory(Box<directory_cmd::DirectoryArgs>),
     /// Run the agent of one server: hold a lease, run the roles assigned to it.
     Agent(agent_cmd::AgentArgs),
     /// Start a local three-node cluster with three agents and watch roles move.
@@ -76,7 +76,7 @@ fn main() {
     };
     let code = runtime.block_on(async move {
         let result = match cli.command {
-            Top::Directory(args) => directory_cmd::run(&cli.global, args).await,
+            Top::Directory(args) => directory_cmd::run(&cli.global, *args).await,
             Top::Agent(args) => agent_cmd::run(&cli.global, args).await,
             Top::Demo(args) => demo::run(args).await,
             Top::Cert(cmd) => cert_cmd::run(cmd),

@@ -226,9 +226,9 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
         let r = v1::agent_client::AgentClient::new(ch)
             .session(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await;
-        let s = r
-            .err()
-            .expect("a session claiming another server's name was opened");
+        let Err(s) = r else {
+            panic!("a session claiming another server's name was opened");
+        };
         assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
         assert!(
             s.message().contains("\"srv-b\"") && s.message().contains("\"srv-a\""),
