@@ -582,7 +582,13 @@ impl Manager {
     /// Move leadership to `target` by a controlled election: the other followers stop
     /// electing and the leader stops heartbeats, so that only `target` times out; then
     /// `target` is told to elect, and every switch is turned back on.
-    pub async fn transfer_leader(&self, node: &Node, target: u64) -> Result<String, Status> {
+    /// `caller` is who asked (named to the leader when this node forwards the request).
+    pub async fn transfer_leader(
+        &self,
+        node: &Node,
+        target: u64,
+        caller: &crate::auth::Caller,
+    ) -> Result<String, Status> {
         let (members, voters) = node.members();
         if !voters.contains(&target) {
             return Err(invalid(format!("node {target} is not a voter")));
@@ -598,6 +604,9 @@ impl Manager {
             let mut c = DirectoryClient::new(node.channel(&leader_addr)?);
             let mut r = Request::new(pb::TransferLeaderRequest { id: target });
             r.set_timeout(Duration::from_secs(10));
+            if let Some(by) = caller.forward_value() {
+                r.metadata_mut().insert(crate::auth::BY_KEY, by);
+            }
             return c.transfer_leader(r).await.map(|r| r.into_inner().summary);
         }
         let _one = self.membership.lock().await;
@@ -993,7 +1002,11 @@ async fn priority_loop(node: Arc<Node>, term: u64) {
                 // In its own task: losing leadership aborts this loop, and the transfer
                 // must still turn every node's election timer back on.
                 let (n, target) = (node.clone(), *id);
-                let t = tokio::spawn(async move { n.manager.transfer_leader(&n, target).await });
+                let t = tokio::spawn(async move {
+                    n.manager
+                        .transfer_leader(&n, target, &crate::auth::Caller::Anyone)
+                        .await
+                });
                 match t.await {
                     Ok(Ok(s)) => tracing::info!("{s}"),
                     Ok(Err(e)) => tracing::warn!("preferred-leader transfer failed: {e}"),

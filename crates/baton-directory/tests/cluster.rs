@@ -455,7 +455,10 @@ async fn a_leader_change_alone_moves_no_role() {
         } else {
             let target = others(current).into_iter().find(|x| *x != f).unwrap();
             let n = &c.nodes[&current].node;
-            n.manager.transfer_leader(n, target).await.unwrap();
+            n.manager
+                .transfer_leader(n, target, &baton_directory::auth::Caller::Anyone)
+                .await
+                .unwrap();
             current = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
             assert_eq!(current, target);
         }

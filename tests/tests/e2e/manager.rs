@@ -461,7 +461,8 @@ fn add_remove_and_transfer_while_serving() {
     let st = s.c.json(&["cluster", "status"]);
     assert_eq!(st["nodes"].as_array().map(Vec::len), Some(4), "{st}");
     // `add-node` of a voter at the same address is a no-op, not an error.
-    let out = s.c.json(&["cluster", "add-node", "4", &addr4]);
+    let peer4 = s.c.node(4).peer_addr.clone();
+    let out = s.c.json(&["cluster", "add-node", "4", &peer4]);
     assert!(
         out["summary"]
             .as_str()

@@ -82,8 +82,15 @@ fn endpoint(addr: &str) -> tonic::transport::Endpoint {
 #[test]
 fn every_unauthorised_call_is_refused_and_changes_nothing() {
     let mut c = Cluster::start(3, ClusterOpts::default());
-    c.json(&["server", "add", "srv-a"]);
+    let journal = c.journal("journal");
+    let _agent = baton_tests::Agent::start(
+        &c,
+        "srv-a",
+        &[("default", &baton_tests::journal_command(&journal))],
+    );
+    c.wait_servers_up(&["srv-a"], Duration::from_secs(20));
     c.json(&["role", "create", "r1", "--servers", "srv-a"]);
+    baton_tests::wait_until(Duration::from_secs(20), "r1 running", || c.active("r1"));
     let certs = c
         .certs()
         .expect("the harness runs TLS by default")
