@@ -695,6 +695,11 @@ impl Cluster {
         node.proc.kill9();
     }
 
+    /// Node `id`'s exit code once it has exited by itself (see [`Proc::exit_code`]).
+    pub fn exit_code(&mut self, id: u64) -> Option<i32> {
+        self.node_mut(id).proc.exit_code()
+    }
+
     pub fn sigstop(&self, id: u64) {
         self.node(id).proc.sigstop();
     }

@@ -1075,7 +1075,8 @@ fn effects(
         | Command::Tick
         | Command::Configure { .. }
         | Command::SetLease { .. }
-        | Command::SettleLease { .. } => {}
+        | Command::SettleLease { .. }
+        | Command::SetClusterId { .. } => {}
     }
     Ok(())
 }

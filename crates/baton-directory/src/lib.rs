@@ -22,6 +22,7 @@ pub mod directory_time;
 pub mod env;
 pub mod error;
 pub mod faults;
+pub mod identity;
 pub mod manager;
 pub mod network;
 pub mod node;

@@ -67,6 +67,17 @@ impl Cluster {
         cluster
             .wait_leader(&[1, 2, 3], Duration::from_secs(20))
             .await;
+        // The first leader gives the cluster its id (one log entry): wait for it on every
+        // node, so that tests counting log entries start from a formed cluster.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cluster
+            .nodes
+            .values()
+            .all(|n| n.node.read(|st| st.cluster_id.is_some()))
+        {
+            assert!(Instant::now() < deadline, "no cluster id within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         cluster
     }
 
