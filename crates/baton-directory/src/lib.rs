@@ -19,6 +19,7 @@
 pub mod config;
 pub mod convert;
 pub mod directory_time;
+pub mod elected;
 pub mod env;
 pub mod error;
 pub mod faults;

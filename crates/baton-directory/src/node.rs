@@ -167,6 +167,8 @@ impl Node {
             connect: env.connect.clone(),
         };
         let raft_config = Arc::new(config.raft_config()?);
+        // Elected again after a restart, never restored as leader (see `crate::elected`).
+        let log = crate::elected::Elected::new(config.id, log);
         let raft = Raft::new(config.id, raft_config, network, log, sm)
             .await
             .map_err(|e| DirectoryError::Raft(e.to_string()))?;
