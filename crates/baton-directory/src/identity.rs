@@ -179,12 +179,24 @@ async fn identify(
         .map(|r| r.into_inner())
 }
 
+/// What the peers said of the cluster (see [`check_peers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peers {
+    /// No peer that answered belongs to a cluster yet: `--peers` may form one.
+    NoCluster,
+    /// This blank node is a voter of a cluster that exists (an initial member that never
+    /// held data): it must not bootstrap another; the leader brings it up to date.
+    ClusterExists,
+}
+
 /// Before a node started with `--peers` votes, ask its peers about it. A blank store
 /// whose peers know this node held data is refused (it lost its data); so is a peer of
-/// another cluster. A blank node waits until every peer answered, or a majority of the
-/// peer list (itself included) did and [`ALL_PEERS_WAIT`] passed: a cluster that exists
-/// has a majority of those with data. A node with data asks once and does not wait.
-pub async fn check_peers(node: &Node, blank: bool) -> Result<(), DirectoryError> {
+/// another cluster, and a blank node that a formed cluster does not list as a voter
+/// (`--peers` forms a new cluster only; a node is added to one with `--join`). A blank
+/// node waits until every peer answered, or a majority of the peer list (itself
+/// included) did and [`ALL_PEERS_WAIT`] passed: a cluster that exists has a majority of
+/// those with data. A node with data asks once and does not wait.
+pub async fn check_peers(node: &Node, blank: bool) -> Result<Peers, DirectoryError> {
     let peers: Vec<(u64, String)> = node
         .config
         .peers
@@ -193,12 +205,13 @@ pub async fn check_peers(node: &Node, blank: bool) -> Result<(), DirectoryError>
         .map(|(id, a)| (*id, a.clone()))
         .collect();
     if peers.is_empty() || node.config.peers.is_empty() {
-        return Ok(());
+        return Ok(Peers::NoCluster);
     }
     let ours = cluster_id(node).unwrap_or_default();
     let majority = node.config.peers.len() / 2 + 1;
     let started = Instant::now();
     let mut answered: BTreeSet<u64> = BTreeSet::new();
+    let mut exists = false;
     let mut last_log = Instant::now();
     loop {
         let ours_ref = ours.as_str();
@@ -237,6 +250,18 @@ pub async fn check_peers(node: &Node, blank: bool) -> Result<(), DirectoryError>
                             readd_remedy(node.id)
                         )));
                     }
+                    if blank && reply.initialized {
+                        if !reply.voters.contains(&node.id) {
+                            return Err(DirectoryError::Identity(format!(
+                                "node {id} at {addr} (in --peers) belongs to a cluster whose \
+                                 voters are {:?}, without this node ({}): --peers only forms \
+                                 a new cluster; start this node with an empty data directory \
+                                 and `--join ADDR` (the address of a running node) instead",
+                                reply.voters, node.id
+                            )));
+                        }
+                        exists = true;
+                    }
                     answered.insert(*id);
                 }
                 Err(s) if s.code() == Code::FailedPrecondition => {
@@ -248,11 +273,16 @@ pub async fn check_peers(node: &Node, blank: bool) -> Result<(), DirectoryError>
                 Err(_) => {}
             }
         }
+        let found = if exists {
+            Peers::ClusterExists
+        } else {
+            Peers::NoCluster
+        };
         if !blank || answered.len() == peers.len() {
-            return Ok(());
+            return Ok(found);
         }
         if answered.len() + 1 >= majority && started.elapsed() >= ALL_PEERS_WAIT {
-            return Ok(());
+            return Ok(found);
         }
         if last_log.elapsed() >= ALL_PEERS_WAIT {
             tracing::warn!(

@@ -121,10 +121,13 @@ where
         let n = node.clone();
         tokio::spawn(async move {
             match crate::identity::check_peers(&n, n.blank_at_start).await {
-                Ok(()) => {
+                Ok(peers) => {
                     n.open_raft();
                     tokio::spawn(crate::identity::run(n.clone()));
-                    if let Err(e) = n.bootstrap().await {
+                    if peers == crate::identity::Peers::ClusterExists {
+                        // `--peers` forms a cluster only when none exists yet.
+                        tracing::info!("the cluster exists: the leader brings this node up");
+                    } else if let Err(e) = n.bootstrap().await {
                         n.refuse(e.to_string());
                     }
                 }

@@ -666,3 +666,43 @@ fn a_data_dir_of_another_node_is_refused() {
     add_server(&c, &mut m, &[1, 2, 3], "s2", false);
     wait_replicated(&c, &m, &[1, 2, 3]);
 }
+
+/// `--peers` forms a cluster only when none exists yet: a new node started with
+/// `--peers` naming the members of a formed cluster that does not list it refuses to
+/// start and says to use `--join`, and the cluster serves on, unchanged.
+#[test]
+fn peers_do_not_add_a_node_to_a_formed_cluster() {
+    let c = Cluster::start(3, ClusterOpts::default());
+    let mut m = Model::default();
+    add_server(&c, &mut m, &[1, 2, 3], "s1", false);
+    let addr4 = format!("127.0.0.1:{}", baton_tests::free_port());
+    let peers = (1..=3)
+        .map(|i| format!("{i}={}", c.node(i).addr))
+        .chain([format!("4={addr4}")])
+        .collect::<Vec<_>>()
+        .join(",");
+    let data4 = c.dir().join("node4");
+    let args = vec![
+        "directory".to_string(),
+        "--id".into(),
+        "4".into(),
+        "--listen".into(),
+        addr4,
+        "--data-dir".into(),
+        data4.display().to_string(),
+        "--peers".into(),
+        peers,
+    ];
+    let log = c.dir().join("node4.log");
+    let mut p = baton_tests::Proc::spawn("node 4 with --peers", args, log.clone());
+    let code = wait_until(Duration::from_secs(30), "node 4 to exit", || p.exit_code());
+    let said = log_since(&log, 0);
+    assert_ne!(code, 0, "{said}");
+    for expect in ["only forms a new cluster", "--join"] {
+        assert!(said.contains(expect), "{expect:?} missing from:\n{said}");
+    }
+    let st = c.json(&["cluster", "status"]);
+    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(3), "{st}");
+    add_server(&c, &mut m, &[1, 2, 3], "s2", false);
+    wait_replicated(&c, &m, &[1, 2, 3]);
+}
