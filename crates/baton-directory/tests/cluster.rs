@@ -1062,3 +1062,100 @@ async fn a_restarted_leader_is_elected_again_before_it_serves_reads() {
     );
     c.shutdown().await;
 }
+
+/// The controller's own writes are bounded. A leader that loses its quorum while one is
+/// in flight (here: cut off from both followers the moment it starts declaring a dead
+/// server down) does not wait on it forever: it gets back to watching its quorum, counts
+/// itself without one, and restarts every liveness clock when the quorum returns, so a
+/// server whose agent kept renewing to a reachable node is not declared down for the time
+/// the leader could not hear it (invariant 4). The followers hold no election, so the
+/// same leader meets its quorum again, as when followers come back from a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quorum_loss_during_a_controller_write_declares_no_live_server_down() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let followers = others(leader);
+    for f in &followers {
+        c.nodes[f].node.raft.runtime_config().elect(false);
+    }
+    let every = Duration::from_millis(LEASE_MS / 4);
+    let live = FakeAgent::start(&c.addrs[&followers[0]], "srv-live", every).await;
+    let gone = FakeAgent::start(&c.addrs[&followers[0]], "srv-gone", every).await;
+    live.wait_acks(2, Duration::from_secs(10)).await;
+    gone.wait_acks(2, Duration::from_secs(10)).await;
+    c.faults
+        .isolate_at_controller_write(leader, &followers, "servers_down");
+    drop(gone);
+    let node = &c.nodes[&leader].node;
+    let status = |name: &str| node.read(|st| st.servers.get(name).map(|s| s.status));
+    // srv-gone's lease runs out; the declaration starts, and the leader is cut off.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.faults.is_cut(leader, followers[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not start declaring srv-gone down within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cut_at = Instant::now();
+    // The write cannot commit; the controller, not stuck on it, sees the quorum gone
+    // (the bound is one lease, the quorum counts as lost after the maximum election
+    // timeout).
+    let deadline = cut_at + Duration::from_secs(5);
+    while !node.manager.without_quorum() {
+        assert!(
+            Instant::now() < deadline,
+            "5 s after losing its quorum during a controller write, the leader still \
+             does not count itself without one"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The cut outlasts lease + grace of srv-live's last renewal the leader saw.
+    while cut_at.elapsed() < Duration::from_millis(2 * LEASE_MS) {
+        assert!(
+            node.is_leader(),
+            "node {leader} lost leadership while cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status("srv-gone"),
+        Some(baton_core::ServerStatus::Up),
+        "committed without a quorum"
+    );
+    // The quorum returns (to the same leader): the clocks restart, srv-live renews in
+    // time and stays up, and the dead server is declared down as it should be.
+    c.faults.heal();
+    let healed = Instant::now();
+    let deadline = healed + Duration::from_secs(10);
+    loop {
+        assert_eq!(
+            status("srv-live"),
+            Some(baton_core::ServerStatus::Up),
+            "srv-live, whose agent kept renewing through node {}, was declared down \
+             {:?} after the quorum returned",
+            followers[0],
+            healed.elapsed()
+        );
+        let gone_down = status("srv-gone") != Some(baton_core::ServerStatus::Up);
+        if gone_down
+            && !node.manager.without_quorum()
+            && healed.elapsed() > Duration::from_millis(2 * LEASE_MS)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "10 s after the quorum returned: srv-gone down {gone_down}, leader without a \
+             quorum {}",
+            node.manager.without_quorum()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        node.is_leader(),
+        "the leader changed: the test needs the same one"
+    );
+    drop(live);
+    c.shutdown().await;
+}
