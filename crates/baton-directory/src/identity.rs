@@ -17,7 +17,9 @@
 //!   reaches its store before the check.
 //! - Three fresh nodes started together still form a cluster: none of them has told
 //!   the others it holds data before the check, so each passes it and `initialize`s as
-//!   before.
+//!   before. A blank node whose peers already form a cluster does not `initialize`
+//!   (`--peers` forms a cluster only when none exists yet): listed as a voter, it waits
+//!   for the leader; not listed, it refuses and says to use `--join`.
 //! - Nodes of different clusters refuse each other: the `Identify` check and the join
 //!   (`AddNode` carries the joiner's stored cluster id) name both ids.
 
