@@ -795,6 +795,11 @@ impl Cluster {
         node.proc.kill9();
     }
 
+    /// Node `id`'s exit code once it has exited by itself (see [`Proc::exit_code`]).
+    pub fn exit_code(&mut self, id: u64) -> Option<i32> {
+        self.node_mut(id).proc.exit_code()
+    }
+
     pub fn sigstop(&self, id: u64) {
         self.node(id).proc.sigstop();
     }
@@ -847,7 +852,9 @@ impl Cluster {
         self.status_at(ids)?.get("leader")?.as_u64()
     }
 
-    /// Waits until some node leads and every node answers (is not "unreachable").
+    /// Waits until some node leads and every node answers and has settled (is neither
+    /// "unreachable" nor still a "candidate": a node that campaigned while it was still
+    /// checking its peers follows only once the leader reaches it).
     pub fn wait_ready(&self, limit: Duration) -> u64 {
         let ids = self.ids();
         wait_until(limit, "a leader that sees every node", || {
@@ -855,9 +862,12 @@ impl Cluster {
             let leader = st.get("leader")?.as_u64()?;
             let nodes = st.get("nodes")?.as_array()?;
             let all = nodes.len() == ids.len()
-                && nodes
-                    .iter()
-                    .all(|n| n.get("state").and_then(Value::as_str) != Some("unreachable"));
+                && nodes.iter().all(|n| {
+                    !matches!(
+                        n.get("state").and_then(Value::as_str),
+                        Some("unreachable" | "candidate")
+                    )
+                });
             all.then_some(leader)
         })
     }

@@ -282,6 +282,7 @@ impl Client {
         let req = v1::AddNodeRequest {
             id,
             address: address.to_string(),
+            cluster_id: String::new(),
         };
         self.call(Route::Leader, "add_node", move |mut c| {
             let req = req.clone();

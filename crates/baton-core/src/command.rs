@@ -169,6 +169,29 @@ pub enum Command {
         #[serde(default)]
         lease_ms: u64,
     },
+    /// The cluster's id, chosen at random by its first leader. The first one applied
+    /// stays: a later one naming another id is refused. Nodes compare it before they talk
+    /// (a node of one cluster refuses to join another).
+    SetClusterId {
+        id: String,
+    },
+}
+
+/// Longest cluster id accepted (lowercase hexadecimal; a new cluster gets 32 digits).
+pub const CLUSTER_ID_MAX: usize = 64;
+
+/// Check a cluster id's shape: 1 to [`CLUSTER_ID_MAX`] lowercase hexadecimal digits.
+pub fn check_cluster_id(id: &str) -> Result<(), Refusal> {
+    if id.is_empty()
+        || id.len() > CLUSTER_ID_MAX
+        || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(Refusal::invalid(format!(
+            "cluster id {:?} is not 1 to {CLUSTER_ID_MAX} lowercase hexadecimal digits",
+            id.chars().take(CLUSTER_ID_MAX + 1).collect::<String>()
+        )));
+    }
+    Ok(())
 }
 
 impl Command {
@@ -194,6 +217,7 @@ impl Command {
             Command::Configure { .. } => "configure",
             Command::SetLease { .. } => "set_lease",
             Command::SettleLease { .. } => "settle_lease",
+            Command::SetClusterId { .. } => "set_cluster_id",
         }
     }
 }
@@ -286,6 +310,7 @@ impl Command {
                     check_text("replaced agent instance id", r, INSTANCE_ID_MAX)?;
                 }
             }
+            Command::SetClusterId { id } => check_cluster_id(id)?,
             Command::Configure { history_max } => {
                 if !crate::HISTORY_MAX_RANGE.contains(history_max) {
                     return Err(Refusal::invalid(format!(

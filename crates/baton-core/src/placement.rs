@@ -33,7 +33,8 @@ impl State {
             | Command::RemoveServer { .. }
             | Command::Configure { .. }
             | Command::SetLease { .. }
-            | Command::SettleLease { .. } => {
+            | Command::SettleLease { .. }
+            | Command::SetClusterId { .. } => {
                 return;
             }
             Command::DrainServer { name } | Command::ResumeServer { name } => vec![name],

@@ -203,6 +203,10 @@ pub struct State {
     /// their proposals. It never goes back and no wall-clock step moves it.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// The cluster's id (see `Command::SetClusterId`); `None` until the first leader sets
+    /// it, and in snapshots written before it existed.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 /// [`State`] as stored, for loading snapshots of every version.
@@ -229,6 +233,8 @@ struct StateOnDisk {
     grace_ms: u64,
     #[serde(default)]
     expiry_lease_ms: u64,
+    #[serde(default)]
+    cluster_id: Option<String>,
 }
 
 impl From<StateOnDisk> for State {
@@ -257,6 +263,7 @@ impl From<StateOnDisk> for State {
             lease_ms: d.lease_ms,
             grace_ms: d.grace_ms,
             expiry_lease_ms: d.expiry_lease_ms,
+            cluster_id: d.cluster_id,
         };
         if d.elapsed_ms.is_none() {
             let wall = st.now_ms;
@@ -292,6 +299,7 @@ impl Default for State {
             grace_ms: 0,
             expiry_lease_ms: 0,
             elapsed_ms: 0,
+            cluster_id: None,
         }
     }
 }
@@ -685,6 +693,15 @@ impl State {
             | Command::SetLease { .. }
             | Command::SettleLease { .. }
             | Command::Tick => {}
+            Command::SetClusterId { id } => {
+                if let Some(current) = &self.cluster_id
+                    && current != id
+                {
+                    return Err(Refusal::precondition(format!(
+                        "this cluster's id is {current}; it cannot become {id}"
+                    )));
+                }
+            }
             Command::Configure { history_max } => {
                 if !crate::HISTORY_MAX_RANGE.contains(history_max) {
                     return Err(Refusal::invalid(format!(
@@ -1101,6 +1118,14 @@ impl State {
                     format!("failovers now wait the lease of {} ms", self.lease_ms)
                 } else {
                     format!("lease already settled at {} ms", self.expiry_lease_ms)
+                }
+            }
+            Command::SetClusterId { id } => {
+                if self.cluster_id.as_ref() == Some(id) {
+                    format!("the cluster id is already {id}")
+                } else {
+                    self.cluster_id = Some(id.clone());
+                    format!("cluster id set to {id}")
                 }
             }
         };

@@ -1076,7 +1076,8 @@ fn effects(
         | Command::Tick
         | Command::Configure { .. }
         | Command::SetLease { .. }
-        | Command::SettleLease { .. } => {}
+        | Command::SettleLease { .. }
+        | Command::SetClusterId { .. } => {}
     }
     Ok(())
 }

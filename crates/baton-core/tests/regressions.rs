@@ -135,3 +135,27 @@ fn configure_bounds_the_history_and_refuses_silly_sizes() {
     );
     assert_eq!(d.state.history_max, 10);
 }
+
+/// The cluster id is set once: the same id again changes nothing, another id is refused,
+/// and a malformed one is refused before it is looked at.
+#[test]
+fn the_cluster_id_is_set_once() {
+    let mut d = Dir::new();
+    assert_eq!(d.state.cluster_id, None);
+    let id = "0123456789abcdef0123456789abcdef".to_string();
+    d.ok(Command::SetClusterId { id: id.clone() });
+    assert_eq!(d.state.cluster_id.as_deref(), Some(id.as_str()));
+    let again = d.ok(Command::SetClusterId { id: id.clone() });
+    assert!(again.summary.contains("already"), "{}", again.summary);
+    let other = d.refuse(Command::SetClusterId { id: "ab".into() });
+    assert!(
+        other.message.contains("cannot become ab"),
+        "{}",
+        other.message
+    );
+    for bad in ["", "ABCD", "xyz", &"a".repeat(65)] {
+        let r = d.refuse(Command::SetClusterId { id: bad.into() });
+        assert!(r.message.contains("hexadecimal"), "{bad:?}: {}", r.message);
+    }
+    assert_eq!(d.state.cluster_id.as_deref(), Some(id.as_str()));
+}

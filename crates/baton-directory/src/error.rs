@@ -22,6 +22,9 @@ pub enum DirectoryError {
     },
     #[error("raft: {0}")]
     Raft(String),
+    /// This node must not start with this data directory or these peers.
+    #[error("{0}")]
+    Identity(String),
     #[error("joining the cluster through {addr} failed: {message}")]
     Join { addr: String, message: String },
 }
@@ -37,6 +40,11 @@ pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
         s.metadata_mut().insert(REASON_KEY, v);
     }
     s
+}
+
+/// The machine-readable reason of a status, if it carries one.
+pub fn reason(s: &Status) -> Option<&str> {
+    s.metadata().get(REASON_KEY).and_then(|v| v.to_str().ok())
 }
 
 pub fn invalid(message: impl Into<String>) -> Status {

@@ -27,6 +27,7 @@
 //! down" and "proposed down" and extend a lease that the directory is about to revoke.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -117,6 +118,9 @@ pub struct Manager {
     shutdown: watch::Sender<bool>,
     /// Serialises membership changes and transfers: one at a time per node.
     membership: tokio::sync::Mutex<()>,
+    /// Whether the controller counts this leader as without a quorum (its liveness
+    /// decisions paused until the quorum returns and every clock restarts).
+    without_quorum: std::sync::atomic::AtomicBool,
     /// Planted bugs (test builds only).
     #[cfg(feature = "planted-bugs")]
     planted: crate::env::Planted,
@@ -138,6 +142,7 @@ impl Manager {
             role_cooldown_ms: config.role_cooldown_ms,
             shutdown: watch::channel(false).0,
             membership: tokio::sync::Mutex::new(()),
+            without_quorum: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "planted-bugs")]
             planted: crate::env::Planted::default(),
         }
@@ -151,6 +156,12 @@ impl Manager {
 
     pub fn role_cooldown_ms(&self) -> u64 {
         self.role_cooldown_ms
+    }
+
+    /// Whether this node's controller counts it as a leader without a quorum: liveness
+    /// decisions paused, every clock restarted when the quorum returns.
+    pub fn without_quorum(&self) -> bool {
+        self.without_quorum.load(Ordering::SeqCst)
     }
 
     fn mono_ms(&self) -> u64 {
@@ -279,6 +290,7 @@ impl Manager {
     }
 
     fn lose_leadership(&self) {
+        self.without_quorum.store(false, Ordering::SeqCst);
         let mut l = self.liveness.lock().expect("liveness lock");
         l.term = None;
         l.last_seen_ms.clear();
@@ -787,11 +799,13 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
                 tracing::warn!(term, "leader without a quorum: liveness decisions paused");
             }
             quorum_lost = true;
+            m.without_quorum.store(true, Ordering::SeqCst);
             continue;
         }
         if quorum_lost {
             quorum_lost = false;
             m.restart_clocks(term);
+            m.without_quorum.store(false, Ordering::SeqCst);
             tracing::info!(term, "quorum regained: liveness clocks restarted");
         }
         let lease = node.lease();
@@ -949,6 +963,7 @@ async fn settle_lease(node: &Node, settling: &mut Option<(u64, u64, u64)>) {
 /// A write that times out may still commit later; every controller write is safe to
 /// repeat (a `ServersDown` of a server already down, a `Tick`, settings).
 async fn bounded_write(node: &Node, cmd: Command) -> Result<pb::WriteReply, Status> {
+    node.faults.controller_write(node.id, cmd.name());
     let limit = Duration::from_millis(node.lease().lease_ms);
     tokio::time::timeout(limit, node.write(cmd, true))
         .await

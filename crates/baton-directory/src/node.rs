@@ -79,6 +79,15 @@ pub struct Node {
     /// Bumped by every change of the Raft timer switches: a scheduled "turn back on"
     /// applies only if nothing changed the switches since.
     switch_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The sled store (for its identity records); `None` over a simulation's storage.
+    pub store: Option<baton_store::LogStore>,
+    /// The store held no Raft state when the node started.
+    pub blank_at_start: bool,
+    /// Whether Raft RPCs are served: not until the identity check with the peers passed
+    /// (see `crate::identity`).
+    raft_open: std::sync::atomic::AtomicBool,
+    /// Why the node refused to go on, once it did.
+    refusal: watch::Sender<Option<String>>,
 }
 
 /// The cluster's lease settings in force on this node (see [`Node::lease`]).
@@ -118,11 +127,14 @@ impl Node {
         })?;
         // Opening reads and verifies the whole store: blocking work, off the runtime.
         let dir = config.data_dir.clone();
-        let (log, sm) = tokio::task::spawn_blocking(move || baton_store::open(&dir))
-            .await
-            .map_err(|e| DirectoryError::Config(format!("opening storage: {e}")))??;
+        let (log, sm, verified) =
+            tokio::task::spawn_blocking(move || baton_store::open_verified(&dir))
+                .await
+                .map_err(|e| DirectoryError::Config(format!("opening storage: {e}")))??;
+        crate::identity::check_store(&config, &log, &verified).await?;
         let view = Arc::new(sm.clone());
-        Node::open_with(config, faults, log, sm, view, env).await
+        let store = Some((log.clone(), verified.is_blank()));
+        Node::open_inner(config, faults, log, sm, view, env, store).await
     }
 
     /// Start Raft over the given storage, with the given environment (a simulation's
@@ -140,6 +152,23 @@ impl Node {
         LS: RaftLogStorage<TypeConfig>,
         SM: RaftStateMachine<TypeConfig>,
     {
+        Node::open_inner(config, faults, log, sm, view, env, None).await
+    }
+
+    /// [`Node::open_with`], with the sled store's handle and whether it was blank.
+    async fn open_inner<LS, SM>(
+        config: NodeConfig,
+        faults: Faults,
+        log: LS,
+        sm: SM,
+        view: Arc<dyn AppliedState>,
+        env: NodeEnv,
+        store: Option<(baton_store::LogStore, bool)>,
+    ) -> Result<Arc<Node>, DirectoryError>
+    where
+        LS: RaftLogStorage<TypeConfig>,
+        SM: RaftStateMachine<TypeConfig>,
+    {
         config.validate()?;
         let network = Network {
             id: config.id,
@@ -148,6 +177,8 @@ impl Node {
             connect: env.connect.clone(),
         };
         let raft_config = Arc::new(config.raft_config()?);
+        // Elected again after a restart, never restored as leader (see `crate::elected`).
+        let log = crate::elected::Elected::new(config.id, log);
         let raft = Raft::new(config.id, raft_config, network, log, sm)
             .await
             .map_err(|e| DirectoryError::Raft(e.to_string()))?;
@@ -169,6 +200,10 @@ impl Node {
             writes_paused_until_ms: std::sync::atomic::AtomicU64::new(0),
             origin: tokio::time::Instant::now(),
             switch_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            raft_open: std::sync::atomic::AtomicBool::new(store.is_none()),
+            refusal: watch::channel(None).0,
+            blank_at_start: store.as_ref().is_some_and(|(_, blank)| *blank),
+            store: store.map(|(s, _)| s),
         }))
     }
 
@@ -212,7 +247,11 @@ impl Node {
                             tracing::info!(%join, "joined the cluster");
                             return;
                         }
-                        Err(e) => tracing::warn!("join via {join}: {e}; retrying"),
+                        Err(s) if error::reason(&s) == Some(crate::identity::OTHER_CLUSTER) => {
+                            tracing::error!("join via {join} refused: {}", s.message());
+                            return;
+                        }
+                        Err(e) => tracing::warn!("join via {join}: {}; retrying", e.message()),
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -225,16 +264,62 @@ impl Node {
         Ok(())
     }
 
-    async fn ask_to_join(&self, addr: &str) -> Result<(), String> {
-        let mut client = DirectoryClient::new(self.channel(addr).map_err(|e| e.to_string())?);
-        client
+    async fn ask_to_join(&self, addr: &str) -> Result<(), Status> {
+        let mut client = DirectoryClient::new(self.channel(addr)?);
+        let reply = client
             .add_node(AddNodeRequest {
                 id: self.id,
                 address: self.config.peer_advertise.clone(),
+                cluster_id: crate::identity::cluster_id(self).unwrap_or_default(),
             })
-            .await
-            .map_err(|s| s.message().to_string())?;
+            .await?
+            .into_inner();
+        // Learn the cluster id from the node joined through, and keep it.
+        if let Some(store) = &self.store
+            && !reply.cluster_id.is_empty()
+        {
+            let stored = store
+                .identity()
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            if stored.as_ref().is_none_or(|i| i.cluster_id.is_none()) {
+                store
+                    .save_identity(&baton_store::Identity {
+                        node_id: self.id,
+                        cluster_id: Some(reply.cluster_id.clone()),
+                    })
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                tracing::info!(cluster = %reply.cluster_id, "cluster id learned on joining");
+            }
+        }
         Ok(())
+    }
+
+    /// Whether Raft RPCs are served yet (see `crate::identity`).
+    pub fn raft_open(&self) -> bool {
+        self.raft_open.load(Ordering::SeqCst)
+    }
+
+    /// Give up: log `reason`, stop serving, and let [`Node::refusal`] waiters know (the
+    /// binary then exits non-zero).
+    pub fn refuse(&self, reason: String) {
+        tracing::error!("{reason}");
+        self.refusal.send_replace(Some(reason));
+        self.manager.shutdown();
+    }
+
+    /// Resolves with the reason once the node refused to go on.
+    pub async fn refusal(&self) -> String {
+        let mut rx = self.refusal.subscribe();
+        match rx.wait_for(|r| r.is_some()).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Serve Raft RPCs from now on.
+    pub fn open_raft(&self) {
+        self.raft_open.store(true, Ordering::SeqCst);
     }
 
     /// A (cached, lazily connected) channel to another node.

@@ -52,14 +52,37 @@ impl RaftService {
             _ => Ok(()),
         }
     }
+
+    /// Refuse Raft's own RPCs until the node's identity check passed: nothing may reach
+    /// the store of a node that might have lost its data before it is found out.
+    fn gate(&self) -> Result<(), Status> {
+        if self.node.raft_open() {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!(
+            "node {} is checking with its peers whether it held data before; it takes part \
+             in Raft once that passes",
+            self.node.id
+        )))
+    }
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
+    async fn identify(
+        &self,
+        req: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::IdentifyReply>, Status> {
+        crate::identity::answer(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn append_entries(
         &self,
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        self.gate()?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
         check_sender(
             &req,
@@ -73,6 +96,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        self.gate()?;
         let rpc: VoteRequest<u64> = decode(req.get_ref())?;
         check_sender(
             &req,
@@ -86,6 +110,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        self.gate()?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.get_ref())?;
         check_sender(
             &req,

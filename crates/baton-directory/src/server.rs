@@ -205,7 +205,29 @@ where
         }))
     });
     let manager = Manager::spawn(node.clone());
-    node.bootstrap().await?;
+    if node.store.is_some() {
+        // A node with a store takes part in Raft (and bootstraps or joins) only once its
+        // peers confirmed it did not lose data it had (see `crate::identity`). In the
+        // background: peers started one after the other must be able to answer it.
+        let n = node.clone();
+        tokio::spawn(async move {
+            match crate::identity::check_peers(&n, n.blank_at_start).await {
+                Ok(peers) => {
+                    n.open_raft();
+                    tokio::spawn(crate::identity::run(n.clone()));
+                    if peers == crate::identity::Peers::ClusterExists {
+                        // `--peers` forms a cluster only when none exists yet.
+                        tracing::info!("the cluster exists: the leader brings this node up");
+                    } else if let Err(e) = n.bootstrap().await {
+                        n.refuse(e.to_string());
+                    }
+                }
+                Err(e) => n.refuse(e.to_string()),
+            }
+        });
+    } else {
+        node.bootstrap().await?;
+    }
     tracing::info!(
         node = node.id,
         %listen,
@@ -252,6 +274,12 @@ impl RunningNode {
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+    }
+
+    /// Resolves, with the reason, when the node refused to go on (see
+    /// [`Node::refuse`]); the caller should shut it down and exit with an error.
+    pub async fn refused(&self) -> String {
+        self.node.refusal().await
     }
 
     /// Resolves when the gRPC server stops on its own (it should not).

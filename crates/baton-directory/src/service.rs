@@ -362,15 +362,32 @@ impl Directory for DirectoryService {
         if inner.address.is_empty() || inner.address.contains(char::is_whitespace) {
             return Err(invalid(format!("bad node address {:?}", inner.address)));
         }
+        if inner.cluster_id.len() > baton_core::command::CLUSTER_ID_MAX {
+            return Err(invalid(format!(
+                "cluster id of {} bytes is longer than {}",
+                inner.cluster_id.len(),
+                baton_core::command::CLUSTER_ID_MAX
+            )));
+        }
         if let Gate::Forward(mut c) = self.gate(fwd, false).await? {
             return c.add_node(forwarded(inner, &caller)).await;
         }
+        // A node that already belongs to another cluster must not join this one.
+        crate::identity::check_same_cluster(
+            &self.node,
+            &format!("joining node {}", inner.id),
+            &inner.cluster_id,
+        )?;
         tracing::info!(by = %caller.by(), id = inner.id, address = %inner.address, "admin: add node");
-        self.node
+        let summary = self
+            .node
             .manager
             .add_node(&self.node, inner.id, inner.address)
-            .await
-            .map(|summary| Response::new(pb::MembershipReply { summary }))
+            .await?;
+        Ok(Response::new(pb::MembershipReply {
+            summary,
+            cluster_id: crate::identity::cluster_id(&self.node).unwrap_or_default(),
+        }))
     }
 
     async fn remove_node(
@@ -389,7 +406,12 @@ impl Directory for DirectoryService {
             .manager
             .remove_node(&self.node, inner.id)
             .await
-            .map(|summary| Response::new(pb::MembershipReply { summary }))
+            .map(|summary| {
+                Response::new(pb::MembershipReply {
+                    summary,
+                    cluster_id: String::new(),
+                })
+            })
     }
 
     async fn transfer_leader(
@@ -407,6 +429,11 @@ impl Directory for DirectoryService {
             .manager
             .transfer_leader(&self.node, inner.id, &caller)
             .await
-            .map(|summary| Response::new(pb::MembershipReply { summary }))
+            .map(|summary| {
+                Response::new(pb::MembershipReply {
+                    summary,
+                    cluster_id: String::new(),
+                })
+            })
     }
 }

@@ -27,7 +27,7 @@ struct Cluster {
     nodes: BTreeMap<u64, RunningNode>,
     addrs: BTreeMap<u64, String>,
     faults: Faults,
-    _dirs: Vec<tempfile::TempDir>,
+    dirs: BTreeMap<u64, tempfile::TempDir>,
 }
 
 fn free_port() -> u16 {
@@ -44,30 +44,61 @@ impl Cluster {
         let addrs: BTreeMap<u64, String> = (1..=3)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
-        let mut nodes = BTreeMap::new();
-        let mut dirs = Vec::new();
-        for (id, addr) in &addrs {
-            let dir = tempfile::tempdir().unwrap();
-            let mut c = NodeConfig::new(*id, addr.parse().unwrap(), dir.path().to_path_buf());
-            c.peers = addrs.clone();
-            c.lease_ms = LEASE_MS;
-            c.grace_ms = 200;
-            nodes.insert(
-                *id,
-                baton_directory::start(c, faults.clone()).await.unwrap(),
-            );
-            dirs.push(dir);
-        }
-        let cluster = Cluster {
-            nodes,
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            dirs: addrs
+                .keys()
+                .map(|id| (*id, tempfile::tempdir().unwrap()))
+                .collect(),
             addrs,
             faults,
-            _dirs: dirs,
         };
+        for id in 1..=3 {
+            cluster.start_node(id).await;
+        }
         cluster
             .wait_leader(&[1, 2, 3], Duration::from_secs(20))
             .await;
+        // The first leader gives the cluster its id (one log entry): wait for it on every
+        // node, so that tests counting log entries start from a formed cluster.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cluster
+            .nodes
+            .values()
+            .all(|n| n.node.read(|st| st.cluster_id.is_some()))
+        {
+            assert!(Instant::now() < deadline, "no cluster id within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         cluster
+    }
+
+    /// Node `id`'s configuration: its own data directory, every node in `--peers`.
+    fn config(&self, id: u64) -> NodeConfig {
+        let mut c = NodeConfig::new(
+            id,
+            self.addrs[&id].parse().unwrap(),
+            self.dirs[&id].path().to_path_buf(),
+        );
+        c.peers = self.addrs.clone();
+        c.lease_ms = LEASE_MS;
+        c.grace_ms = 200;
+        c
+    }
+
+    /// Start node `id` (again) over its data directory.
+    async fn start_node(&mut self, id: u64) {
+        let node = baton_directory::start(self.config(id), self.faults.clone())
+            .await
+            .unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    /// Stop node `id` (its data stays).
+    async fn stop_node(&mut self, id: u64) {
+        if let Some(n) = self.nodes.remove(&id) {
+            n.shutdown().await;
+        }
     }
 
     /// The leader that every node in `among` agrees on, waited for.
@@ -953,5 +984,181 @@ async fn an_abandoned_leader_transfer_leaves_writes_and_elections_on() {
     let new = c.wait_leader(&others(leader), Duration::from_secs(5)).await;
     assert_ne!(new, leader);
     c.faults.heal();
+    c.shutdown().await;
+}
+
+/// A node that led when it stopped comes back as a follower and leads again only by an
+/// election, whose blank entry makes every later read include every write acknowledged
+/// before. openraft would restore it as the leader at once, with the commit index it had
+/// stored as its read index; that index is written after an entry is acknowledged and not
+/// fsynced, so after a kill -9 it can stop short of acknowledged entries, and a read could
+/// miss them (invariant 2). Here the restarted nodes are cut off from each other: a
+/// restored leader would stay leader at its old term; an elected one campaigns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_leader_is_elected_again_before_it_serves_reads() {
+    use openraft::RaftLogReader;
+    use openraft::storage::RaftLogStorage;
+    let mut c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let acked = c
+        .write(baton_core::Command::AddServer {
+            name: "acked".into(),
+            main: false,
+            kinds: vec![],
+        })
+        .await
+        .revision;
+    for id in [1, 2, 3] {
+        c.stop_node(id).await;
+    }
+    // The leader's stored commit index stops short of the acknowledged entry, as a kill -9
+    // right after the acknowledgement can leave it.
+    let term = {
+        let (mut log, _sm) = baton_store::open(c.dirs[&leader].path()).unwrap();
+        let vote = log.read_vote().await.unwrap().expect("a stored vote");
+        assert!(
+            vote.is_committed() && vote.leader_id().voted_for() == Some(leader),
+            "node {leader} stopped as the leader: {vote}"
+        );
+        let before = log.try_get_log_entries(acked - 1..acked).await.unwrap();
+        log.save_committed(Some(before[0].log_id)).await.unwrap();
+        log.save_vote(&vote).await.unwrap(); // flushes the commit index too
+        vote.leader_id().get_term()
+    };
+    c.faults.isolate(1, &[2, 3]);
+    c.faults.isolate(2, &[3]);
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    // Cut off, the former leader does not lead: it campaigns, at a higher term.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = c.nodes[&leader].node.raft.metrics().borrow().clone();
+        assert!(
+            m.state != openraft::ServerState::Leader,
+            "node {leader} leads again without an election: {m:?}"
+        );
+        if m.current_term > term {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {leader} did not campaign within 10 s: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Together again: a linearizable read at the leader sees the acknowledged write.
+    c.faults.heal();
+    let now_leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(20)).await;
+    let node = &c.nodes[&now_leader].node;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = node.confirm_leadership().await {
+        assert!(
+            Instant::now() < deadline,
+            "no linearizable read at node {now_leader}: {e:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        node.read(|st| st.servers.contains_key("acked")),
+        "node {now_leader} served a read without the acknowledged write"
+    );
+    c.shutdown().await;
+}
+
+/// The controller's own writes are bounded. A leader that loses its quorum while one is
+/// in flight (here: cut off from both followers the moment it starts declaring a dead
+/// server down) does not wait on it forever: it gets back to watching its quorum, counts
+/// itself without one, and restarts every liveness clock when the quorum returns, so a
+/// server whose agent kept renewing to a reachable node is not declared down for the time
+/// the leader could not hear it (invariant 4). The followers hold no election, so the
+/// same leader meets its quorum again, as when followers come back from a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quorum_loss_during_a_controller_write_declares_no_live_server_down() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let followers = others(leader);
+    for f in &followers {
+        c.nodes[f].node.raft.runtime_config().elect(false);
+    }
+    let every = Duration::from_millis(LEASE_MS / 4);
+    let live = FakeAgent::start(&c.addrs[&followers[0]], "srv-live", every).await;
+    let gone = FakeAgent::start(&c.addrs[&followers[0]], "srv-gone", every).await;
+    live.wait_acks(2, Duration::from_secs(10)).await;
+    gone.wait_acks(2, Duration::from_secs(10)).await;
+    c.faults
+        .isolate_at_controller_write(leader, &followers, "servers_down");
+    drop(gone);
+    let node = &c.nodes[&leader].node;
+    let status = |name: &str| node.read(|st| st.servers.get(name).map(|s| s.status));
+    // srv-gone's lease runs out; the declaration starts, and the leader is cut off.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.faults.is_cut(leader, followers[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not start declaring srv-gone down within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cut_at = Instant::now();
+    // The write cannot commit; the controller, not stuck on it, sees the quorum gone
+    // (the bound is one lease, the quorum counts as lost after the maximum election
+    // timeout).
+    let deadline = cut_at + Duration::from_secs(5);
+    while !node.manager.without_quorum() {
+        assert!(
+            Instant::now() < deadline,
+            "5 s after losing its quorum during a controller write, the leader still \
+             does not count itself without one"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The cut outlasts lease + grace of srv-live's last renewal the leader saw.
+    while cut_at.elapsed() < Duration::from_millis(2 * LEASE_MS) {
+        assert!(
+            node.is_leader(),
+            "node {leader} lost leadership while cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status("srv-gone"),
+        Some(baton_core::ServerStatus::Up),
+        "committed without a quorum"
+    );
+    // The quorum returns (to the same leader): the clocks restart, srv-live renews in
+    // time and stays up, and the dead server is declared down as it should be.
+    c.faults.heal();
+    let healed = Instant::now();
+    let deadline = healed + Duration::from_secs(10);
+    loop {
+        assert_eq!(
+            status("srv-live"),
+            Some(baton_core::ServerStatus::Up),
+            "srv-live, whose agent kept renewing through node {}, was declared down \
+             {:?} after the quorum returned",
+            followers[0],
+            healed.elapsed()
+        );
+        let gone_down = status("srv-gone") != Some(baton_core::ServerStatus::Up);
+        if gone_down
+            && !node.manager.without_quorum()
+            && healed.elapsed() > Duration::from_millis(2 * LEASE_MS)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "10 s after the quorum returned: srv-gone down {gone_down}, leader without a \
+             quorum {}",
+            node.manager.without_quorum()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        node.is_leader(),
+        "the leader changed: the test needs the same one"
+    );
+    drop(live);
     c.shutdown().await;
 }

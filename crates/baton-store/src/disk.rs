@@ -1,5 +1,6 @@
 //! The sled database and every read and write of it. Both store handles share one `Disk`.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ const KEY_FORMAT: &str = "format";
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
+const KEY_IDENTITY: &str = "identity";
+const KEY_PEERS_WITH_DATA: &str = "peers_with_data";
 /// `sm` keys.
 const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
@@ -39,6 +42,16 @@ pub(crate) struct SnapshotPayload {
     pub last_membership: StoredMembership,
     /// The directory's replicated state.
     pub state: baton_core::State,
+}
+
+/// Who this store belongs to: written when the node first starts with it, and the
+/// cluster id once the node learns it. A node refuses a store of another node id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The node id the store was created for.
+    pub node_id: u64,
+    /// The cluster the node belongs to; `None` until it learns it.
+    pub cluster_id: Option<String>,
 }
 
 /// The stored snapshot as read back from disk.
@@ -68,6 +81,19 @@ pub struct Verified {
     pub vote: Option<Vote>,
     /// Metadata of the stored snapshot.
     pub snapshot: Option<SnapshotMeta>,
+    /// Whose store this is.
+    pub identity: Option<Identity>,
+}
+
+impl Verified {
+    /// True when the store holds no Raft state at all: no vote, no log, no snapshot.
+    pub fn is_blank(&self) -> bool {
+        self.vote.is_none()
+            && self.entries == 0
+            && self.last_purged.is_none()
+            && self.committed.is_none()
+            && self.snapshot.is_none()
+    }
 }
 
 impl fmt::Display for Verified {
@@ -77,7 +103,7 @@ impl fmt::Display for Verified {
         }
         write!(
             f,
-            "{} log entries ({}..={}), last purged {}, committed {}, vote {}, snapshot {}",
+            "{} log entries ({}..={}), last purged {}, committed {}, vote {}, snapshot {}, {}",
             self.entries,
             id(&self.first_log_id),
             id(&self.last_log_id),
@@ -87,6 +113,14 @@ impl fmt::Display for Verified {
             self.snapshot
                 .as_ref()
                 .map_or("none".into(), |s| format!("at {}", id(&s.last_log_id))),
+            match &self.identity {
+                None => "no identity".to_string(),
+                Some(i) => format!(
+                    "node {} of cluster {}",
+                    i.node_id,
+                    i.cluster_id.as_deref().unwrap_or("(not known yet)")
+                ),
+            },
         )
     }
 }
@@ -316,6 +350,24 @@ impl Disk {
                 .map(|_| ())
                 .map_err(|e| self.io("clearing meta/committed", e)),
         }
+    }
+
+    pub(crate) fn identity(&self) -> Result<Option<Identity>, StoreError> {
+        self.get_meta(KEY_IDENTITY)
+    }
+
+    /// Write the identity (not flushed).
+    pub(crate) fn put_identity(&self, identity: &Identity) -> Result<(), StoreError> {
+        self.put_meta(KEY_IDENTITY, identity)
+    }
+
+    pub(crate) fn peers_with_data(&self) -> Result<BTreeSet<u64>, StoreError> {
+        Ok(self.get_meta(KEY_PEERS_WITH_DATA)?.unwrap_or_default())
+    }
+
+    /// Write the set of peers known to hold data (not flushed).
+    pub(crate) fn put_peers_with_data(&self, peers: &BTreeSet<u64>) -> Result<(), StoreError> {
+        self.put_meta(KEY_PEERS_WITH_DATA, peers)
     }
 
     pub(crate) fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
@@ -559,6 +611,8 @@ impl Disk {
         let vote = self.vote()?;
         let committed = self.committed()?;
         let last_purged = self.last_purged()?;
+        let identity = self.identity()?;
+        self.peers_with_data()?;
 
         let mut entries = 0u64;
         let mut first: Option<LogId> = None;
@@ -632,6 +686,7 @@ impl Disk {
                 committed,
                 vote,
                 snapshot: snapshot_meta,
+                identity,
             },
             payload,
         ))
@@ -693,6 +748,8 @@ pub(crate) mod raw {
             Target::Committed => (TREE_META, KEY_COMMITTED.as_bytes().to_vec()),
             Target::LastPurged => (TREE_META, KEY_LAST_PURGED.as_bytes().to_vec()),
             Target::Format => (TREE_META, KEY_FORMAT.as_bytes().to_vec()),
+            Target::Identity => (TREE_META, KEY_IDENTITY.as_bytes().to_vec()),
+            Target::PeersWithData => (TREE_META, KEY_PEERS_WITH_DATA.as_bytes().to_vec()),
             Target::SnapshotMeta => (TREE_SM, KEY_SNAPSHOT_META.as_bytes().to_vec()),
             Target::SnapshotData => (TREE_SM, KEY_SNAPSHOT_DATA.as_bytes().to_vec()),
         }

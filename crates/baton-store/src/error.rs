@@ -9,8 +9,9 @@ use crate::StorageError;
 /// What an operator must do when a node's data is corrupt. Part of every
 /// [`StoreError::Corrupt`] message (with `DIR` replaced by the data directory).
 pub const REMEDY: &str = "this node's data cannot be trusted: stop the node, move DIR aside, \
-and re-add the node to the cluster (baton cluster remove-node ID, then start it empty and \
-baton cluster add-node ID ADDR)";
+and re-add the node to the cluster (baton cluster remove-node ID against the other nodes, \
+then start it empty with --join ADDR instead of --peers: an empty node started with \
+--peers whose peers know it held data refuses to start)";
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,10 @@ pub enum Target {
     LastPurged,
     /// The format marker.
     Format,
+    /// The node's identity (node id and cluster id).
+    Identity,
+    /// The peers known to hold data.
+    PeersWithData,
     /// The stored snapshot's metadata.
     SnapshotMeta,
     /// The stored snapshot's bytes.

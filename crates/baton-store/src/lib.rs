@@ -14,6 +14,8 @@
 //! | `meta` | `vote`                       | the last vote this node made or accepted        |
 //! | `meta` | `committed`                  | the last committed log id this node knew of     |
 //! | `meta` | `last_purged`                | the last log id removed from the front of `log` |
+//! | `meta` | `identity`                   | this node's id and its cluster's id ([`Identity`]) |
+//! | `meta` | `peers_with_data`            | the peers that told this node they hold data    |
 //! | `sm`   | `snapshot_meta`              | openraft's `SnapshotMeta` of the stored snapshot |
 //! | `sm`   | `snapshot_data`              | the snapshot bytes, exactly as sent to followers |
 //!
@@ -81,6 +83,15 @@
 //! copies everything from the healthy majority. Raised inside openraft's storage calls, the
 //! same message travels inside an `openraft::StorageError`, which stops the Raft node.
 //!
+//! ## Identity
+//!
+//! `meta/identity` records the node id the store was created for and, once the node
+//! learns it, the id of its cluster ([`Identity`]); `meta/peers_with_data` the peers that
+//! told this node they hold data of the cluster. Both use the same frame and are
+//! fsynced before they are relied on. The directory node uses them to refuse a store of
+//! another node, and to refuse to vote with an empty store in a cluster that knows this
+//! node had data (a voter that forgot what it acknowledged can lose writes).
+//!
 //! ## Limits
 //!
 //! [`ENTRY_MAX_BYTES`] bounds one encoded log entry, [`SNAPSHOT_MAX_BYTES`] one snapshot
@@ -101,7 +112,7 @@ mod tests;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use disk::Verified;
+pub use disk::{Identity, Verified};
 pub use error::{REMEDY, StoreError};
 pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;
@@ -211,11 +222,17 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// instance because another process holds it, after waiting [`LOCK_WAIT`]).
 /// Synchronous: it reads the whole store.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    open_verified(dir).map(|(log, sm, _)| (log, sm))
+}
+
+/// [`open`], also returning what the check found (whether the store is blank, whose it
+/// is).
+pub fn open_verified(dir: &Path) -> Result<(LogStore, StateMachineStore, Verified), StoreError> {
     let disk = Arc::new(disk::Disk::open(dir)?);
     disk.finish_purge()?;
     let (verified, snapshot) = disk.verify_full()?;
     disk.check_mark(&verified)?;
     tracing::info!(dir = %disk.dir().display(), "storage verified: {verified}");
     let sm = StateMachineStore::restore(disk.clone(), snapshot);
-    Ok((LogStore::new(disk), sm))
+    Ok((LogStore::new(disk), sm, verified))
 }

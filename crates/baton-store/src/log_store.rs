@@ -1,5 +1,6 @@
 //! The Raft log and vote: openraft's `RaftLogStorage` and `RaftLogReader`.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -9,7 +10,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
 use crate::disk::Disk;
-use crate::{LogEntry, LogId, StorageError, StoreError, TypeConfig, Verified, Vote};
+use crate::{Identity, LogEntry, LogId, StorageError, StoreError, TypeConfig, Verified, Vote};
 
 /// The Raft log and the vote. A cheap handle: clones share the same database.
 ///
@@ -53,6 +54,35 @@ impl LogStore {
     /// The saved committed log id.
     pub fn committed(&self) -> Result<Option<LogId>, StoreError> {
         self.disk.committed()
+    }
+
+    /// Whose store this is: the node id it was created for and the cluster id, once
+    /// known. `None` for a store written before identities existed, or a new one.
+    pub fn identity(&self) -> Result<Option<Identity>, StoreError> {
+        self.disk.identity()
+    }
+
+    /// Write the identity and fsync it before returning.
+    pub async fn save_identity(&self, identity: &Identity) -> Result<(), StoreError> {
+        self.disk.put_identity(identity)?;
+        self.disk.flush("flushing the identity").await
+    }
+
+    /// The peers that told this node they hold data of its cluster.
+    pub fn peers_with_data(&self) -> Result<BTreeSet<u64>, StoreError> {
+        self.disk.peers_with_data()
+    }
+
+    /// Record that `peer` holds data, fsynced before returning. Returns whether it was
+    /// new.
+    pub async fn add_peer_with_data(&self, peer: u64) -> Result<bool, StoreError> {
+        let mut peers = self.disk.peers_with_data()?;
+        if !peers.insert(peer) {
+            return Ok(false);
+        }
+        self.disk.put_peers_with_data(&peers)?;
+        self.disk.flush("flushing the peers with data").await?;
+        Ok(true)
     }
 }
 

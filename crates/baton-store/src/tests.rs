@@ -618,7 +618,8 @@ fn every_kind(cmd: &Command) {
         | Command::Tick
         | Command::Configure { .. }
         | Command::SetLease { .. }
-        | Command::SettleLease { .. } => {}
+        | Command::SettleLease { .. }
+        | Command::SetClusterId { .. } => {}
     }
 }
 
@@ -751,6 +752,63 @@ async fn corrupt_committed_and_purge_mark_are_caught() {
         } else {
             "`last_purged`"
         };
+        assert!(msg.contains(key), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn identity_and_peers_with_data_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _sm, verified) = crate::open_verified(dir.path()).unwrap();
+        assert!(verified.is_blank(), "{verified}");
+        assert_eq!(verified.identity, None);
+        assert_eq!(log.identity().unwrap(), None);
+        let id = crate::Identity {
+            node_id: 3,
+            cluster_id: Some("00ff".into()),
+        };
+        log.save_identity(&id).await.unwrap();
+        assert!(log.add_peer_with_data(1).await.unwrap());
+        assert!(!log.add_peer_with_data(1).await.unwrap());
+        assert!(log.add_peer_with_data(2).await.unwrap());
+    }
+    let (mut log, _sm, verified) = crate::open_verified(dir.path()).unwrap();
+    // An identity alone is not Raft state: the store is still blank.
+    assert!(verified.is_blank(), "{verified}");
+    let identity = verified.identity.clone().unwrap();
+    assert_eq!(identity.node_id, 3);
+    assert_eq!(identity.cluster_id.as_deref(), Some("00ff"));
+    assert!(
+        verified.to_string().contains("node 3 of cluster 00ff"),
+        "{verified}"
+    );
+    assert_eq!(log.peers_with_data().unwrap(), BTreeSet::from([1, 2]));
+    log.blocking_append(sample_log(2)).await.unwrap();
+    drop((log, _sm));
+    let (_log, _sm, verified) = crate::open_verified(dir.path()).unwrap();
+    assert!(!verified.is_blank(), "{verified}");
+}
+
+#[tokio::test]
+async fn corrupt_identity_and_peers_with_data_are_caught() {
+    for (target, key) in [
+        (Target::Identity, "`identity`"),
+        (Target::PeersWithData, "`peers_with_data`"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, _sm) = open(dir.path()).unwrap();
+            log.save_identity(&crate::Identity {
+                node_id: 1,
+                cluster_id: Some("abc".into()),
+            })
+            .await
+            .unwrap();
+            log.add_peer_with_data(2).await.unwrap();
+        }
+        damage(dir.path(), target, Damage::FlipBit { byte: 6, bit: 1 }).unwrap();
+        let msg = open_corrupt(dir.path());
         assert!(msg.contains(key), "{msg}");
     }
 }

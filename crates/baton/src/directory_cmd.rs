@@ -211,8 +211,15 @@ pub async fn run(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Result<
     let node = baton_directory::start(config, baton_directory::Faults::default())
         .await
         .map_err(|e| anyhow!("{e}"))?;
-    crate::termination().await;
-    tracing::info!("signal received: shutting down");
-    node.shutdown().await;
-    Ok(())
+    tokio::select! {
+        _ = crate::termination() => {
+            tracing::info!("signal received: shutting down");
+            node.shutdown().await;
+            Ok(())
+        }
+        reason = node.refused() => {
+            node.shutdown().await;
+            Err(anyhow!("{reason}"))
+        }
+    }
 }

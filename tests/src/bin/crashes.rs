@@ -1574,6 +1574,8 @@ fn stored_len(dir: &Path, target: &Target) -> Result<usize> {
         Target::Committed => ("meta", b"committed".to_vec()),
         Target::LastPurged => ("meta", b"last_purged".to_vec()),
         Target::Format => ("meta", b"format".to_vec()),
+        Target::Identity => ("meta", b"identity".to_vec()),
+        Target::PeersWithData => ("meta", b"peers_with_data".to_vec()),
         Target::SnapshotMeta => ("sm", b"snapshot_meta".to_vec()),
         Target::SnapshotData => ("sm", b"snapshot_data".to_vec()),
     };
