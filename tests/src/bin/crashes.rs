@@ -1269,9 +1269,16 @@ pub struct Case {
 }
 
 impl Case {
-    /// Everything the issue asks of this case.
+    /// Everything asked of this case: safe, and the damage either refused with the
+    /// remedy or harmless (it hit bytes that held nothing live, the store is intact, and
+    /// starting was right). A campaign that counted an intact store as a failure exited
+    /// 1 on a case with nothing to detect.
     pub fn ok(&self) -> bool {
-        self.outcome.refused_with_remedy() && self.safe()
+        self.safe()
+            && matches!(
+                self.outcome,
+                Outcome::Refused { .. } | Outcome::StartedIntact
+            )
     }
 
     /// The weaker property that holds even for damage the store cannot see: the cluster
@@ -2348,4 +2355,46 @@ pub fn stuck_demo(wait: Duration) -> Result<StuckReport> {
         waited: t.elapsed(),
         caught_up,
     })
+}
+
+#[cfg(test)]
+mod case_tests {
+    use super::*;
+
+    fn case(outcome: Outcome) -> Case {
+        Case {
+            n: 1,
+            kind: Kind::LogFlip,
+            damage: String::new(),
+            node: 1,
+            stop: "kill -9",
+            snapshot_every: 10,
+            writes: 1,
+            before: String::new(),
+            after: String::new(),
+            outcome,
+            cluster_served: true,
+            lost: Vec::new(),
+            unavailable: None,
+            panics: Vec::new(),
+            readd: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn an_intact_store_is_a_clean_case_and_undetected_loss_is_not() {
+        assert!(case(Outcome::StartedIntact).ok());
+        assert!(case(Outcome::Refused { line: "x".into() }).ok());
+        assert!(!case(Outcome::StartedLostData { detail: "x".into() }).ok());
+        let mut lost = case(Outcome::StartedIntact);
+        lost.lost.push("w1".into());
+        assert!(!lost.ok(), "a lost write is never clean");
+        let report = CorruptReport {
+            seed: 1,
+            cases: vec![case(Outcome::StartedIntact)],
+            elapsed: Duration::ZERO,
+        };
+        assert!(report.clean());
+    }
 }

@@ -173,7 +173,12 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
     let mut m = Model::default();
 
     // --- cluster status contract -------------------------------------------------------
-    let st = c.json(&["cluster", "status"]);
+    // (A loaded host can delay heartbeats into an election right after start: wait for a
+    // status that names a leader rather than asking once.)
+    let st = wait_until(Duration::from_secs(20), "a status naming a leader", || {
+        let st = c.json(&["cluster", "status"]);
+        st["leader"].as_u64().is_some().then_some(st)
+    });
     let leader = st["leader"].as_u64().expect("a leader");
     assert!(st["term"].as_u64().is_some_and(|t| t >= 1), "{st}");
     let nodes = st["nodes"].as_array().expect("nodes");
@@ -638,20 +643,26 @@ fn a_data_dir_of_another_node_is_refused() {
     c.kill9(3);
     // Node 3's address and peers, node 2's data directory.
     let peers = (1..=3)
-        .map(|i| format!("{i}={}", c.node(i).addr))
+        .map(|i| format!("{i}={}", c.node(i).peer_addr))
         .collect::<Vec<_>>()
         .join(",");
-    let args = vec![
+    let mut args = vec![
         "directory".to_string(),
         "--id".into(),
         "3".into(),
         "--listen".into(),
         c.node(3).addr.clone(),
+        "--peer-listen".into(),
+        c.node(3).peer_addr.clone(),
         "--data-dir".into(),
         c.node(2).data_dir.display().to_string(),
         "--peers".into(),
         peers,
     ];
+    args.extend(c.tls_args(baton_tls::make::Subject::Node {
+        id: 3,
+        hosts: vec![],
+    }));
     let log = c.dir().join("node3-with-node2-data.log");
     let mut p = baton_tests::Proc::spawn("node 3 over node 2's data", args, log.clone());
     let code = wait_until(Duration::from_secs(30), "it to exit", || p.exit_code());
@@ -676,23 +687,30 @@ fn peers_do_not_add_a_node_to_a_formed_cluster() {
     let mut m = Model::default();
     add_server(&c, &mut m, &[1, 2, 3], "s1", false);
     let addr4 = format!("127.0.0.1:{}", baton_tests::free_port());
+    let peer4 = format!("127.0.0.1:{}", baton_tests::free_port());
     let peers = (1..=3)
-        .map(|i| format!("{i}={}", c.node(i).addr))
-        .chain([format!("4={addr4}")])
+        .map(|i| format!("{i}={}", c.node(i).peer_addr))
+        .chain([format!("4={peer4}")])
         .collect::<Vec<_>>()
         .join(",");
     let data4 = c.dir().join("node4");
-    let args = vec![
+    let mut args = vec![
         "directory".to_string(),
         "--id".into(),
         "4".into(),
         "--listen".into(),
         addr4,
+        "--peer-listen".into(),
+        peer4,
         "--data-dir".into(),
         data4.display().to_string(),
         "--peers".into(),
         peers,
     ];
+    args.extend(c.tls_args(baton_tls::make::Subject::Node {
+        id: 4,
+        hosts: vec![],
+    }));
     let log = c.dir().join("node4.log");
     let mut p = baton_tests::Proc::spawn("node 4 with --peers", args, log.clone());
     let code = wait_until(Duration::from_secs(30), "node 4 to exit", || p.exit_code());
