@@ -108,12 +108,9 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 fn certs(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::pem(path.to_path_buf(), e.to_string()))?;
+        .map_err(|e| TlsError::pem(path, e.to_string()))?;
     if certs.is_empty() {
-        return Err(TlsError::pem(
-            path.to_path_buf(),
-            "holds no CERTIFICATE block",
-        ));
+        return Err(TlsError::pem(path, "holds no CERTIFICATE block"));
     }
     Ok(certs)
 }
