@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use baton_client::{Client, v1};
+use baton_client::{Client, ClientConfig, v1};
+use baton_tls::make::{self, Subject, Validity};
+use baton_tls::{Permission, Security, Tls, TlsPaths};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -28,31 +30,116 @@ pub struct BatonCluster {
     pub client: Client,
     pub lease: Duration,
     agents: Vec<Proc>,
+    /// How the bench's own clients connect: as the admin client (TLS), or plain text.
+    pub security: Security,
+    /// With TLS: the cluster CA, to issue agent certificates.
+    ca: Option<Ca>,
 }
 
-/// A channel to one address (connected now, `TCP_NODELAY`).
+/// The cluster CA (PEM) and the directory its certificates are written to.
+struct Ca {
+    dir: PathBuf,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl Ca {
+    /// A new CA, and certificates for nodes 1..=3 and the admin client `bench`.
+    fn make(dir: &Path) -> Result<Ca> {
+        let ca = make::make_ca("Baton bench CA", Validity::for_(make::CA_VALID_FOR))?;
+        make::write(dir, "ca", &ca, true)?;
+        let ca = Ca {
+            dir: dir.to_path_buf(),
+            cert_pem: ca.cert_pem,
+            key_pem: ca.key_pem,
+        };
+        for id in 1..=3 {
+            ca.write(&Subject::Node { id, hosts: vec![] })?;
+        }
+        ca.write(&Subject::Client {
+            name: "bench".into(),
+            permission: Permission::Admin,
+            server: None,
+        })?;
+        Ok(ca)
+    }
+
+    /// Issue a certificate for `subject` and write it (no fsync: scratch files).
+    fn write(&self, subject: &Subject) -> Result<TlsPaths> {
+        let issued = make::issue(
+            &self.cert_pem,
+            &self.key_pem,
+            subject,
+            Validity::for_(make::LEAF_VALID_FOR),
+        )?;
+        let paths = self.paths(&subject.file_stem());
+        std::fs::write(&paths.key, &issued.key_pem)?;
+        std::fs::write(&paths.cert, &issued.cert_pem)?;
+        Ok(paths)
+    }
+
+    fn paths(&self, stem: &str) -> TlsPaths {
+        TlsPaths {
+            ca: self.dir.join("ca.pem"),
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
+        }
+    }
+
+    fn flags(&self, stem: &str) -> Vec<String> {
+        let p = self.paths(stem);
+        vec![
+            "--ca".into(),
+            p.ca.display().to_string(),
+            "--cert".into(),
+            p.cert.display().to_string(),
+            "--key".into(),
+            p.key.display().to_string(),
+        ]
+    }
+}
+
+/// A channel to one address (connected now, `TCP_NODELAY`), plain text.
 pub async fn channel(addr: &str) -> Result<Channel> {
+    secure_channel(addr, &Security::Insecure).await
+}
+
+/// A channel to one address (connected now, `TCP_NODELAY`), over TLS with the client
+/// certificate of `security`, or plain text.
+pub async fn secure_channel(addr: &str, security: &Security) -> Result<Channel> {
     let uri = if addr.starts_with("http") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
-    Ok(Endpoint::from_shared(uri)?
+    let ep = Endpoint::from_shared(uri)?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await?)
+        .connect_timeout(Duration::from_secs(2));
+    Ok(security.connect(ep, None).await?)
 }
 
 impl BatonCluster {
     /// Start three nodes with `extra` flags (e.g. `--lease 2s`) and wait for a leader.
+    /// With `tls`, mutual TLS as in production: a CA and certificates in `dir/tls`, and
+    /// the bench's clients speak as an admin client; without, every process runs
+    /// `--insecure`.
     pub async fn start(
         bin: &Path,
         dir: &Path,
         lease: Duration,
         extra: &[String],
+        tls: bool,
     ) -> Result<BatonCluster> {
         std::fs::create_dir_all(dir)?;
+        let ca = if tls {
+            Some(Ca::make(&dir.join("tls"))?)
+        } else {
+            None
+        };
+        let security = match &ca {
+            Some(ca) => Security::Tls(Tls::load(ca.paths("client-bench"))?),
+            None => Security::Insecure,
+        };
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let peers = peer_ports
@@ -74,8 +161,6 @@ impl BatonCluster {
                 addr.clone(),
                 "--peer-listen".into(),
                 format!("127.0.0.1:{}", peer_ports[i]),
-                // The benchmark's own clients speak plain text (TLS cost: a row of its own).
-                "--insecure".into(),
                 "--data-dir".into(),
                 data_dir.display().to_string(),
                 "--peers".into(),
@@ -83,6 +168,10 @@ impl BatonCluster {
                 "--lease".into(),
                 format!("{}ms", lease.as_millis()),
             ];
+            match &ca {
+                Some(ca) => args.extend(ca.flags(&format!("node-{id}"))),
+                None => args.push("--insecure".into()),
+            }
             args.extend(extra.iter().cloned());
             let proc = Proc::spawn(
                 &format!("baton-node{id}"),
@@ -98,7 +187,13 @@ impl BatonCluster {
                 proc,
             });
         }
-        let client = Client::new(nodes.iter().map(|n| n.addr.clone()).collect())?;
+        let client = Client::with_config(
+            nodes.iter().map(|n| n.addr.clone()).collect(),
+            ClientConfig {
+                security: security.clone(),
+                ..Default::default()
+            },
+        )?;
         let c = BatonCluster {
             nodes,
             bin: bin.to_path_buf(),
@@ -106,9 +201,50 @@ impl BatonCluster {
             client,
             lease,
             agents: Vec::new(),
+            security,
+            ca,
         };
         c.wait_healthy(Duration::from_secs(30)).await?;
         Ok(c)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.ca.is_some()
+    }
+
+    /// A new client of the cluster (the admin client with TLS) over `addrs`.
+    pub fn new_client(&self, addrs: Vec<String>) -> Result<Client> {
+        Ok(Client::with_config(
+            addrs,
+            ClientConfig {
+                security: self.security.clone(),
+                ..Default::default()
+            },
+        )?)
+    }
+
+    /// A channel to `addr` (connected now) as the bench's admin client.
+    pub async fn channel(&self, addr: &str) -> Result<Channel> {
+        secure_channel(addr, &self.security).await
+    }
+
+    /// How an agent of `server` connects: with TLS, a new agent certificate for that
+    /// server name (the directory refuses a session for any other); plain text without.
+    pub fn agent_security(&self, server: &str) -> Result<Security> {
+        match &self.ca {
+            Some(ca) => {
+                let paths = ca.write(&Subject::Agent {
+                    server: server.into(),
+                })?;
+                Ok(Security::Tls(Tls::load(paths)?))
+            }
+            None => Ok(Security::Insecure),
+        }
+    }
+
+    /// A channel to `addr` (connected now) as the agent of `server`.
+    pub async fn agent_channel(&self, addr: &str, server: &str) -> Result<Channel> {
+        secure_channel(addr, &self.agent_security(server)?).await
     }
 
     pub fn addrs(&self) -> Vec<String> {
@@ -127,7 +263,7 @@ impl BatonCluster {
     /// The status as one node sees it (`local`).
     pub async fn local_status(&self, id: u64) -> Result<v1::NodeStatus> {
         let addr = &self.nodes.iter().find(|n| n.id == id).expect("id").addr;
-        let mut c = v1::directory_client::DirectoryClient::new(channel(addr).await?);
+        let mut c = v1::directory_client::DirectoryClient::new(self.channel(addr).await?);
         let r = c
             .cluster_status(v1::ClusterStatusRequest { local: true })
             .await?
@@ -177,7 +313,7 @@ impl BatonCluster {
 
     /// Start `baton agent` for `server`, running kind `bench` with `command`.
     pub fn spawn_agent(&mut self, server: &str, command: &str) -> Result<usize> {
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "agent".into(),
             "--server".into(),
             server.into(),
@@ -187,8 +323,16 @@ impl BatonCluster {
             format!("bench={command}"),
             "--handover-grace".into(),
             "1s".into(),
-            "--insecure".into(),
         ];
+        match &self.ca {
+            Some(ca) => {
+                ca.write(&Subject::Agent {
+                    server: server.into(),
+                })?;
+                args.extend(ca.flags(&format!("agent-{server}")));
+            }
+            None => args.push("--insecure".into()),
+        }
         let p = Proc::spawn(
             &format!("agent-{server}"),
             &self.bin,

@@ -97,3 +97,48 @@ pub fn markdown(rows: &[Row]) -> String {
     }
     s
 }
+
+/// A `tls_cost` row: one metric of Baton in plain text and with mutual TLS.
+#[derive(Clone, Debug, Serialize)]
+pub struct TlsRow {
+    pub metric: String,
+    pub unit: String,
+    pub plain: Option<f64>,
+    pub tls: Option<f64>,
+    /// tls / plain
+    pub ratio: Option<f64>,
+}
+
+impl TlsRow {
+    pub fn new(metric: &str, unit: &str, plain: Option<f64>, tls: Option<f64>) -> TlsRow {
+        let r = |x: f64| (x * 1000.0).round() / 1000.0;
+        let ratio = match (plain, tls) {
+            (Some(p), Some(t)) if p != 0.0 => Some(r(t / p)),
+            _ => None,
+        };
+        TlsRow {
+            metric: metric.into(),
+            unit: unit.into(),
+            plain: plain.map(r),
+            tls: tls.map(r),
+            ratio,
+        }
+    }
+}
+
+pub fn tls_markdown(rows: &[TlsRow]) -> String {
+    let mut s = String::from(
+        "| metric | unit | plain | TLS | TLS/plain |\n| --- | --- | ---: | ---: | ---: |\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r.metric,
+            r.unit,
+            cell(r.plain),
+            cell(r.tls),
+            cell(r.ratio)
+        ));
+    }
+    s
+}

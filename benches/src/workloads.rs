@@ -11,12 +11,14 @@ use baton_client::{Client, v1};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::baton_sys::{BatonCluster, SessionStats, channel, create_role, open_session, set_role};
+use crate::baton_sys::{
+    BatonCluster, SessionStats, channel, create_role, open_session, secure_channel, set_role,
+};
 use crate::etcd_sys::{EtcdCluster, Kv};
 use crate::etcdpb as pb;
 use crate::journal::Journal;
 use crate::procs::{dir_bytes, rss_kb};
-use crate::report::{Goal, Row};
+use crate::report::{Goal, Row, TlsRow};
 use crate::stats::{max, percentile};
 use crate::wall_ns;
 
@@ -27,6 +29,8 @@ pub struct Ctx {
     pub work: PathBuf,
     pub quick: bool,
     pub rows: Vec<Row>,
+    /// The `tls_cost` workload's rows: Baton with mutual TLS against Baton in plain text.
+    pub tls_rows: Vec<TlsRow>,
     pub notes: BTreeMap<String, String>,
     pub params: BTreeMap<String, serde_json::Value>,
     /// Extra flags for every `baton directory` (experiments: `--election-timeout 150ms`).
@@ -41,6 +45,14 @@ impl Ctx {
             r.baton, r.etcd, r.goal, r.met
         );
         self.rows.push(r);
+    }
+    fn tls_row(&mut self, metric: &str, unit: &str, plain: Option<f64>, tls: Option<f64>) {
+        let r = TlsRow::new(metric, unit, plain, tls);
+        eprintln!(
+            "  {metric}: plain {:?} tls {:?} ratio {:?}",
+            r.plain, r.tls, r.ratio
+        );
+        self.tls_rows.push(r);
     }
     fn note(&mut self, key: &str, text: impl Into<String>) {
         let t = text.into();
@@ -211,18 +223,20 @@ async fn baton_with_roles(
     ctx: &Ctx,
     name: &str,
     roles: usize,
+    tls: bool,
 ) -> Result<(BatonCluster, Writer, mpsc::Sender<v1::AgentMessage>)> {
     let c = BatonCluster::start(
         &ctx.baton_bin,
         &ctx.dir(name),
         Duration::from_secs(3),
         &ctx.baton_args,
+        tls,
     )
     .await?;
     let stats = Arc::new(SessionStats::default());
     let srv = format!("{name}-srv");
     let (hold, _) = open_session(
-        channel(&c.addrs()[0]).await?,
+        c.agent_channel(&c.addrs()[0], &srv).await?,
         srv.clone(),
         Some(Duration::from_secs(1)),
         stats,
@@ -247,7 +261,7 @@ async fn baton_with_roles(
         c.addrs()
     };
     let clients = (0..8)
-        .map(|_| Client::new(addrs.clone()))
+        .map(|_| c.new_client(addrs.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((c, Writer::Baton(clients, Arc::new(names)), hold))
 }
@@ -277,7 +291,7 @@ pub async fn throughput(ctx: &mut Ctx) -> Result<()> {
     let mut results: BTreeMap<(&str, usize), LoopResult> = BTreeMap::new();
     eprintln!("== write throughput: baton");
     {
-        let (c, w, _hold) = baton_with_roles(ctx, "tp-baton", 256).await?;
+        let (c, w, _hold) = baton_with_roles(ctx, "tp-baton", 256, false).await?;
         for &n in &levels {
             let r = closed_loop(&w, n, warm, dur, None).await;
             eprintln!(
@@ -391,6 +405,7 @@ async fn failover_baton(ctx: &Ctx, runs: usize) -> Result<Vec<f64>> {
         &ctx.dir("fo-baton"),
         Duration::from_secs(LEASE_S),
         &ctx.baton_args,
+        false,
     )
     .await?;
     let j = Journal::new(&c.dir.join("journal"));
@@ -614,6 +629,7 @@ async fn leader_kill_baton(ctx: &Ctx, kills: usize) -> Result<(Vec<f64>, usize, 
         &ctx.dir("lk-baton"),
         Duration::from_secs(LEASE_S),
         &ctx.baton_args,
+        false,
     )
     .await?;
     let j = Journal::new(&c.dir.join("journal"));
@@ -898,6 +914,7 @@ async fn fanout_baton(
         &ctx.dir("fan-baton"),
         Duration::from_secs(3),
         &ctx.baton_args,
+        false,
     )
     .await?;
     let stats = Arc::new(SessionStats::default());
@@ -1078,7 +1095,7 @@ pub async fn rss(ctx: &mut Ctx) -> Result<()> {
     let n = if ctx.quick { 1000 } else { 10_000 };
     ctx.param("rss_sessions", n);
     eprintln!("== memory per session: baton ({n} sessions)");
-    let b = rss_baton(ctx, n).await;
+    let b = rss_baton(ctx, n, Sessions::Shared).await.map(|r| r.0);
     let b = soft(ctx, "rss_baton", b);
     eprintln!("== memory per session: etcd ({n} lease+keepalive+watch sessions)");
     let e = rss_etcd(ctx, n).await;
@@ -1091,22 +1108,89 @@ pub async fn rss(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn rss_baton(ctx: &Ctx, n: usize) -> Result<f64> {
+/// How the session workloads (rss, renewals) connect their sessions to the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sessions {
+    /// Plain text, 100 sessions per client connection (the rss and renewals rows).
+    Shared,
+    /// One connection per session, as real agents connect: plain text.
+    OwnPlain,
+    /// One mutual-TLS connection per session, each with an agent certificate for its
+    /// server name (the directory refuses a session for a name its certificate lacks).
+    OwnTls,
+}
+
+impl Sessions {
+    fn tls(self) -> bool {
+        self == Sessions::OwnTls
+    }
+}
+
+/// Client security for each of `names` (with TLS: an agent certificate each, issued,
+/// written and loaded), and the seconds that took.
+fn session_security(
+    c: &BatonCluster,
+    names: &[String],
+    mode: Sessions,
+) -> Result<(Vec<baton_tls::Security>, f64)> {
+    let t0 = Instant::now();
+    let v = match mode {
+        Sessions::Shared => vec![baton_tls::Security::Insecure],
+        Sessions::OwnPlain | Sessions::OwnTls => names
+            .iter()
+            .map(|s| c.agent_security(s))
+            .collect::<Result<Vec<_>>>()?,
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    if mode == Sessions::OwnTls {
+        eprintln!(
+            "  {} agent certificates issued, written and loaded in {secs:.2} s ({:.2} ms each)",
+            v.len(),
+            secs * 1000.0 / v.len().max(1) as f64
+        );
+    }
+    Ok((v, secs))
+}
+
+/// The channels the sessions use, connected now: session `i` uses `chans[i % len]`.
+async fn session_channels(
+    addr: &str,
+    n: usize,
+    security: Vec<baton_tls::Security>,
+    mode: Sessions,
+) -> Result<Vec<tonic::transport::Channel>> {
+    use futures::StreamExt;
+    if mode == Sessions::Shared {
+        return channels_over(&[addr.to_string()], n).await;
+    }
+    futures::stream::iter(security)
+        .map(|s| async move { secure_channel(addr, &s).await })
+        .buffered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+async fn rss_baton(ctx: &Ctx, n: usize, mode: Sessions) -> Result<(f64, f64)> {
     let mut c = BatonCluster::start(
         &ctx.baton_bin,
-        &ctx.dir("rss-baton"),
+        &ctx.dir(&format!("rss-baton-{mode:?}").to_lowercase()),
         Duration::from_secs(3),
         &ctx.baton_args,
+        mode.tls(),
     )
     .await?;
     let leader = c.leader().await?;
     let addr = c.node(leader).addr.clone();
     let pid = c.node(leader).proc.pid().expect("running");
+    let names: Vec<String> = (0..n).map(|i| format!("idle-{i:05}")).collect();
+    let (security, issue_s) = session_security(&c, &names, mode)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = settle_rss(pid).await?;
     let stats = Arc::new(SessionStats::default());
-    let chans = channels_over(std::slice::from_ref(&addr), n).await?;
     let t0 = Instant::now();
+    let chans = session_channels(&addr, n, security, mode).await?;
     // One supervisor per session: like an agent, it opens the session again when it
     // ends (a registration refused during a leader change, a broken stream).
     let sem = Arc::new(tokio::sync::Semaphore::new(256));
@@ -1114,6 +1198,7 @@ async fn rss_baton(ctx: &Ctx, n: usize) -> Result<f64> {
     for i in 0..n {
         let ch = chans[i % chans.len()].clone();
         let (stats, sem) = (stats.clone(), sem.clone());
+        let name = names[i].clone();
         sups.push(tokio::spawn(async move {
             loop {
                 let permit = sem.acquire().await;
@@ -1121,7 +1206,7 @@ async fn rss_baton(ctx: &Ctx, n: usize) -> Result<f64> {
                     Duration::from_secs(10),
                     open_session(
                         ch.clone(),
-                        format!("idle-{i:05}"),
+                        name.clone(),
                         Some(Duration::from_secs(1)),
                         stats.clone(),
                     ),
@@ -1165,7 +1250,7 @@ async fn rss_baton(ctx: &Ctx, n: usize) -> Result<f64> {
     for s in sups {
         s.abort();
     }
-    Ok((after as f64 - before as f64) / n as f64)
+    Ok(((after as f64 - before as f64) / n as f64, issue_s))
 }
 
 async fn rss_etcd(ctx: &Ctx, n: usize) -> Result<f64> {
@@ -1279,7 +1364,9 @@ pub async fn renewals(ctx: &mut Ctx) -> Result<()> {
     ctx.param("renewal_sessions", k);
     ctx.param("renewal_window_s", window.as_secs());
     eprintln!("== renewals: baton ({k} sessions renewing back to back)");
-    let b = renewals_baton(ctx, k, window).await;
+    let b = renewals_baton(ctx, k, window, Sessions::Shared)
+        .await
+        .map(|r| (r.0, r.1));
     let b = soft(ctx, "renewals_baton", b);
     eprintln!("== renewals: etcd ({k} keep-alive streams back to back)");
     let e = renewals_etcd(ctx, k, window).await;
@@ -1305,24 +1392,32 @@ pub async fn renewals(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn renewals_baton(ctx: &Ctx, k: usize, window: Duration) -> Result<(f64, f64)> {
+async fn renewals_baton(
+    ctx: &Ctx,
+    k: usize,
+    window: Duration,
+    mode: Sessions,
+) -> Result<(f64, f64, f64)> {
     let mut c = BatonCluster::start(
         &ctx.baton_bin,
-        &ctx.dir("ren-baton"),
+        &ctx.dir(&format!("ren-baton-{mode:?}").to_lowercase()),
         Duration::from_secs(3),
         &ctx.baton_args,
+        mode.tls(),
     )
     .await?;
     let leader = c.leader().await?;
     let addr = c.node(leader).addr.clone();
     let stats = Arc::new(SessionStats::default());
-    let chans = channels_over(std::slice::from_ref(&addr), k).await?;
+    let names: Vec<String> = (0..k).map(|i| format!("ren-{i:05}")).collect();
+    let (security, issue_s) = session_security(&c, &names, mode)?;
+    let chans = session_channels(&addr, k, security, mode).await?;
     let mut holds = Vec::new();
     for i in 0..k {
         holds.push(
             open_session(
                 chans[i % chans.len()].clone(),
-                format!("ren-{i:05}"),
+                names[i].clone(),
                 None,
                 stats.clone(),
             )
@@ -1347,7 +1442,7 @@ async fn renewals_baton(ctx: &Ctx, k: usize, window: Duration) -> Result<(f64, f
     drop(holds);
     let n = (a1 - a0) as f64;
     eprintln!("  {n} renewals in {secs:.1} s, raft index {i0} -> {i1}");
-    Ok((n / secs, (i1 - i0) as f64 / n.max(1.0)))
+    Ok((n / secs, (i1 - i0) as f64 / n.max(1.0), issue_s))
 }
 
 async fn renewals_etcd(ctx: &Ctx, k: usize, window: Duration) -> Result<(f64, f64)> {
@@ -1452,7 +1547,7 @@ pub async fn restart(ctx: &mut Ctx) -> Result<()> {
 }
 
 async fn restart_baton(ctx: &Ctx, total: u64) -> Result<(f64, f64)> {
-    let (mut c, w, _hold) = baton_with_roles(ctx, "rs-baton", 256).await?;
+    let (mut c, w, _hold) = baton_with_roles(ctx, "rs-baton", 256, false).await?;
     let t0 = Instant::now();
     let r = closed_loop(&w, 256, Duration::ZERO, Duration::ZERO, Some(total)).await;
     eprintln!(
@@ -1557,4 +1652,123 @@ async fn restart_etcd(ctx: &Ctx, total: u64) -> Result<(f64, f64)> {
         e.members[f].name
     );
     Ok((ms, disk as f64))
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. The cost of TLS: Baton with mutual TLS against Baton in plain text
+// ---------------------------------------------------------------------------------------
+
+pub async fn tls_cost(ctx: &mut Ctx) -> Result<()> {
+    let (warm, dur) = if ctx.quick {
+        (Duration::from_millis(500), Duration::from_secs(2))
+    } else {
+        (Duration::from_secs(2), Duration::from_secs(10))
+    };
+    let n = if ctx.quick { 1000 } else { 10_000 };
+    let (k, window) = if ctx.quick {
+        (200, Duration::from_secs(2))
+    } else {
+        (1000, Duration::from_secs(10))
+    };
+    ctx.param("tls_cost_seconds_per_level", dur.as_secs());
+    ctx.param("tls_cost_rss_sessions", n);
+    ctx.param("tls_cost_renewal_sessions", k);
+    let label = |tls: bool| if tls { "tls" } else { "plain" };
+
+    let mut writes: BTreeMap<bool, (LoopResult, LoopResult)> = BTreeMap::new();
+    for tls in [false, true] {
+        eprintln!("== tls cost: writes, {}", label(tls));
+        let r = async {
+            let name = format!("tls-tp-{}", label(tls));
+            let (c, w, _hold) = baton_with_roles(ctx, &name, 256, tls).await?;
+            let r1 = closed_loop(&w, 1, warm, dur, None).await;
+            let r64 = closed_loop(&w, 64, warm, dur, None).await;
+            for (c, r) in [(1, &r1), (64, &r64)] {
+                eprintln!(
+                    "  c{c}: {:.0}/s ({} errors)",
+                    r.ops as f64 / r.secs,
+                    r.errors
+                );
+            }
+            drop(c);
+            Ok::<_, anyhow::Error>((r1, r64))
+        }
+        .await;
+        if let Some(r) = soft(ctx, &format!("tls_cost_writes_{}", label(tls)), r) {
+            writes.insert(tls, r);
+        }
+    }
+    let mut rss: BTreeMap<bool, (f64, f64)> = BTreeMap::new();
+    let mut renewals: BTreeMap<bool, (f64, f64, f64)> = BTreeMap::new();
+    for (tls, mode) in [(false, Sessions::OwnPlain), (true, Sessions::OwnTls)] {
+        eprintln!(
+            "== tls cost: memory per session, {} ({n} sessions, a connection each)",
+            label(tls)
+        );
+        let r = rss_baton(ctx, n, mode).await;
+        if let Some(r) = soft(ctx, &format!("tls_cost_rss_{}", label(tls)), r) {
+            rss.insert(tls, r);
+        }
+        eprintln!(
+            "== tls cost: renewals, {} ({k} sessions, a connection each)",
+            label(tls)
+        );
+        let r = renewals_baton(ctx, k, window, mode).await;
+        if let Some(r) = soft(ctx, &format!("tls_cost_renewals_{}", label(tls)), r) {
+            renewals.insert(tls, r);
+        }
+    }
+
+    let lat = |tls: bool, p: f64| writes.get(&tls).and_then(|r| percentile(&r.0.lat_ms, p));
+    let tput = |tls: bool| writes.get(&tls).map(|r| r.1.ops as f64 / r.1.secs);
+    ctx.tls_row(
+        "commit_latency_p50_c1",
+        "ms",
+        lat(false, 50.0),
+        lat(true, 50.0),
+    );
+    ctx.tls_row(
+        "commit_latency_p99_c1",
+        "ms",
+        lat(false, 99.0),
+        lat(true, 99.0),
+    );
+    ctx.tls_row("write_throughput_c64", "writes/s", tput(false), tput(true));
+    ctx.tls_row(
+        "renewals_per_s_max",
+        "renewals/s",
+        renewals.get(&false).map(|r| r.0),
+        renewals.get(&true).map(|r| r.0),
+    );
+    ctx.tls_row(
+        &format!("rss_kb_per_session_{n}"),
+        "kB",
+        rss.get(&false).map(|r| r.0),
+        rss.get(&true).map(|r| r.0),
+    );
+    let certs = rss
+        .get(&true)
+        .map(|r| (n, r.1))
+        .into_iter()
+        .chain(renewals.get(&true).map(|r| (k, r.2)));
+    let certs: Vec<String> = certs
+        .map(|(m, s)| {
+            format!(
+                "{m} in {s:.2} s ({:.2} ms each)",
+                s * 1000.0 / m.max(1) as f64
+            )
+        })
+        .collect();
+    ctx.note(
+        "tls_cost",
+        format!(
+            "Baton with mutual TLS (a CA and certificates made by baton_tls::make in the cluster directory; the bench's clients as an admin client, each session with an agent certificate for its server name) against Baton with --insecure, the same workloads one after the other in one run. Writes as write_throughput (256 running roles, one client connection per 32 writers); p50/p99 at 1 writer. Sessions (rss, renewals) as those rows but with one client connection per session in both columns, as real agents connect: with TLS a connection carries one certificate, so sessions of different servers cannot share one. Agent certificates issued, written and loaded: {}.",
+            if certs.is_empty() {
+                "-".to_string()
+            } else {
+                certs.join("; ")
+            }
+        ),
+    );
+    Ok(())
 }

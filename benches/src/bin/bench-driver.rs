@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench-driver [--quick] [--keep] [--out FILE] [--baton-args "FLAGS"] [--baton-bin PATH] [--etcd-bin PATH]
-//!              [--only throughput,failover,leader_kill,fanout,rss,renewals,restart]
+//!              [--only throughput,failover,leader_kill,fanout,rss,renewals,restart,tls_cost]
 //! bench-driver etcd-agent --server S --endpoints A,B,C --roles R1,R2 --ttl SECS --run CMD
 //! ```
 //!
@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use baton_benches::workloads::{self, Ctx};
 use baton_benches::{etcd_agent, procs, report};
 
-const ALL: [&str; 7] = [
+const ALL: [&str; 8] = [
     "throughput",
     "failover",
     "leader_kill",
@@ -24,6 +24,7 @@ const ALL: [&str; 7] = [
     "rss",
     "renewals",
     "restart",
+    "tls_cost",
 ];
 
 fn value(args: &mut std::vec::IntoIter<String>, flag: &str) -> Result<String> {
@@ -107,6 +108,7 @@ fn main() -> Result<()> {
             work: work.clone(),
             quick,
             rows: Vec::new(),
+            tls_rows: Vec::new(),
             notes: Default::default(),
             params: Default::default(),
             baton_args: baton_args.clone(),
@@ -121,6 +123,7 @@ fn main() -> Result<()> {
                     "rss" => workloads::rss(&mut ctx).await,
                     "renewals" => workloads::renewals(&mut ctx).await,
                     "restart" => workloads::restart(&mut ctx).await,
+                    "tls_cost" => workloads::tls_cost(&mut ctx).await,
                     _ => unreachable!(),
                 };
                 if let Err(e) = r {
@@ -162,12 +165,19 @@ fn main() -> Result<()> {
         "baton_directory_args": ctx.baton_args,
         "notes": ctx.notes,
         "rows": ctx.rows,
+        "tls_cost": ctx.tls_rows,
     });
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
-    println!("{}", report::markdown(&ctx.rows));
+    if !ctx.rows.is_empty() {
+        println!("{}", report::markdown(&ctx.rows));
+    }
+    if !ctx.tls_rows.is_empty() {
+        println!("TLS cost (Baton with mutual TLS against Baton in plain text):\n");
+        println!("{}", report::tls_markdown(&ctx.tls_rows));
+    }
     println!(
         "report: {} ({} s, load before: {}, after: {})",
         out.display(),
