@@ -97,12 +97,7 @@ pub fn agent_config(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<A
         c.crash_window = d;
     }
     c.cgroups = !args.no_cgroups && file.cgroups.unwrap_or(true);
-    c.security = baton_tls::Security::from_files(
-        global.ca.clone().or(file.ca),
-        global.cert.clone().or(file.cert),
-        global.key.clone().or(file.key),
-        global.insecure || file.insecure.unwrap_or(false),
-    )?;
+    c.security = crate::settings::security(global, file.ca, file.cert, file.key, file.insecure)?;
     c.validate().map_err(|e| anyhow!("{e}"))?;
     Ok(c)
 }

@@ -195,12 +195,7 @@ pub fn node_config(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Resul
     }
     // The values first (their errors name a key), then the certificate files.
     c.validate().map_err(|e| anyhow!("{e}"))?;
-    c.security = baton_tls::Security::from_files(
-        global.ca.clone().or(file.ca),
-        global.cert.clone().or(file.cert),
-        global.key.clone().or(file.key),
-        global.insecure || file.insecure.unwrap_or(false),
-    )?;
+    c.security = crate::settings::security(global, file.ca, file.cert, file.key, file.insecure)?;
     c.validate().map_err(|e| anyhow!("{e}"))?;
     Ok(c)
 }

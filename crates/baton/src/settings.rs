@@ -46,6 +46,23 @@ pub fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+/// Mutual TLS or plain text for a process: flags and `BATON_*` variables first, then
+/// the config file's `ca`, `cert`, `key` and `insecure`.
+pub fn security(
+    global: &baton_cli::GlobalOpts,
+    ca: Option<std::path::PathBuf>,
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+    insecure: Option<bool>,
+) -> anyhow::Result<baton_tls::Security> {
+    Ok(baton_tls::Security::from_files(
+        global.ca.clone().or(ca),
+        global.cert.clone().or(cert),
+        global.key.clone().or(key),
+        global.insecure || insecure.unwrap_or(false),
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
