@@ -30,19 +30,11 @@ struct Cluster {
     dirs: BTreeMap<u64, tempfile::TempDir>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Cluster {
     async fn start() -> Cluster {
         let faults = Faults::default();
         let addrs: BTreeMap<u64, String> = (1..=3)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .map(|id| (id, format!("127.0.0.1:{}", baton_tests::free_port())))
             .collect();
         let mut cluster = Cluster {
             nodes: BTreeMap::new(),

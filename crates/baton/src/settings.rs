@@ -28,19 +28,14 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{s:?} is not a duration ({e}); write e.g. \"3s\" or \"500ms\""
-            ))
-        })
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
     }
 }
 
-/// Parse a duration flag (`3s`, `500ms`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 3s or 500ms"))
-}
+/// Durations in flags and config files parse as the admin commands' do (`3s`, `500ms`).
+pub use baton_cli::parse_duration;
 
 pub fn ms(d: Duration) -> u64 {
     d.as_millis() as u64

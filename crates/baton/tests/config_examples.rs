@@ -4,7 +4,6 @@
 //! `error:` line that names the key and the problem.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -30,13 +29,6 @@ fn baton() -> Command {
     }
     c.env("NO_COLOR", "1").stdin(Stdio::null());
     c
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// A child process leading its own process group. Dropping it sends SIGTERM to the
@@ -190,9 +182,9 @@ fn logs(procs: &[&Proc]) -> String {
 #[test]
 fn directory_and_agent_start_from_the_example_configs() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = baton_tests::free_port();
     let addr = format!("127.0.0.1:{port}");
-    let peer = format!("127.0.0.1:{}", free_port());
+    let peer = format!("127.0.0.1:{}", baton_tests::free_port());
     let tls = tmp.path().join("tls");
     use baton_tls::make::Subject;
     let node_tls = tls_flags(
@@ -407,7 +399,7 @@ fn bad_config_files_are_refused_with_the_key_named() {
         "directory",
         "id = 1\nlisten = \"127.0.0.1:1\"\nlease = \"three\"\n",
     );
-    assert_error_names(&out, &["lease", "three", "not a duration"]);
+    assert_error_names(&out, &["lease", "three", "invalid duration"]);
 
     // A valid file whose values break a rule: grace below lease * rho.
     let example = std::fs::read_to_string(deploy_file("directory.toml")).unwrap();

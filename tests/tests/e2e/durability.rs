@@ -1,15 +1,13 @@
 //! Crash and corruption, CI-sized: the campaigns of the `crashes` binary
-//! (`tests/src/bin/crashes.rs`, compiled in here) with a few kills and cases.
+//! (`baton_tests::crashes`) with a few kills and cases.
 //!
 //! `BATON_SEED=N` replays a run's random choices (each test prints its seed).
 
 use std::time::Duration;
 
-#[allow(dead_code)]
-#[path = "../../src/bin/crashes.rs"]
-mod crashes;
-
-use crashes::{CorruptConfig, CrashConfig, Kind, Outcome, corrupt_campaign, crash_campaign};
+use baton_tests::crashes::{
+    self, CorruptConfig, CrashConfig, Kind, Outcome, corrupt_campaign, crash_campaign,
+};
 
 fn seed() -> u64 {
     std::env::var("BATON_SEED")
