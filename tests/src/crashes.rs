@@ -286,15 +286,11 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// (p50, p99, max) in milliseconds.
+/// (p50, p99, max) in milliseconds, nearest rank (0s for none).
 fn percentiles(v: &[Duration]) -> (u128, u128, u128) {
-    if v.is_empty() {
-        return (0, 0, 0);
-    }
-    let mut s: Vec<u128> = v.iter().map(|d| d.as_millis()).collect();
-    s.sort();
-    let at = |q: f64| s[((s.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.99), s[s.len() - 1])
+    let ms: Vec<f64> = v.iter().map(|d| d.as_millis() as f64).collect();
+    let at = |p: f64| crate::stats::percentile(&ms, p).unwrap_or(0.0) as u128;
+    (at(50.0), at(99.0), at(100.0))
 }
 
 fn secs(d: Duration) -> String {

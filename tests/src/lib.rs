@@ -19,6 +19,7 @@
 pub mod crashes;
 pub mod dup_agent;
 pub mod journal;
+pub mod stats;
 pub mod stubborn;
 pub mod tools;
 

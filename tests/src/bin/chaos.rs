@@ -277,14 +277,6 @@ fn all_pids() -> Vec<u32> {
         .unwrap_or_default()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
@@ -299,8 +291,8 @@ fn stats_json(v: &[f64]) -> Value {
     s.sort_by(|a, b| a.total_cmp(b));
     json!({
         "n": s.len(),
-        "p50_ms": percentile(&s, 50.0).map(round1),
-        "p99_ms": percentile(&s, 99.0).map(round1),
+        "p50_ms": baton_tests::stats::percentile(&s, 50.0).map(round1),
+        "p99_ms": baton_tests::stats::percentile(&s, 99.0).map(round1),
         "max_ms": s.last().copied().map(round1),
     })
 }
@@ -308,7 +300,11 @@ fn stats_json(v: &[f64]) -> Value {
 fn stats_text(v: &[f64]) -> String {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
-    match (percentile(&s, 50.0), percentile(&s, 99.0), s.last()) {
+    match (
+        baton_tests::stats::percentile(&s, 50.0),
+        baton_tests::stats::percentile(&s, 99.0),
+        s.last(),
+    ) {
         (Some(p50), Some(p99), Some(max)) => {
             format!(
                 "p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms (n={})",
