@@ -233,6 +233,8 @@ fn directory_and_agent_start_from_the_example_configs() {
             &addr,
             "--peer-listen",
             &peer,
+            "--http",
+            &format!("127.0.0.1:{}", free_port()),
         ])
         .args(&node_tls)
         .arg("--data-dir")
