@@ -17,6 +17,7 @@
 //!   the handle is dropped during a panic. `BATON_E2E_KEEP=1` keeps the directory.
 
 pub mod dup_agent;
+pub mod http;
 pub mod journal;
 pub mod stubborn;
 pub mod tools;
