@@ -111,9 +111,11 @@ pub async fn check(node: &Node) -> Result<(), String> {
     let channel = node.channel(&addr).map_err(|e| e.message().to_string())?;
     let mut req = tonic::Request::new(pb::ClusterStatusRequest { local: true });
     req.set_timeout(LEADER_TIMEOUT);
-    let reply =
-        tokio::time::timeout(LEADER_TIMEOUT, DirectoryClient::new(channel).cluster_status(req))
-            .await;
+    let reply = tokio::time::timeout(
+        LEADER_TIMEOUT,
+        DirectoryClient::new(channel).cluster_status(req),
+    )
+    .await;
     let status = match reply {
         Ok(Ok(r)) => r.into_inner().nodes.into_iter().next(),
         Ok(Err(e)) => return Err(format!("leader {leader} did not answer: {}", e.message())),
@@ -173,9 +175,7 @@ pub async fn run(node: Arc<Node>, health: HealthReporter) {
 async fn set_health(health: &HealthReporter, ready: bool) {
     use tonic_health::ServingStatus::{NotServing, Serving};
     let status = if ready { Serving } else { NotServing };
-    health
-        .set_service_status("", status)
-        .await;
+    health.set_service_status("", status).await;
     health
         .set_service_status(
             <DirectoryServer<DirectoryService> as tonic::server::NamedService>::NAME,

@@ -98,10 +98,7 @@ pub async fn start(config: NodeConfig, faults: Faults) -> Result<RunningNode, Di
         }
     }?;
     let node = running.node.clone();
-    tokio::spawn(crate::readiness::run(
-        node.clone(),
-        running.health.clone(),
-    ));
+    tokio::spawn(crate::readiness::run(node.clone(), running.health.clone()));
     tokio::spawn(crate::metrics::count_history(node.clone()));
     if let Some(listener) = http {
         let tls = match security {

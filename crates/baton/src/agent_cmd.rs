@@ -124,16 +124,28 @@ fn http_addr(s: &str) -> Result<std::net::SocketAddr> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    s.parse()
-        .map_err(|_| anyhow!("--http {s:?} is neither a port nor HOST:PORT (e.g. 9464 or 127.0.0.1:9464)"))
+    s.parse().map_err(|_| {
+        anyhow!("--http {s:?} is neither a port nor HOST:PORT (e.g. 9464 or 127.0.0.1:9464)")
+    })
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn http_port_alone_binds_loopback() {
-        assert_eq!(super::http_addr("9464").unwrap().to_string(), "127.0.0.1:9464");
-        assert_eq!(super::http_addr("0.0.0.0:80").unwrap().to_string(), "0.0.0.0:80");
-        assert!(super::http_addr("nine").unwrap_err().to_string().contains("HOST:PORT"));
+        assert_eq!(
+            super::http_addr("9464").unwrap().to_string(),
+            "127.0.0.1:9464"
+        );
+        assert_eq!(
+            super::http_addr("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        assert!(
+            super::http_addr("nine")
+                .unwrap_err()
+                .to_string()
+                .contains("HOST:PORT")
+        );
     }
 }

@@ -436,10 +436,17 @@ impl Demo {
         for a in &self.agents {
             println!("  agent {:<6} pid {}", a.name, a.pid().unwrap_or(0));
         }
-        let viewer = |ext: &str| tls.join(format!("client-viewer.{ext}")).display().to_string();
+        let viewer = |ext: &str| {
+            tls.join(format!("client-viewer.{ext}"))
+                .display()
+                .to_string()
+        };
         println!("\nStatus page, metrics and health of each node (HTTPS, mutual TLS):");
         for (n, http) in self.nodes.iter().zip(&self.http_addrs) {
-            println!("  {:<8} https://{http}/   (/metrics /healthz /readyz)", n.name);
+            println!(
+                "  {:<8} https://{http}/   (/metrics /healthz /readyz)",
+                n.name
+            );
         }
         println!(
             "  curl --cacert {} --cert {} --key {} https://{}/metrics",
