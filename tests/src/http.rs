@@ -28,14 +28,17 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Via {
     /// Mutual TLS with the certificate `stem` (`client-viewer`, `agent-srv-a`) of the
-    /// certificates in `dir` (a test cluster's `tls` directory).
+    /// certificates in `dir` (a test cluster's `tls` directory). Offers HTTP/2 and
+    /// HTTP/1.1 by ALPN, as browsers and curl do: the server must pick the one it speaks.
     pub fn cert(dir: &Path, stem: &str) -> Result<Via> {
         let tls = baton_tls::Tls::load(baton_tls::TlsPaths {
             ca: dir.join("ca.pem"),
             cert: dir.join(format!("{stem}.pem")),
             key: dir.join(format!("{stem}.key")),
         })?;
-        Ok(Via::Tls(tls.client_config()))
+        let mut config = (*tls.client_config()).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Via::Tls(Arc::new(config)))
     }
 
     /// TLS that trusts the cluster's CA but presents no client certificate.
@@ -81,6 +84,15 @@ pub fn get(addr: &str, path: &str, via: &Via) -> Result<(u16, String)> {
             let mut stream = rustls::StreamOwned::new(conn, tcp);
             stream.write_all(request.as_bytes())?;
             stream.flush()?;
+            // This client speaks HTTP/1.1 whatever was negotiated; a browser would not.
+            if let Some(p) = stream.conn.alpn_protocol()
+                && p != b"http/1.1"
+            {
+                bail!(
+                    "the server chose {:?} by ALPN; it must choose http/1.1",
+                    String::from_utf8_lossy(p)
+                );
+            }
             match stream.take(RESPONSE_MAX_BYTES).read_to_end(&mut raw) {
                 Ok(_) => {}
                 // A server that closes without close_notify after a complete response.

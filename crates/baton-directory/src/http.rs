@@ -63,7 +63,7 @@ pub fn spawn(node: Arc<Node>, listener: TcpListener, tls: Option<Arc<Tls>>) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     match tls {
         Some(tls) => {
-            let mut incoming = baton_tls::net::incoming(listener, tls);
+            let mut incoming = baton_tls::net::incoming_http1(listener, tls);
             tokio::spawn(async move {
                 let mut shutdown = node.manager.shutdown_signal();
                 loop {
