@@ -18,6 +18,7 @@
 
 pub mod crashes;
 pub mod dup_agent;
+pub mod http;
 pub mod journal;
 pub mod stats;
 pub mod stubborn;

@@ -4,6 +4,8 @@
 //! - `failover`: kill -9, failback, drain, role health, directory freeze, history;
 //! - `manager`: the directory's own failover (leader and session-node kills move
 //!   no role, membership changes, preferred leader, sessions spread over the nodes);
+//! - `http`: the `--http` port: metrics scraped over mutual TLS, readiness and gRPC
+//!   health without a quorum, refusals, the status page in headless Chromium;
 //! - `instance`: one agent instance per server name (a second one is refused; a restart
 //!   takes the name over without a failover);
 //! - `lease`: one lease for the cluster (different node flags; a shortening is safe);
@@ -20,6 +22,8 @@ mod directory;
 mod durability;
 #[path = "e2e/failover.rs"]
 mod failover;
+#[path = "e2e/http.rs"]
+mod http;
 #[path = "e2e/instance.rs"]
 mod instance;
 #[path = "e2e/lease.rs"]

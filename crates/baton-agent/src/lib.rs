@@ -36,6 +36,7 @@
 //! the role failed; the directory quarantines (role, server) and moves the role on.
 
 pub mod clock;
+pub mod http;
 pub mod process;
 pub mod tree;
 
@@ -98,6 +99,8 @@ pub struct AgentConfig {
     pub cgroups: bool,
     /// Mutual TLS with the directory (the binary's default), or plain text.
     pub security: baton_tls::Security,
+    /// Serve `/healthz` and `/metrics` here, in plain HTTP (see [`http`]); `None`: off.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// How often the agent looks at its certificate files for a rotation (SIGHUP: at once).
@@ -120,6 +123,7 @@ impl AgentConfig {
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("baton")),
             cgroups: true,
             security: baton_tls::Security::Insecure,
+            http: None,
         }
     }
 
@@ -261,6 +265,16 @@ pub async fn run(
     }
     let client = baton_client::Client::with_config(config.directory.clone(), client_config)?;
     let mut agent = Agent::new(config);
+    let _http = match agent.config.http {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| AgentError::Config(format!("cannot listen on {addr}: {e}")))?;
+            tracing::info!(%addr, "agent metrics and health served (plain HTTP)");
+            Some(AbortOnDrop(http::spawn(listener, agent.metrics.clone())))
+        }
+        None => None,
+    };
     if agent.config.cgroups {
         match CgroupBase::make(&agent.config.server) {
             Ok(base) => {
@@ -378,6 +392,7 @@ pub async fn run(
             renew = tokio::time::interval(period);
         }
         agent.reconcile(&exit_tx);
+        agent.publish(session.is_some());
         if let Some(s) = &session {
             for m in agent.outbox.drain(..) {
                 let _ = s.tx.try_send(m);
@@ -505,8 +520,21 @@ async fn connect(
     })
 }
 
+/// Aborts a task when dropped (the agent's HTTP server ends with the agent).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The agent's state machine: everything but the I/O loop.
 struct Agent {
+    /// What the `--http` port serves (counted whether or not it is served).
+    metrics: std::sync::Arc<http::AgentMetrics>,
+    /// When the last renewal was acknowledged (boot ms).
+    last_ack_ms: Option<u64>,
     config: AgentConfig,
     /// This agent start's identity (see `Hello.instance`).
     instance: String,
@@ -557,6 +585,8 @@ impl Agent {
             rho_ppm: config.rho_ppm,
         };
         Agent {
+            metrics: Default::default(),
+            last_ack_ms: None,
             config,
             instance: new_instance_id(),
             waiting_logged_ms: 0,
@@ -574,6 +604,29 @@ impl Agent {
             outbox: Vec::new(),
             cgroups: None,
         }
+    }
+
+    /// Publish what the `--http` port shows.
+    fn publish(&self, session: bool) {
+        let roles = self
+            .roles
+            .iter()
+            .map(|(r, p)| {
+                let state = match p.phase {
+                    Phase::Running => "running",
+                    Phase::Stopping { .. } => "stopping",
+                    Phase::Backoff { .. } => "backoff",
+                    Phase::Failed { .. } => "failed",
+                };
+                (r.clone(), state)
+            })
+            .collect();
+        self.metrics.publish(http::View {
+            roles,
+            last_ack_ms: self.last_ack_ms,
+            stop_at_ms: self.stop_at,
+            session,
+        });
     }
 
     fn hello(&self) -> pb::Hello {
@@ -669,6 +722,7 @@ impl Agent {
             Some(In::RenewAck(ack)) => {
                 self.adopt_lease(ack.lease_ms);
                 self.last_ack_or_open = boot_ms();
+                self.last_ack_ms = Some(self.last_ack_or_open);
                 // Whatever the set sent ahead of this ack still shows pending was not
                 // committed (yet): report it again.
                 self.resend_reports = true;
@@ -716,6 +770,7 @@ impl Agent {
         let fenced = e.fenced || now >= self.stop_at;
         if fenced && matches!(p.phase, Phase::Running) {
             tracing::warn!(role = %e.role, epoch = p.epoch, "role fenced: lease ran out ({})", e.status);
+            self.metrics.fences.inc();
             self.roles.remove(&e.role);
             return;
         }
@@ -751,6 +806,7 @@ impl Agent {
                         .saturating_mul(1 << (n - 1).min(16))
                         .min(self.config.restart_backoff_max);
                     tracing::warn!(role = %e.role, "role exited ({}); restarting in {backoff:?}", e.status);
+                    self.metrics.restarts.inc();
                     p.phase = Phase::Backoff {
                         restart_at: now + backoff.as_millis() as u64,
                     };
@@ -776,6 +832,7 @@ impl Agent {
                     now + self.config.handover_grace.as_millis() as u64
                 } else {
                     tracing::warn!(role, epoch = p.epoch, "lease ran out: fencing");
+                    self.metrics.fences.inc();
                     fence_kill_at
                 };
                 if let Some(pgid) = p.pgid {

@@ -23,6 +23,9 @@ pub struct NodeConfig {
     /// The address other nodes reach the peer port at: this node's address in the Raft
     /// membership. Defaults to `peer_listen` (or `advertise` without a peer port).
     pub peer_advertise: String,
+    /// The HTTP port: status page, `/metrics`, `/healthz`, `/readyz` (see `crate::http`).
+    /// `None`: not served.
+    pub http: Option<SocketAddr>,
     /// Mutual TLS on both ports (the default of the binary), or plain text.
     pub security: baton_tls::Security,
     /// sled database and nothing else.
@@ -67,6 +70,7 @@ impl NodeConfig {
             advertise: listen.to_string(),
             peer_listen: None,
             peer_advertise: listen.to_string(),
+            http: None,
             security: baton_tls::Security::Insecure,
             data_dir,
             peers: BTreeMap::new(),

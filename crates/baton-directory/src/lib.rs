@@ -24,11 +24,14 @@ pub mod elected;
 pub mod env;
 pub mod error;
 pub mod faults;
+pub mod http;
 pub mod identity;
 pub mod manager;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod raft_service;
+pub mod readiness;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -48,4 +51,11 @@ pub fn http_uri(addr: &str) -> String {
     } else {
         format!("http://{addr}")
     }
+}
+
+/// Resolves when the node's shutdown signal (`Manager::shutdown_signal`) is raised, or
+/// its sender is gone. Holds no borrow of the channel across `.await`s (a `select!` arm
+/// of `wait_for` would, which makes the future not `Send`).
+pub(crate) async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }

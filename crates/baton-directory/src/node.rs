@@ -66,6 +66,10 @@ pub struct Node {
     pub directory_time: DirectoryTime,
     /// Agent sessions attached to this node right now (shown in `cluster status`).
     pub sessions: AtomicU64,
+    /// What `/metrics` serves (see `crate::metrics`).
+    pub metrics: crate::metrics::Metrics,
+    /// Whether the node is ready, as `crate::readiness::run` last found.
+    pub readiness: crate::readiness::Readiness,
     /// Channels to other nodes by address, for forwarding; bounded by the membership.
     channels: Mutex<HashMap<String, Channel>>,
     /// Test-only link cuts between nodes.
@@ -195,6 +199,8 @@ impl Node {
             manager,
             directory_time: DirectoryTime::default(),
             sessions: AtomicU64::new(0),
+            metrics: crate::metrics::Metrics::new(),
+            readiness: crate::readiness::Readiness::default(),
             channels: Mutex::new(HashMap::new()),
             faults,
             writes_paused_until_ms: std::sync::atomic::AtomicU64::new(0),

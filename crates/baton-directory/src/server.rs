@@ -40,6 +40,9 @@ pub struct RunningNode {
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     peer_server: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     manager: tokio::task::JoinHandle<()>,
+    /// The gRPC health service's statuses: [`start`] makes them follow readiness (see
+    /// `crate::readiness`); served by [`serve`] alone they stay SERVING.
+    pub health: tonic_health::server::HealthReporter,
 }
 
 /// How often a node looks at its certificate files for a rotation (SIGHUP: at once).
@@ -63,6 +66,10 @@ pub async fn start(config: NodeConfig, faults: Faults) -> Result<RunningNode, Di
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let http = match config.http {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     if peer.is_some() {
         crate::error::HINT_LEADER_ADDRESS.store(false, std::sync::atomic::Ordering::Relaxed);
     }
@@ -76,7 +83,7 @@ pub async fn start(config: NodeConfig, faults: Faults) -> Result<RunningNode, Di
         env.connect = Arc::new(move |e| s.channel(e, None));
     }
     let node = Node::open_in(config, faults, env).await?;
-    match security {
+    let running = match security.clone() {
         Security::Tls(tls) => {
             tls.spawn_reloader(TLS_RELOAD_EVERY);
             let peer = peer.map(|p| baton_tls::net::incoming(p, tls.clone()));
@@ -89,7 +96,18 @@ pub async fn start(config: NodeConfig, faults: Faults) -> Result<RunningNode, Di
             let peer = peer.map(TcpListenerStream::new);
             serve(node, TcpListenerStream::new(client), peer).await
         }
+    }?;
+    let node = running.node.clone();
+    tokio::spawn(crate::readiness::run(node.clone(), running.health.clone()));
+    tokio::spawn(crate::metrics::count_history(node.clone()));
+    if let Some(listener) = http {
+        let tls = match security {
+            Security::Tls(tls) => Some(tls),
+            Security::Insecure => None,
+        };
+        crate::http::spawn(node, listener, tls);
     }
+    Ok(running)
 }
 
 /// Serve every gRPC service of an opened node on the connections `incoming` (the
@@ -144,6 +162,9 @@ where
         .await;
     health_reporter
         .set_serving::<AgentServer<AgentService>>()
+        .await;
+    health_reporter
+        .set_serving::<WatchServer<WatchService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(baton_proto::v1::FILE_DESCRIPTOR_SET)
@@ -240,6 +261,7 @@ where
         server,
         peer_server,
         manager,
+        health: health_reporter,
     })
 }
 

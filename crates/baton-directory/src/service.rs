@@ -126,7 +126,11 @@ impl Directory for DirectoryService {
         // Malformed input is refused here, before it takes a log entry.
         cmd.validate().map_err(|r| refusal(&r))?;
         let what = cmd.name();
-        let reply = self.node.write_as(cmd, fwd, &caller).await?;
+        let reply = crate::metrics::timed(
+            &self.node.metrics.write_seconds,
+            self.node.write_as(cmd, fwd, &caller),
+        )
+        .await?;
         if !fwd {
             // The audit line: who changed what, on the node the client called.
             tracing::info!(by = %caller.by(), command = what, revision = reply.revision, "admin write");

@@ -80,7 +80,11 @@ pub async fn run_batcher(node: Arc<Node>, mut rx: mpsc::Receiver<PendingRenewal>
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let result = tokio::time::timeout(timeout, confirm(&node, renewals)).await;
+        let result = crate::metrics::timed(
+            &node.metrics.confirmation_seconds,
+            tokio::time::timeout(timeout, confirm(&node, renewals)),
+        )
+        .await;
         let (confirmed, read_index) = match result {
             Ok(Ok((c, ri))) => (c.into_iter().collect::<BTreeSet<_>>(), ri),
             Ok(Err(e)) => {
@@ -96,6 +100,10 @@ pub async fn run_batcher(node: Arc<Node>, mut rx: mpsc::Receiver<PendingRenewal>
             let ok = confirmed
                 .contains(&(p.server, p.instance))
                 .then_some(read_index);
+            match ok {
+                Some(_) => node.metrics.renewals.inc(),
+                None => node.metrics.renewals_refused.inc(),
+            };
             let _ = p.reply.send(ok);
         }
     }

@@ -526,14 +526,27 @@ async fn health_reflection_and_malformed_requests() {
         .await
         .unwrap();
 
-    let health = HealthClient::new(channel.clone())
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "baton.v1.Directory".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(health.status, ServingStatus::Serving as i32);
+    // Health follows readiness (checked every 500 ms): SERVING once the leader has
+    // seen its quorum, within a bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = HealthClient::new(channel.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "baton.v1.Directory".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if health.status == ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health still {} after 10 s",
+            health.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let (tx, rx) = mpsc::channel(1);
     tx.send(tonic_reflection::pb::v1::ServerReflectionRequest {

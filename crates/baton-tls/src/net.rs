@@ -35,8 +35,28 @@ pub fn incoming(
     listener: TcpListener,
     tls: Arc<Tls>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    incoming_with(listener, tls.server_config())
+}
+
+/// [`incoming`] for an HTTP/1.1 server (the status page and metrics): the node's server
+/// configuration (same certificates, rotation and client verification) with ALPN
+/// offering `http/1.1` only, so that a browser or curl does not pick HTTP/2 (which the
+/// gRPC ports negotiate).
+pub fn incoming_http1(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let mut config = (*tls.server_config()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    incoming_with(listener, Arc::new(config))
+}
+
+fn incoming_with(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(READY_MAX);
-    let acceptor = TlsAcceptor::from(tls.server_config());
+    let acceptor = TlsAcceptor::from(config);
     let slots = Arc::new(Semaphore::new(HANDSHAKES_MAX));
     tokio::spawn(async move {
         loop {

@@ -38,6 +38,10 @@ pub struct AgentArgs {
     /// only (a process that calls setsid then escapes the role's stop).
     #[arg(long)]
     no_cgroups: bool,
+    /// Serve /healthz and /metrics in plain HTTP: PORT (on 127.0.0.1) or HOST:PORT.
+    /// Off when unset.
+    #[arg(long, env = "BATON_AGENT_HTTP")]
+    http: Option<String>,
 }
 
 /// Keys of an agent config file.
@@ -54,6 +58,8 @@ pub struct AgentFile {
     crash_window: Option<Dur>,
     /// Put each role process in a cgroup of its own where cgroup v2 is writable (default true).
     cgroups: Option<bool>,
+    /// PORT (on 127.0.0.1) or HOST:PORT for /healthz and /metrics.
+    http: Option<String>,
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -97,6 +103,9 @@ pub fn agent_config(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<A
         c.crash_window = d;
     }
     c.cgroups = !args.no_cgroups && file.cgroups.unwrap_or(true);
+    if let Some(h) = args.http.or(file.http) {
+        c.http = Some(http_addr(&h)?);
+    }
     c.security = crate::settings::security(global, file.ca, file.cert, file.key, file.insecure)?;
     c.validate().map_err(|e| anyhow!("{e}"))?;
     Ok(c)
@@ -108,4 +117,35 @@ pub async fn run(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<()> 
     baton_agent::run(config, crate::termination())
         .await
         .map_err(|e| anyhow!("{e}"))
+}
+
+/// `--http`: a bare port binds loopback; an address binds where it says.
+fn http_addr(s: &str) -> Result<std::net::SocketAddr> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| {
+        anyhow!("--http {s:?} is neither a port nor HOST:PORT (e.g. 9464 or 127.0.0.1:9464)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_port_alone_binds_loopback() {
+        assert_eq!(
+            super::http_addr("9464").unwrap().to_string(),
+            "127.0.0.1:9464"
+        );
+        assert_eq!(
+            super::http_addr("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        assert!(
+            super::http_addr("nine")
+                .unwrap_err()
+                .to_string()
+                .contains("HOST:PORT")
+        );
+    }
 }

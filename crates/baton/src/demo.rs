@@ -127,6 +127,8 @@ struct Demo {
     /// Kept so a temporary data dir is removed at the end.
     _tmp: Option<tempfile::TempDir>,
     addrs: Vec<String>,
+    /// Each node's HTTP port (status page, metrics, health), in node order.
+    http_addrs: Vec<String>,
     nodes: Vec<Proc>,
     agents: Vec<Proc>,
     client: Client,
@@ -163,6 +165,12 @@ fn make_certificates(dir: &Path) -> Result<()> {
     subjects.push(Subject::Client {
         name: "demo".into(),
         permission: baton_tls::Permission::Admin,
+        server: None,
+    });
+    // For a browser or curl on the status pages: reads only.
+    subjects.push(Subject::Client {
+        name: "viewer".into(),
+        permission: baton_tls::Permission::Viewer,
         server: None,
     });
     for s in subjects {
@@ -206,6 +214,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     } else {
         vec![free_port()?, free_port()?, free_port()?]
     };
+    // HTTP ports (status page, metrics, health): 200 above the client ports, or free ones.
+    let http_ports: Vec<u16> = if ports
+        .iter()
+        .all(|p| *p < u16::MAX - 200 && port_free(p + 200))
+    {
+        ports.iter().map(|p| p + 200).collect()
+    } else {
+        vec![free_port()?, free_port()?, free_port()?]
+    };
     let peers = peer_ports
         .iter()
         .enumerate()
@@ -244,6 +261,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             peers.clone(),
             "--lease".into(),
             lease.clone(),
+            "--http".into(),
+            format!("127.0.0.1:{}", http_ports[i]),
         ]
         .into_iter()
         .chain(tls_args(&format!("node-{id}")))
@@ -294,6 +313,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         dir,
         _tmp: tmp,
         addrs,
+        http_addrs: http_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect(),
         nodes,
         agents,
         client,
@@ -413,6 +436,34 @@ impl Demo {
         for a in &self.agents {
             println!("  agent {:<6} pid {}", a.name, a.pid().unwrap_or(0));
         }
+        let viewer = |ext: &str| {
+            tls.join(format!("client-viewer.{ext}"))
+                .display()
+                .to_string()
+        };
+        println!("\nStatus page, metrics and health of each node (HTTPS, mutual TLS):");
+        for (n, http) in self.nodes.iter().zip(&self.http_addrs) {
+            println!(
+                "  {:<8} https://{http}/   (/metrics /healthz /readyz)",
+                n.name
+            );
+        }
+        println!(
+            "  curl --cacert {} --cert {} --key {} https://{}/metrics",
+            tls.join("ca.pem").display(),
+            viewer("pem"),
+            viewer("key"),
+            self.http_addrs[0]
+        );
+        println!(
+            "  a browser needs the viewer certificate: openssl pkcs12 -export -in {} -inkey {} -out viewer.p12",
+            viewer("pem"),
+            viewer("key")
+        );
+        println!(
+            "  then import viewer.p12 as your certificate and {} as an authority",
+            tls.join("ca.pem").display()
+        );
         println!("\nTry, from another terminal:");
         println!("  export {dirflag}");
         println!("  baton role list                       # who runs what");

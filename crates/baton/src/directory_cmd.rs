@@ -31,6 +31,10 @@ pub struct DirectoryArgs {
     /// else --peer-listen).
     #[arg(long, env = "BATON_PEER_ADVERTISE")]
     peer_advertise: Option<String>,
+    /// The HTTP port: status page, /metrics, /healthz, /readyz, e.g. 127.0.0.1:7201 (off
+    /// when unset). Same security as the client port: TLS with a viewer certificate.
+    #[arg(long, env = "BATON_HTTP")]
+    http: Option<SocketAddr>,
     /// Where this node keeps its sled database.
     #[arg(long, env = "BATON_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -80,6 +84,7 @@ pub struct DirectoryFile {
     advertise: Option<String>,
     peer_listen: Option<SocketAddr>,
     peer_advertise: Option<String>,
+    http: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
@@ -163,6 +168,14 @@ pub fn node_config(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Resul
         c.peer_advertise = a;
     }
 
+    c.http = args.http.or(file.http);
+    if let Some(h) = c.http
+        && (h == listen || h == peer_listen)
+    {
+        return Err(anyhow!(
+            "--http {h} is already the client or peer port; give the HTTP port one of its own"
+        ));
+    }
     c.join = args.join.or(file.join);
     if let Some(d) = args.lease.or(file.lease.map(|d| d.0)) {
         c.lease_ms = ms(d);

@@ -225,6 +225,8 @@ fn directory_and_agent_start_from_the_example_configs() {
             &addr,
             "--peer-listen",
             &peer,
+            "--http",
+            &format!("127.0.0.1:{}", baton_tests::free_port()),
         ])
         .args(&node_tls)
         .arg("--data-dir")
