@@ -62,7 +62,10 @@ fn a_server_without_an_agent_yet_is_not_ready() {
     d.up(&["a"]);
     d.ok(add_server("b"));
     d.role("r", &["a", "b"]);
-    assert_eq!(golden(&d.state, "r"), format!("0/1 AT RISK b:{}", reason::UNKNOWN));
+    assert_eq!(
+        golden(&d.state, "r"),
+        format!("0/1 AT RISK b:{}", reason::UNKNOWN)
+    );
 }
 
 #[test]
@@ -71,7 +74,14 @@ fn a_standby_that_does_not_run_the_kind_is_not_ready() {
     d.up(&["a"]);
     d.ok(register("b", &["other"]));
     d.ok(register("c", &["cam"]));
-    d.ok(create_role_full("r", "cam", &["a", "b", "c"], false, 0, None));
+    d.ok(create_role_full(
+        "r",
+        "cam",
+        &["a", "b", "c"],
+        false,
+        0,
+        None,
+    ));
     assert_eq!(
         golden(&d.state, "r"),
         format!("1/2 b:{} c:ready", reason::KIND)
