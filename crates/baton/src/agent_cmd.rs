@@ -38,6 +38,9 @@ pub struct AgentArgs {
     /// only (a process that calls setsid then escapes the role's stop).
     #[arg(long)]
     no_cgroups: bool,
+    /// Log lines as text (colours only on a terminal) or as one JSON object per line.
+    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: crate::LogFormat,
 }
 
 /// Keys of an agent config file.
@@ -103,7 +106,7 @@ pub fn agent_config(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<A
 }
 
 pub async fn run(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<()> {
-    crate::init_logging("info,h2=warn,tower=warn");
+    crate::init_logging("info,h2=warn,tower=warn", args.log_format);
     let config = agent_config(global, args)?;
     baton_agent::run(config, crate::termination())
         .await
