@@ -16,6 +16,8 @@
 //! Run with `cargo test -p baton-tests`; `BATON_BIN` picks a prebuilt binary and
 //! `BATON_E2E_KEEP=1` keeps the temporary directories (logs, journals, data).
 
+#[path = "e2e/conventions.rs"]
+mod conventions;
 #[path = "e2e/directory.rs"]
 mod directory;
 #[path = "e2e/durability.rs"]
@@ -30,10 +32,14 @@ mod instance;
 mod lease;
 #[path = "e2e/manager.rs"]
 mod manager;
+#[path = "e2e/recovery.rs"]
+mod recovery;
 #[path = "e2e/reports.rs"]
 mod reports;
 #[path = "e2e/security.rs"]
 mod security;
+#[path = "e2e/standby.rs"]
+mod standby;
 #[path = "e2e/stop.rs"]
 mod stop;
 

@@ -102,6 +102,12 @@ impl Directory for Fake {
     ) -> Result<Response<v1::MembershipReply>, Status> {
         no()
     }
+    async fn snapshot(
+        &self,
+        _: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<v1::SnapshotReply>, Status> {
+        no()
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;

@@ -93,10 +93,25 @@ pub enum AdminCommand {
     Events(EventsArgs),
 }
 
+/// Exit code of a successful command.
+pub const EXIT_OK: i32 = 0;
 /// Exit code for a refusal or any other failure.
 pub const EXIT_FAILURE: i32 = 1;
+/// Exit code of a usage error (unknown command or flag, missing argument): clap's own.
+pub const EXIT_USAGE: i32 = 2;
 /// Exit code when no directory node could be reached.
 pub const EXIT_UNAVAILABLE: i32 = 3;
+
+/// The exit codes as `baton --help` prints them (after the commands). A test checks that
+/// it names every `EXIT_*` constant with its value, and the end-to-end tests check the
+/// binary against it.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure: a refusal from the directory, bad input, a node or agent that refused to
+     start or stopped on an error
+  2  usage error: unknown command or flag, missing argument
+  3  unavailable: no directory node could be reached";
 
 /// stdout was closed (`baton events --follow | head`): end quietly, not an error to report.
 #[derive(Debug)]

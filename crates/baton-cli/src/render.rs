@@ -33,6 +33,25 @@ pub struct RoleView {
     pub reason: String,
     /// Servers the role is quarantined on.
     pub quarantined: Vec<QuarantineView>,
+    /// Every server of the list other than the active one, in priority order, and
+    /// whether it could take the role over now.
+    pub standbys: Vec<StandbyView>,
+    /// How many of `standbys` are ready.
+    pub standbys_ready: usize,
+    /// No standby is ready: losing the active server would leave the role stopped.
+    pub at_risk: bool,
+}
+
+/// One standby of a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StandbyView {
+    /// The server's name.
+    pub server: String,
+    /// It could take the role over now (up, not in maintenance, runs the kind, not
+    /// quarantined).
+    pub ready: bool,
+    /// Why not, when not ready; null when ready.
+    pub reason: Option<String>,
 }
 
 /// One quarantine of a role on a server.
@@ -65,6 +84,17 @@ impl From<&v1::Role> for RoleView {
                     until_ms: q.until_ms,
                 })
                 .collect(),
+            standbys: r
+                .standbys
+                .iter()
+                .map(|s| StandbyView {
+                    server: s.server.clone(),
+                    ready: s.ready,
+                    reason: (!s.ready).then(|| s.reason.clone()),
+                })
+                .collect(),
+            standbys_ready: r.standbys.iter().filter(|s| s.ready).count(),
+            at_risk: r.at_risk,
         }
     }
 }
@@ -337,10 +367,23 @@ pub fn servers_marked(role: &v1::Role) -> String {
         .join(",")
 }
 
-/// `role list` as a table (active server marked with `*` in SERVERS).
+/// A role's standby readiness in a few characters: `2/2`, `0/2 AT RISK`, or `-` for a
+/// role with no standby that is not at risk (being deleted, or read from a node that
+/// predates readiness).
+pub fn standbys_short(r: &v1::Role) -> String {
+    let ready = r.standbys.iter().filter(|s| s.ready).count();
+    match (r.standbys.len(), r.at_risk) {
+        (0, false) => "-".to_string(),
+        (total, false) => format!("{ready}/{total}"),
+        (total, true) => format!("{ready}/{total} AT RISK"),
+    }
+}
+
+/// `role list` as a table (active server marked with `*` in SERVERS; STANDBYS: how many
+/// standbys are ready, `AT RISK` when none is).
 pub fn roles_table(roles: &[v1::Role]) -> String {
     let mut t = Table::new(&[
-        "ROLE", "KIND", "STATE", "ACTIVE", "EPOCH", "FAILBACK", "SERVERS",
+        "ROLE", "KIND", "STATE", "ACTIVE", "EPOCH", "FAILBACK", "SERVERS", "STANDBYS",
     ]);
     for r in roles {
         t.row(vec![
@@ -351,6 +394,7 @@ pub fn roles_table(roles: &[v1::Role]) -> String {
             r.epoch.to_string(),
             yes_no(r.failback),
             servers_marked(r),
+            standbys_short(r),
         ]);
     }
     t.render()
@@ -373,6 +417,7 @@ pub fn role_text(r: &v1::Role) -> String {
         ("failback:", failback),
         ("database:", or_dash(r.database.as_deref())),
         ("reason:", or_dash(Some(&r.reason))),
+        ("standbys:", standbys_long(r)),
     ] {
         t.row(vec![k.to_string(), v]);
     }
@@ -387,6 +432,13 @@ pub fn role_text(r: &v1::Role) -> String {
         for q in r.quarantined.iter().filter(|q| q.server == *name) {
             notes.push(format!("quarantined until {}", format_time_ms(q.until_ms)));
         }
+        if let Some(sb) = r.standbys.iter().find(|sb| sb.server == *name) {
+            notes.push(if sb.ready {
+                "standby, ready".to_string()
+            } else {
+                format!("standby, not ready: {}", sb.reason)
+            });
+        }
         let marker = if notes.first().is_some_and(|n| n == "active") {
             "*"
         } else {
@@ -400,6 +452,17 @@ pub fn role_text(r: &v1::Role) -> String {
     }
     out.push_str(&s.render());
     out
+}
+
+/// `role show`'s standby line: `2/2 ready`, `0/2 ready, AT RISK`.
+fn standbys_long(r: &v1::Role) -> String {
+    let ready = r.standbys.iter().filter(|s| s.ready).count();
+    let total = r.standbys.len();
+    match (total, r.at_risk) {
+        (0, false) => "-".to_string(),
+        (_, false) => format!("{ready}/{total} ready"),
+        (_, true) => format!("{ready}/{total} ready, AT RISK"),
+    }
 }
 
 /// `server list` as a table.

@@ -356,6 +356,19 @@ fn role() -> v1::Role {
             server: "srv-c".into(),
             until_ms: 1_700_000_000_000,
         }],
+        standbys: vec![
+            v1::Standby {
+                server: "srv-a".into(),
+                ready: true,
+                reason: String::new(),
+            },
+            v1::Standby {
+                server: "srv-c".into(),
+                ready: false,
+                reason: "quarantined".into(),
+            },
+        ],
+        at_risk: false,
     }
 }
 
@@ -388,9 +401,21 @@ fn role_json_has_the_contract_keys() {
             "database",
             "state",
             "reason",
-            "quarantined"
+            "quarantined",
+            "standbys",
+            "standbys_ready",
+            "at_risk"
         ])
     );
+    assert_eq!(
+        v["standbys"],
+        serde_json::json!([
+            {"server": "srv-a", "ready": true, "reason": null},
+            {"server": "srv-c", "ready": false, "reason": "quarantined"}
+        ])
+    );
+    assert_eq!(v["standbys_ready"], 1);
+    assert_eq!(v["at_risk"], false);
     assert_eq!(v["servers"], serde_json::json!(["srv-a", "srv-b", "srv-c"]));
     assert_eq!(v["active_server"], "srv-b");
     assert_eq!(v["epoch"], 4);
@@ -818,4 +843,100 @@ fn bad_addresses_and_context_chains_stay_on_one_line() {
 fn parse_helpers_are_exported() {
     assert_eq!(parse_duration(" 2m ").unwrap(), Duration::from_secs(120));
     assert!(parse_on_off("sometimes").is_err());
+}
+
+#[test]
+fn standby_readiness_renders_in_role_list_and_role_show() {
+    let all_ready = v1::Role {
+        standbys: vec![
+            v1::Standby {
+                server: "srv-a".into(),
+                ready: true,
+                reason: String::new(),
+            },
+            v1::Standby {
+                server: "srv-c".into(),
+                ready: true,
+                reason: String::new(),
+            },
+        ],
+        quarantined: vec![],
+        ..role()
+    };
+    let none_ready = v1::Role {
+        name: "cam-2".into(),
+        standbys: vec![
+            v1::Standby {
+                server: "srv-a".into(),
+                ready: false,
+                reason: "down".into(),
+            },
+            v1::Standby {
+                server: "srv-c".into(),
+                ready: false,
+                reason: "maintenance".into(),
+            },
+        ],
+        at_risk: true,
+        ..role()
+    };
+    let deleting = v1::Role {
+        name: "cam-3".into(),
+        standbys: vec![],
+        at_risk: false,
+        ..role()
+    };
+    let text = render::roles_table(&[all_ready.clone(), none_ready.clone(), deleting]);
+    let lines: Vec<_> = text.lines().collect();
+    let col = lines[0].find("STANDBYS").expect("a STANDBYS column");
+    assert_eq!(&lines[1][col..], "2/2", "{text}");
+    assert_eq!(&lines[2][col..], "0/2 AT RISK", "{text}");
+    assert_eq!(&lines[3][col..], "-", "{text}");
+
+    let text = render::role_text(&all_ready);
+    assert!(
+        text.contains("standbys:") && text.contains("2/2 ready\n"),
+        "{text}"
+    );
+    let text = render::role_text(&none_ready);
+    assert!(text.contains("0/2 ready, AT RISK\n"), "{text}");
+    let servers: Vec<_> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("servers"))
+        .skip(1)
+        .collect();
+    assert!(servers[0].ends_with("standby, not ready: down"), "{text}");
+    assert!(servers[1].ends_with("active"), "{text}");
+    assert!(
+        servers[2].ends_with("standby, not ready: maintenance"),
+        "{text}"
+    );
+    // One server, no standby: at risk too.
+    let single = v1::Role {
+        servers: vec!["srv-b".into()],
+        standbys: vec![],
+        at_risk: true,
+        ..role()
+    };
+    assert_eq!(render::standbys_short(&single), "0/0 AT RISK");
+}
+
+#[test]
+fn the_exit_codes_help_names_every_code() {
+    use crate::{EXIT_CODES_HELP, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE};
+    for (code, word) in [
+        (EXIT_OK, "success"),
+        (EXIT_FAILURE, "failure"),
+        (EXIT_USAGE, "usage error"),
+        (EXIT_UNAVAILABLE, "unavailable"),
+    ] {
+        let line = format!("  {code}  {word}");
+        assert!(
+            EXIT_CODES_HELP.lines().any(|l| l.starts_with(&line)),
+            "{line:?} missing from:\n{EXIT_CODES_HELP}"
+        );
+    }
+    // Clap's own exit code for a usage error is the one documented.
+    let e = <Cli as clap::Parser>::try_parse_from(["baton", "no-such-command"]).unwrap_err();
+    assert_eq!(e.exit_code(), EXIT_USAGE);
 }

@@ -74,6 +74,9 @@ enum Route {
     Any,
 }
 
+/// Largest `Snapshot` reply this client accepts (the directory's Raft message limit).
+pub const SNAPSHOT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 /// At most this many redirects in a row are followed without backoff, so two nodes that
 /// name each other during an election cannot make the client spin.
 const MAX_IMMEDIATE_REDIRECTS: u32 = 3;
@@ -269,6 +272,17 @@ impl Client {
     pub async fn cluster_status_any(&self) -> Result<v1::ClusterStatusReply, ClientError> {
         self.call(Route::Any, "cluster_status", |mut c| async move {
             c.cluster_status(v1::ClusterStatusRequest::default()).await
+        })
+        .await
+    }
+
+    /// A consistent copy of the directory state as backup file bytes (admin), read on
+    /// the leader after a read-index round. Replies up to [`SNAPSHOT_MAX_BYTES`].
+    pub async fn snapshot(&self) -> Result<v1::SnapshotReply, ClientError> {
+        self.call(Route::Leader, "snapshot", |c| async move {
+            c.max_decoding_message_size(SNAPSHOT_MAX_BYTES)
+                .snapshot(v1::SnapshotRequest {})
+                .await
         })
         .await
     }

@@ -137,6 +137,12 @@ impl Directory for Fake {
     ) -> Result<Response<v1::MembershipReply>, Status> {
         unimplemented()
     }
+    async fn snapshot(
+        &self,
+        _r: Request<v1::SnapshotRequest>,
+    ) -> Result<Response<v1::SnapshotReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// A running fake node.

@@ -54,10 +54,12 @@ pub mod controller;
 pub mod history;
 pub mod names;
 mod placement;
+pub mod readiness;
 pub mod state;
 
 pub use command::{AgentInstance, Cause, Command, Entry, Outcome, Refusal, RefusalKind};
 pub use history::{Position, ResumeGap, Trimmed};
+pub use readiness::{Readiness, Standby};
 pub use state::{Event, Release, Role, RoleState, Server, ServerStatus, State};
 
 /// The kind a role gets when none is given.

@@ -67,7 +67,9 @@ pub fn command_from_proto(cmd: pb::Command) -> Result<Command, Status> {
 }
 
 /// `state` turns the quarantine ends (directory time) into wall-clock estimates.
+/// It also carries the role's standby readiness, computed from the same state.
 pub fn role_to_proto(state: &State, r: &Role) -> pb::Role {
+    let readiness = state.standby_readiness(&r.name).unwrap_or_default();
     pb::Role {
         name: r.name.clone(),
         kind: r.kind.clone(),
@@ -87,6 +89,16 @@ pub fn role_to_proto(state: &State, r: &Role) -> pb::Role {
                 until_ms: state.wall_estimate_ms(*until),
             })
             .collect(),
+        standbys: readiness
+            .standbys
+            .iter()
+            .map(|s| pb::Standby {
+                server: s.server.clone(),
+                ready: s.ready,
+                reason: s.reason.unwrap_or_default().to_string(),
+            })
+            .collect(),
+        at_risk: readiness.at_risk(),
     }
 }
 

@@ -25,6 +25,11 @@ use crate::node::Node;
 
 /// Most events returned by one `Events` call (the history itself is bounded too).
 const EVENTS_MAX: usize = 10_000;
+/// Largest `Snapshot` reply: the Raft message limit (a state that big could not be
+/// replicated as a snapshot either).
+pub const SNAPSHOT_REPLY_MAX_BYTES: usize = crate::network::RAFT_MESSAGE_MAX_BYTES;
+/// How long a forwarded `Snapshot` may take on the leader (encoding a large state).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a node waits for a peer's own status when assembling `cluster status`.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(700);
 
@@ -439,5 +444,50 @@ impl Directory for DirectoryService {
                     cluster_id: String::new(),
                 })
             })
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotReply>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require(Permission::Admin, "saving a snapshot")?;
+        let fwd = is_forwarded(&req);
+        let inner = req.into_inner();
+        // Linearizable: on the leader, after a read-index round, so the state includes
+        // every write acknowledged before this call.
+        match self.gate(fwd, false).await? {
+            Gate::Forward(c) => {
+                let mut r = forwarded(inner, &caller);
+                r.set_timeout(SNAPSHOT_TIMEOUT);
+                c.max_decoding_message_size(SNAPSHOT_REPLY_MAX_BYTES)
+                    .snapshot(r)
+                    .await
+            }
+            Gate::Local => {
+                let state = self.node.read(|s| s.clone());
+                let (revision, cluster_id) = (state.revision, state.cluster_id.clone());
+                let created_ms = self.node.wall_ms();
+                let data = tokio::task::spawn_blocking(move || {
+                    baton_store::backup::encode_backup(&state, created_ms)
+                })
+                .await
+                .map_err(|e| Status::internal(format!("encoding the snapshot: {e}")))?
+                .map_err(|e| Status::internal(e.to_string()))?;
+                if data.len() > SNAPSHOT_REPLY_MAX_BYTES {
+                    return Err(Status::resource_exhausted(format!(
+                        "the snapshot is {} bytes, over the {SNAPSHOT_REPLY_MAX_BYTES} bytes \
+                         one reply may carry",
+                        data.len()
+                    )));
+                }
+                tracing::info!(by = %caller.by(), revision, bytes = data.len(), "admin: snapshot saved");
+                Ok(Response::new(pb::SnapshotReply {
+                    data,
+                    revision,
+                    cluster_id: cluster_id.unwrap_or_default(),
+                }))
+            }
+        }
     }
 }

@@ -256,6 +256,11 @@ impl Disk {
             .map_err(|e| self.io(doing, e))
     }
 
+    /// fsync everything written so far, on this thread (offline tools, seeding).
+    pub(crate) fn flush_sync(&self, doing: &str) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.io(doing, e))
+    }
+
     // --- the high-water mark ---------------------------------------------------------------
 
     /// Check sled's vote and last log id (`verified`) against the mark, then raise the

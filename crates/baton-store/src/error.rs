@@ -68,6 +68,18 @@ pub enum StoreError {
     /// not at fault.
     #[error("received snapshot is invalid: {0}")]
     BadSnapshot(String),
+    /// A backup file does not verify (see `crate::backup`). Nothing was changed.
+    #[error("not a usable backup: {0}")]
+    BadBackup(String),
+    /// A new store cannot be seeded (see `crate::backup::seed`), or a survivor's store
+    /// holds nothing to recover.
+    #[error("cannot seed the data directory {}: {detail}", dir.display())]
+    BadSeed {
+        /// The data directory.
+        dir: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// Something is bigger than this crate allows (see the limits in the crate docs).
     #[error("{what} is {len} bytes, over the limit of {max} bytes")]
     TooLarge {

@@ -99,6 +99,7 @@
 //! [`PURGE_BATCH_KEYS`] the keys removed in one sled batch, [`LOCK_WAIT`] how long open
 //! waits for the directory's lock.
 
+pub mod backup;
 mod codec;
 mod disk;
 mod error;
@@ -136,6 +137,8 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type NodeId = u64;
 /// A directory node's address as Raft stores it in the membership.
 pub type Node = openraft::BasicNode;
+/// The leader part of a log id: (term, node).
+pub type CommittedLeaderId = openraft::CommittedLeaderId<NodeId>;
 /// (leader, index) of one log entry.
 pub type LogId = openraft::LogId<NodeId>;
 /// A node's vote: term, candidate and whether it was committed.

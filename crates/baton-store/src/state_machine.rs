@@ -106,6 +106,16 @@ impl StateMachineStore {
         self.inner.applied().last_applied
     }
 
+    /// The last membership applied.
+    pub fn last_membership(&self) -> StoredMembership {
+        self.inner.applied().last_membership
+    }
+
+    /// Apply one entry outside Raft (reading a stopped node's log, see `crate::backup`).
+    pub(crate) fn apply_entry(&self, entry: LogEntry) -> Result<(), StoreError> {
+        self.inner.apply_one(entry).map(|_| ())
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         self.inner.disk.dir()

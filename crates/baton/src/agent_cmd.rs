@@ -42,6 +42,9 @@ pub struct AgentArgs {
     /// Off when unset.
     #[arg(long, env = "BATON_AGENT_HTTP")]
     http: Option<String>,
+    /// Log lines as text (colours only on a terminal) or as one JSON object per line.
+    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: crate::LogFormat,
 }
 
 /// Keys of an agent config file.
@@ -112,7 +115,7 @@ pub fn agent_config(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<A
 }
 
 pub async fn run(global: &baton_cli::GlobalOpts, args: AgentArgs) -> Result<()> {
-    crate::init_logging("info,h2=warn,tower=warn");
+    crate::init_logging("info,h2=warn,tower=warn", args.log_format);
     let config = agent_config(global, args)?;
     baton_agent::run(config, crate::termination())
         .await

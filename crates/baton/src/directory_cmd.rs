@@ -73,6 +73,9 @@ pub struct DirectoryArgs {
     /// History events kept, cluster-wide (default 1000; the leader's value wins).
     #[arg(long, env = "BATON_HISTORY_MAX")]
     history_max: Option<u32>,
+    /// Log lines as text (colours only on a terminal) or as one JSON object per line.
+    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: crate::LogFormat,
 }
 
 /// The `[directory]` keys of a config file.
@@ -214,7 +217,10 @@ pub fn node_config(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Resul
 }
 
 pub async fn run(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Result<()> {
-    crate::init_logging("info,openraft=warn,sled=warn,h2=warn,tower=warn");
+    crate::init_logging(
+        "info,openraft=warn,sled=warn,h2=warn,tower=warn",
+        args.log_format,
+    );
     let config = node_config(global, args)?;
     let node = baton_directory::start(config, baton_directory::Faults::default())
         .await

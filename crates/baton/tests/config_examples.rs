@@ -210,8 +210,8 @@ fn directory_and_agent_start_from_the_example_configs() {
     );
     let _ = ADMIN_TLS.set(admin_tls.clone());
 
-    // The directory: a copy of deploy/directory.toml, parsed as shipped (id, durations,
-    // snapshot interval, the [peers] table); flags replace what points at other hosts.
+    // The directory: a copy of deploy/directory.toml, parsed as shipped (id, the TLS paths,
+    // the [peers] table; the tuning keys are commented out); flags replace what points at other hosts.
     let dir_config = tmp.path().join("directory.toml");
     std::fs::copy(deploy_file("directory.toml"), &dir_config).unwrap();
     let mut cmd = baton();
@@ -407,7 +407,7 @@ fn bad_config_files_are_refused_with_the_key_named() {
     let example = std::fs::read_to_string(deploy_file("directory.toml")).unwrap();
     let out = refused(
         "directory",
-        &example.replace("grace = \"50ms\"", "grace = \"1ms\""),
+        &example.replace("# grace = \"50ms\"", "grace = \"1ms\""),
     );
     assert_error_names(&out, &["grace"]);
 
