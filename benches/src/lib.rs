@@ -3,12 +3,14 @@
 //! against both, and reports them side by side (see `docs/benchmarks.md`).
 
 pub mod baton_sys;
+pub mod check;
 pub mod etcd_agent;
 pub mod etcd_sys;
 pub mod journal;
 pub mod procs;
 pub mod report;
 pub mod stats;
+pub mod syscalls;
 pub mod workloads;
 
 /// The etcd v3 API subset the driver speaks (generated from `proto/etcd_min.proto`).

@@ -5,7 +5,11 @@
 //! bench-driver [--quick] [--keep] [--out FILE] [--baton-args "FLAGS"] [--baton-bin PATH] [--etcd-bin PATH]
 //!              [--only throughput,failover,leader_kill,fanout,rss,renewals,restart,tls_cost]
 //! bench-driver etcd-agent --server S --endpoints A,B,C --roles R1,R2 --ttl SECS --run CMD
+//! bench-driver check --report FILE --thresholds FILE
 //! ```
+//!
+//! `check` compares a report's Baton/etcd ratios with the thresholds file (see
+//! `baton_benches::check`) and exits 1 naming every row out of bounds.
 //!
 //! `BENCH_LEADER_ONLY=1` gives the Baton writers only the leader's address (an experiment:
 //! baton-client otherwise may keep writing through a follower that forwards).
@@ -14,7 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use baton_benches::workloads::{self, Ctx};
-use baton_benches::{etcd_agent, procs, report};
+use baton_benches::{check, etcd_agent, procs, report};
 
 const ALL: [&str; 8] = [
     "throughput",
@@ -37,6 +41,10 @@ fn main() -> Result<()> {
     if args.as_slice().first().map(String::as_str) == Some("etcd-agent") {
         args.next();
         return agent_main(args);
+    }
+    if args.as_slice().first().map(String::as_str) == Some("check") {
+        args.next();
+        return check_main(args);
     }
     let mut quick = false;
     let mut keep = false;
@@ -214,6 +222,53 @@ fn which(p: &std::path::Path) -> Result<PathBuf> {
         .map(|d| d.join(p))
         .find(|c| c.is_file())
         .ok_or_else(|| anyhow!("{} not on PATH", p.display()))
+}
+
+fn check_main(mut args: std::vec::IntoIter<String>) -> Result<()> {
+    let (mut report, mut thresholds) = (None, None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--report" => report = Some(PathBuf::from(value(&mut args, "--report")?)),
+            "--thresholds" => thresholds = Some(PathBuf::from(value(&mut args, "--thresholds")?)),
+            other => bail!("unknown argument {other:?} (check --report FILE --thresholds FILE)"),
+        }
+    }
+    let report = report.ok_or_else(|| anyhow!("check needs --report FILE"))?;
+    let thresholds = thresholds.ok_or_else(|| anyhow!("check needs --thresholds FILE"))?;
+    let t = std::fs::read_to_string(&thresholds)
+        .with_context(|| format!("reading {}", thresholds.display()))?;
+    let t = check::parse_thresholds(&t).map_err(|e| anyhow!("{}: {e}", thresholds.display()))?;
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&report)
+            .with_context(|| format!("reading {}", report.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", report.display()))?;
+    let rows: Vec<check::ReportRow> = serde_json::from_value(r["rows"].clone())
+        .with_context(|| format!("{} has no rows", report.display()))?;
+    let o = check::check(&t, &rows);
+    for line in &o.passed {
+        println!("check ok:      {line}");
+    }
+    for line in &o.skipped {
+        println!("check skipped: {line}");
+    }
+    for line in &o.failed {
+        println!("check FAILED:  {line}");
+    }
+    if !o.failed.is_empty() {
+        eprintln!(
+            "{} row(s) fell outside {}: {}",
+            o.failed.len(),
+            thresholds.display(),
+            o.failed
+                .iter()
+                .map(|l| l.split(':').next().unwrap_or(l))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn agent_main(mut args: std::vec::IntoIter<String>) -> Result<()> {

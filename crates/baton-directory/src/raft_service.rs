@@ -18,14 +18,23 @@ pub struct RaftService {
     pub node: Arc<Node>,
 }
 
+/// A Raft request in either wire format (see `crate::network::decode`).
 fn decode<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, Status> {
-    serde_json::from_slice(&p.data).map_err(|e| invalid(format!("malformed raft payload: {e}")))
+    crate::network::decode(&p.data).map_err(invalid)
 }
 
+/// A Raft reply, in the current wire format.
 fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftPayload>, Status> {
-    serde_json::to_vec(v)
+    crate::network::encode(v)
         .map(|data| Response::new(pb::RaftPayload { data }))
-        .map_err(|e| Status::internal(format!("encoding raft reply: {e}")))
+        .map_err(Status::internal)
+}
+
+/// A forwarded command: JSON, as it always was (its schema is baton-core's, and it is
+/// sent once per forwarded write, not per follower).
+fn decode_command(p: &pb::RaftPayload) -> Result<baton_core::Command, Status> {
+    serde_json::from_slice(&p.data)
+        .map_err(|e| invalid(format!("malformed forwarded command: {e}")))
 }
 
 /// A Raft message names its sender (the candidate of a vote, the leader of an append):
@@ -83,7 +92,8 @@ impl RaftRpc for RaftService {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         self.gate()?;
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            crate::network::decode_append(&req.get_ref().data).map_err(invalid)?;
         check_sender(
             &req,
             rpc.vote.leader_id().voted_for().unwrap_or(0),
@@ -161,7 +171,7 @@ impl RaftRpc for RaftService {
         // A command a follower forwards to the leader. `Node::write` admits it as the
         // public `Apply` would (size, then validation) before it takes a log entry.
         self.check_member(&req)?;
-        let cmd: baton_core::Command = decode(req.get_ref())?;
+        let cmd = decode_command(req.get_ref())?;
         // The author of an admin write travels with its forward; agents' reports and
         // the directory's own writes have none.
         let caller = if req.metadata().contains_key(crate::auth::BY_KEY) {

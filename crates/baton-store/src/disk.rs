@@ -1,8 +1,12 @@
 //! The sled database and every read and write of it. Both store handles share one `Disk`.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fmt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -162,7 +166,24 @@ pub(crate) struct Disk {
     /// The high-water mark, outside sled (see `crate::mark`). Written by the one task
     /// that writes the log and the vote; the lock only makes `Disk` shareable.
     mark: std::sync::Mutex<MarkFile>,
+    /// sled's data file (`db`), opened only to fsync it: sled's own flush on Linux ends
+    /// with `sync_file_range`, which neither flushes the disk's write cache nor records
+    /// the file's new size, so it is not durable by itself (see [`Disk::sync`]).
+    db_file: File,
+    /// sled's blob files (`blobs/`, large values and pages) already fsynced; sled writes
+    /// them without any sync.
+    synced_blobs: std::sync::Mutex<BTreeSet<OsString>>,
+    /// fsync-family calls this store made on sled's files (the mark counts its own).
+    syncs: AtomicU64,
+    /// Test fault: the next syncs fail as a disk error would.
+    #[cfg(test)]
+    pub(crate) fail_syncs: std::sync::atomic::AtomicBool,
 }
+
+/// sled's data file inside its directory (sled 0.34's layout).
+const SLED_DATA_FILE: &str = "db";
+/// sled's directory of blob files.
+const SLED_BLOB_DIR: &str = "blobs";
 
 impl Disk {
     /// Open sled in `dir` and check (or write) the format marker.
@@ -189,6 +210,12 @@ impl Disk {
         let log = db.open_tree(TREE_LOG).map_err(open_err)?;
         let meta = db.open_tree(TREE_META).map_err(open_err)?;
         let sm = db.open_tree(TREE_SM).map_err(open_err)?;
+        let db_path = dir.join(SLED_DATA_FILE);
+        let db_file = File::open(&db_path).map_err(|source| StoreError::Sync {
+            path: db_path,
+            doing: "opening sled's data file".into(),
+            source,
+        })?;
         let disk = Disk {
             dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()),
             db,
@@ -196,6 +223,11 @@ impl Disk {
             meta,
             sm,
             mark: std::sync::Mutex::new(MarkFile::load(dir)),
+            db_file,
+            synced_blobs: Default::default(),
+            syncs: AtomicU64::new(0),
+            #[cfg(test)]
+            fail_syncs: Default::default(),
         };
         disk.check_format()?;
         Ok(disk)
@@ -215,10 +247,7 @@ impl Disk {
             }),
             None if self.log.is_empty() && self.meta.is_empty() && self.sm.is_empty() => {
                 self.put_meta(KEY_FORMAT, FORMAT)?;
-                self.db
-                    .flush()
-                    .map_err(|e| self.io("flushing the format marker", e))?;
-                Ok(())
+                self.sync("flushing the format marker")
             }
             None => Err(self.corrupt(
                 meta_what(KEY_FORMAT),
@@ -247,13 +276,87 @@ impl Disk {
 
     // --- durability -----------------------------------------------------------------------
 
-    /// fsync everything written so far, on sled's thread pool.
-    pub(crate) async fn flush(&self, doing: &str) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
+    /// Make everything written so far durable, off the async threads (see [`Disk::sync`]).
+    pub(crate) async fn flush(self: &Arc<Self>, doing: &'static str) -> Result<(), StoreError> {
+        let disk = self.clone();
+        tokio::task::spawn_blocking(move || disk.sync(doing))
             .await
-            .map(|_| ())
-            .map_err(|e| self.io(doing, e))
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Make everything written so far durable. Blocking.
+    ///
+    /// sled's `flush` writes its buffers and, on Linux, waits for them with
+    /// `sync_file_range`: the pages reach the device, but neither the device's write cache
+    /// nor the file's metadata (its size grows as sled appends) is made durable, and blob
+    /// files are not synced at all. So after it: `fdatasync` of sled's data file, and an
+    /// fsync of every blob file not synced yet (and of their directory when one is new).
+    pub(crate) fn sync(&self, doing: &str) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.io(doing, e))?;
+        let failed = |path: PathBuf, source: std::io::Error| StoreError::Sync {
+            path,
+            doing: doing.to_string(),
+            source,
+        };
+        #[cfg(test)]
+        if self.fail_syncs.load(Ordering::SeqCst) {
+            return Err(failed(
+                self.dir.join(SLED_DATA_FILE),
+                std::io::Error::other("injected fsync failure"),
+            ));
+        }
+        self.db_file
+            .sync_data()
+            .map_err(|e| failed(self.dir.join(SLED_DATA_FILE), e))?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_blobs(doing)
+    }
+
+    /// fsync the blob files written since the last call, and their directory if any is new.
+    fn sync_blobs(&self, doing: &str) -> Result<(), StoreError> {
+        let blobs = self.dir.join(SLED_BLOB_DIR);
+        let failed = |path: PathBuf, source: std::io::Error| StoreError::Sync {
+            path,
+            doing: doing.to_string(),
+            source,
+        };
+        let listing = match std::fs::read_dir(&blobs) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(failed(blobs, e)),
+        };
+        let mut synced = self.synced_blobs.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut present = BTreeSet::new();
+        let mut new = false;
+        for entry in listing {
+            let entry = entry.map_err(|e| failed(blobs.clone(), e))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match File::open(entry.path()).and_then(|f| f.sync_all()) {
+                    Ok(()) => {}
+                    // sled removed it meanwhile (a rewritten page): nothing to keep.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(failed(entry.path(), e)),
+                }
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            File::open(&blobs)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| failed(blobs.clone(), e))?;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        *synced = present;
+        Ok(())
+    }
+
+    /// fsync-family calls this store has made so far (sled's files and the mark).
+    pub(crate) fn syncs(&self) -> u64 {
+        let mark = self.mark.lock().map(|m| m.syncs).unwrap_or(0);
+        self.syncs.load(Ordering::Relaxed) + mark
     }
 
     /// fsync everything written so far, on this thread (offline tools, seeding).
@@ -516,9 +619,7 @@ impl Disk {
         {
             tracing::info!(dir = %self.dir.display(), "finishing an interrupted purge up to {purged}");
             self.remove_upto(purged.index)?;
-            self.db
-                .flush()
-                .map_err(|e| self.io("flushing the finished purge", e))?;
+            self.sync("flushing the finished purge")?;
         }
         Ok(())
     }

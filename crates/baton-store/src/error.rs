@@ -106,6 +106,17 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A file of the store could not be made durable (fsync): sled's data file, one of
+    /// its blob files, or their directory.
+    #[error("cannot make {} durable (fsync) while {doing}: {source}", path.display())]
+    Sync {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the store was doing.
+        doing: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The in-memory state lock was poisoned by a panic while applying an entry.
     #[error("the state machine lock is poisoned (an earlier apply panicked)")]
     Poisoned,

@@ -36,25 +36,36 @@
 //! Invariant 2 of the design: nothing is acknowledged before it is fsynced on a quorum. A
 //! follower's "I have these entries" is a vote towards the quorum, so it must be true after
 //! a power cut. sled buffers writes in memory and syncs them in the background every 500 ms;
-//! that is not durability. So:
-//! - `append` writes the entries as one atomic sled batch, then `flush_async().await`s, and
-//!   only then reports the entries as persisted to openraft (`log_io_completed`).
-//! - `save_vote` flushes before it returns: a vote forgotten in a crash lets a node vote
-//!   twice in one term.
-//! - `truncate`, `purge`, `build_snapshot` and `install_snapshot` flush before returning.
-//! - `save_committed` does *not* flush (it is on the path of every write and would double
-//!   the fsyncs). That is safe: openraft only commits entries it has already appended, and
-//!   our `append` flushes before it returns, so a durable committed id never points past the
+//! that is not durability. Nor is sled's own `flush` on Linux: it writes its buffers and
+//! waits for them with `sync_file_range`, which neither flushes the device's write cache
+//! nor records the file's new size, and it never syncs its blob files. So "flushed" in
+//! this crate means `Disk::sync`: sled's `flush`, then `fdatasync` of sled's data file and
+//! an fsync of every blob file not synced yet (and of their directory). Then:
+//! - `append` writes the entries as one atomic sled batch, then syncs and raises the
+//!   high-water mark (one blocking task for both), and only then reports the entries as
+//!   persisted to openraft (`log_io_completed`). A failed sync reports the error, never
+//!   `Ok`. openraft 0.9 waits for that report inside its core task before it does
+//!   anything else (`RaftCore::append_to_log`), so reporting later from a background
+//!   flusher would not let appends overlap; what one append costs is what a write costs
+//!   (two fsyncs: the log, the mark), see docs/benchmarks.md, "Write path".
+//! - `save_vote` syncs and raises the mark before it returns: a vote forgotten in a crash
+//!   lets a node vote twice in one term.
+//! - `truncate`, `purge`, `build_snapshot` and `install_snapshot` sync before returning.
+//! - `save_committed` does *not* sync (it is on the path of every write and would add an
+//!   fsync). That is safe: openraft only commits entries it has already appended, and
+//!   our `append` syncs before it returns, so a durable committed id never points past the
 //!   durable log; losing the latest committed id in a crash only means re-applying less on
-//!   restart and learning the rest from the leader. The next flush of anything persists it,
+//!   restart and learning the rest from the leader. The next sync of anything persists it,
 //!   and so does dropping the last handle (sled flushes on drop): a clean shutdown keeps it.
 //!
-//! sled runs `flush_async` on its own thread pool, so the async runtime never blocks on the
-//! disk. Every other sled call (insert, get, range scan) is made directly from the async
+//! Syncs run in `spawn_blocking`, so the async runtime never blocks on the disk. Every
+//! other sled call (insert, get, range scan) is made directly from the async
 //! functions: they work on sled's in-memory page cache and IO buffers and take microseconds,
 //! less than handing each one to `spawn_blocking` would cost. The slow, CPU-bound work
 //! (encoding or decoding a whole snapshot) runs in `spawn_blocking`. [`open`] is synchronous
 //! (it reads and checks the whole store); call it before serving, or from `spawn_blocking`.
+//! [`LogStore::fsyncs`] counts the fsync-family calls the store made, for tests and
+//! measurements.
 //!
 //! ## Checksum format
 //!

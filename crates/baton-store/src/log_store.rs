@@ -27,6 +27,12 @@ impl LogStore {
         LogStore { disk }
     }
 
+    /// The shared database, for tests that inject faults.
+    #[cfg(test)]
+    pub(crate) fn disk_for_tests(&self) -> &Arc<Disk> {
+        &self.disk
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         self.disk.dir()
@@ -44,6 +50,12 @@ impl LogStore {
     /// flushes already).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.disk.flush("flushing on request").await
+    }
+
+    /// fsync-family calls this store has made since it was opened: sled's data file, its
+    /// blob files, the high-water mark. One append costs two (the log, then the mark).
+    pub fn fsyncs(&self) -> u64 {
+        self.disk.syncs()
     }
 
     /// The saved vote (also available through openraft's `read_vote`).
@@ -86,7 +98,7 @@ impl LogStore {
     }
 }
 
-/// Run a small blocking write (the mark's fsync) off the async runtime.
+/// Run blocking writes and fsyncs off the async runtime.
 async fn blocking(
     f: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
 ) -> Result<(), StoreError> {
@@ -149,15 +161,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.disk.put_vote(vote).map_err(StoreError::write_vote)?;
-        // A vote forgotten in a crash lets this node vote twice in one term.
-        self.disk
-            .flush("flushing the vote")
-            .await
-            .map_err(StoreError::write_vote)?;
+        // A vote forgotten in a crash lets this node vote twice in one term: durable, then
+        // the mark raised, before returning.
         let (disk, vote) = (self.disk.clone(), *vote);
-        blocking(move || disk.mark_vote(vote))
-            .await
-            .map_err(StoreError::write_vote)
+        blocking(move || {
+            disk.sync("flushing the vote")?;
+            disk.mark_vote(vote)
+        })
+        .await
+        .map_err(StoreError::write_vote)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -187,6 +199,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Written as one atomic batch (readable at once), then fsynced, then the
         // high-water mark raised; only then are the entries reported as persisted
         // (invariant 2: nothing acknowledged before fsync, nor before the mark covers it).
+        // Both syncs run in one blocking task: one hand-off per append, not two.
         let mut last = None;
         if let Err(e) = self
             .disk
@@ -195,14 +208,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(e.write_logs());
         }
-        let durable = async {
-            self.disk.flush("flushing appended log entries").await?;
+        let disk = self.disk.clone();
+        let durable = blocking(move || {
+            disk.sync("flushing appended log entries")?;
             if last.is_some() {
-                let disk = self.disk.clone();
-                blocking(move || disk.mark_last_log(last)).await?;
+                disk.mark_last_log(last)?;
             }
-            Ok::<(), StoreError>(())
-        };
+            Ok(())
+        });
         match durable.await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

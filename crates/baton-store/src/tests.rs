@@ -892,6 +892,82 @@ async fn corruption_found_at_runtime_is_a_storage_error() {
     assert!(err.is_corruption());
 }
 
+// --- durability and its cost --------------------------------------------------------------
+
+/// Every append is made durable twice before it is reported (sled's data file, then the
+/// mark), and so is a vote: the count the benchmark's `fsyncs_per_write` row measures.
+#[tokio::test]
+async fn an_append_costs_two_fsyncs_and_so_does_a_vote() {
+    let (_dir, mut log, _sm) = fresh();
+    let before = log.fsyncs();
+    for e in sample_log(3) {
+        log.blocking_append([e]).await.unwrap();
+    }
+    assert_eq!(log.fsyncs() - before, 2 * 4);
+    let before = log.fsyncs();
+    log.save_vote(&Vote::new(1, 1)).await.unwrap();
+    assert_eq!(log.fsyncs() - before, 2);
+}
+
+/// An append whose fsync fails is reported as failed and does not raise the mark: the
+/// entries were never durable, so nothing may count them as such.
+#[tokio::test]
+async fn an_append_whose_fsync_fails_is_not_reported_durable() {
+    let (dir, mut log, _sm) = fresh();
+    let entries = sample_log(3);
+    log.blocking_append(entries[..2].to_vec()).await.unwrap();
+    log.disk_for_tests()
+        .fail_syncs
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = log
+        .blocking_append(entries[2..].to_vec())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("injected fsync failure"), "{err}");
+    let err = log.save_vote(&Vote::new(5, 1)).await.unwrap_err();
+    assert!(err.to_string().contains("injected fsync failure"), "{err}");
+    drop(log);
+    drop(_sm);
+    let mark = crate::mark::MarkFile::load(dir.path());
+    assert_eq!(mark.current().last_log, Some(log_id(1, 1)));
+    assert_eq!(mark.current().vote, None);
+}
+
+/// The mark's slots keep one size once written, so rewriting them is a data-only fsync;
+/// a slot written by an older version (unpadded) still reads.
+#[tokio::test]
+async fn mark_slots_keep_their_size_and_old_slots_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = sample_log(6);
+    write_and_close(dir.path(), entries[..=3].to_vec()).await;
+    write_and_close(dir.path(), entries[4..].to_vec()).await;
+    for slot in ["mark-0", "mark-1"] {
+        let len = std::fs::metadata(dir.path().join(slot)).unwrap().len();
+        assert_eq!(len, crate::mark::RECORD_BYTES as u64, "{slot}");
+    }
+    // An unpadded slot, as written before padding, with a higher sequence number.
+    let old = serde_json::json!({
+        "seq": 1000,
+        "vote": null,
+        "last_log": log_id(2, 6),
+    });
+    std::fs::write(
+        dir.path().join("mark-0"),
+        frame(&serde_json::to_vec(&old).unwrap()),
+    )
+    .unwrap();
+    let mark = crate::mark::MarkFile::load(dir.path());
+    assert_eq!(mark.current().seq, 1000);
+    assert_eq!(mark.current().last_log, Some(log_id(2, 6)));
+    let (mut log, _sm) = open(dir.path()).unwrap();
+    log.blocking_append([blank(3, 7)]).await.unwrap();
+    drop(log);
+    drop(_sm);
+    let mark = crate::mark::MarkFile::load(dir.path());
+    assert_eq!(mark.current().last_log, Some(log_id(3, 7)));
+    assert!(mark.current().seq > 1000);
+}
+
 // --- a real (single-node) Raft on top of the store -----------------------------------------
 
 mod single_node {
@@ -986,6 +1062,54 @@ mod single_node {
     }
 
     const WAIT: Option<Duration> = Some(Duration::from_secs(10));
+
+    /// A write whose fsync fails on the (single) leader is never acknowledged: the
+    /// failed append stops Raft instead of counting the entry.
+    #[tokio::test]
+    async fn a_write_whose_fsync_fails_is_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, sm) = open(dir.path()).unwrap();
+        let disk = log.disk_for_tests().clone();
+        let config = Config {
+            heartbeat_interval: 50,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            ..Default::default()
+        };
+        let raft = Raft::new(
+            1,
+            Arc::new(config.validate().unwrap()),
+            NoNetwork,
+            log,
+            sm.clone(),
+        )
+        .await
+        .unwrap();
+        raft.initialize(nodes(&[1])).await.unwrap();
+        raft.wait(WAIT)
+            .state(ServerState::Leader, "leader")
+            .await
+            .unwrap();
+        assert!(write(&raft, add_server("a")).await.is_ok());
+        let applied = sm.last_applied();
+        disk.fail_syncs
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            raft.client_write(baton_core::Entry {
+                by: Default::default(),
+                now_ms: 6,
+                cmd: add_server("b"),
+                advance_ms: 0,
+            }),
+        )
+        .await
+        .expect("the write returns (with an error) instead of hanging");
+        assert!(r.is_err(), "acknowledged although its fsync failed: {r:?}");
+        assert_eq!(sm.last_applied(), applied, "applied without being durable");
+        assert!(sm.read(|s| !s.servers.contains_key("b")));
+        let _ = raft.shutdown().await;
+    }
 
     #[tokio::test]
     async fn writes_snapshot_purge_and_restart() {
