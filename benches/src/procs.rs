@@ -30,13 +30,8 @@ pub fn kill_all() {
     }
 }
 
-/// A free loopback TCP port (bind :0, read it, release it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
-}
+/// A free loopback TCP port (the test harness's: never the same one twice in a process).
+pub use baton_tests::free_port;
 
 /// A started process: its program and arguments (to start it again), its log file.
 pub struct Proc {
