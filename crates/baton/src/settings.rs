@@ -75,7 +75,7 @@ mod tests {
         let e = toml::from_str::<T>("lease = \"two\"")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not a duration"), "{e}");
+        assert!(e.contains("invalid duration \"two\""), "{e}");
         let e = toml::from_str::<T>("leese = \"2s\"")
             .unwrap_err()
             .to_string();
