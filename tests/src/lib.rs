@@ -43,8 +43,9 @@ pub use journal::{Line, Report, check, journal_command, stubborn_journal_command
 // The binary
 // ---------------------------------------------------------------------------------------
 
-/// The `baton` binary: `BATON_BIN` if set, else built once with `$CARGO build -p baton
-/// --bin baton` and taken from the workspace's target directory.
+/// The `baton` binary: `BATON_BIN` if set, else the workspace's `target/debug/baton`,
+/// built first with `$CARGO build -p baton --bin baton` unless it is newer than every
+/// source (as after `cargo test --workspace`, which builds it).
 pub fn baton_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -55,13 +56,6 @@ pub fn baton_bin() -> &'static Path {
             .parent()
             .expect("tests/ has a parent")
             .to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(&cargo)
-            .args(["build", "-p", "baton", "--bin", "baton"])
-            .current_dir(&workspace)
-            .status()
-            .expect("cannot run cargo to build the baton binary");
-        assert!(status.success(), "cargo build -p baton failed: {status}");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .map(|t| {
@@ -73,9 +67,51 @@ pub fn baton_bin() -> &'static Path {
             })
             .unwrap_or_else(|| workspace.join("target"));
         let bin = target.join("debug").join("baton");
+        // `cargo test --workspace` has just built this binary with the workspace's
+        // features; building it again with `-p baton` resolves features for that package
+        // alone and rebuilds ring, rustls and their dependents (minutes on two cores),
+        // twice per run. So build only when a source is newer than the binary.
+        if !is_fresh(&bin, &workspace) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(&cargo)
+                .args(["build", "-p", "baton", "--bin", "baton"])
+                .current_dir(&workspace)
+                .status()
+                .expect("cannot run cargo to build the baton binary");
+            assert!(status.success(), "cargo build -p baton failed: {status}");
+        }
         assert!(bin.exists(), "no binary at {}", bin.display());
         bin
     })
+}
+
+/// Whether `bin` exists and is newer than every file it is built from: the workspace
+/// manifests and lock file, and everything under `crates/` and `proto/`.
+fn is_fresh(bin: &Path, workspace: &Path) -> bool {
+    fn newest(path: &Path, depth_left: u32) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        if depth_left == 0 {
+            return None;
+        }
+        std::fs::read_dir(path)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name() != "target")
+            .filter_map(|e| newest(&e.path(), depth_left - 1))
+            .max()
+    }
+    let Some(built) = std::fs::metadata(bin).and_then(|m| m.modified()).ok() else {
+        return false;
+    };
+    // Sources sit at most 6 levels deep (crates/X/src/a/b/c.rs); 8 leaves a margin.
+    const DEPTH_MAX: u32 = 8;
+    ["Cargo.toml", "Cargo.lock", "crates", "proto"]
+        .iter()
+        .filter_map(|p| newest(&workspace.join(p), DEPTH_MAX))
+        .all(|source| source <= built)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -423,8 +459,10 @@ pub const CLI_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Runs `baton ARGS` (no `--directory` added) with a timeout.
 pub fn run_baton(args: &[String], timeout: Duration) -> CliOutput {
+    // The binary first (the first call may build it): the timeout is the command's own.
+    let bin = baton_bin();
     let start = Instant::now();
-    let mut child = Command::new(baton_bin())
+    let mut child = Command::new(bin)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
