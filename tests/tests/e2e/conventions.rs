@@ -98,12 +98,25 @@ fn exit_codes_match_the_help() {
     args.extend(["role", "show", "no-such-role"].map(String::from));
     let out = run_baton(&args, CLI_TIMEOUT);
     assert_eq!(out.code, baton_cli::EXIT_FAILURE, "{}", out.stderr);
-    // 0: health of a serving node, over mutual TLS.
+    // 0: health of a serving node, over mutual TLS. Health follows readiness, which
+    // the node checks every 500 ms: until its first check it answers NOT_SERVING (exit 1).
     let addr = c.node(1).addr.clone();
     let mut args = c.admin_tls_args();
     args.extend(["health".to_string(), addr.clone()]);
-    let out = run_baton(&args, CLI_TIMEOUT);
-    assert_eq!(out.code, baton_cli::EXIT_OK, "{}", out.stderr);
+    let out = wait_until(
+        Duration::from_secs(20),
+        "the node to answer SERVING",
+        || {
+            let out = run_baton(&args, CLI_TIMEOUT);
+            assert!(
+                [baton_cli::EXIT_OK, baton_cli::EXIT_FAILURE].contains(&out.code),
+                "health exited {}: {}",
+                out.code,
+                out.stderr
+            );
+            (out.code == baton_cli::EXIT_OK).then_some(out)
+        },
+    );
     assert!(out.stdout.contains("SERVING"), "{}", out.stdout);
 }
 
