@@ -278,16 +278,23 @@ pub async fn status_json(node: &Arc<Node>, caller: &Caller) -> serde_json::Value
                     "roles": st.roles_on(&s.name),
                 })
             }).collect::<Vec<_>>(),
-            "roles": st.roles.values().map(|r| json!({
-                "name": r.name,
-                "kind": r.kind,
-                "servers": r.servers,
-                "active": r.active,
-                "epoch": r.epoch,
-                "state": r.state().as_str(),
-                "reason": r.reason,
-                "failback": r.failback,
-            })).collect::<Vec<_>>(),
+            "roles": st.roles.values().map(|r| {
+                // Which listed servers could take the role now (see `standby_readiness`).
+                let readiness = st.standby_readiness(&r.name);
+                json!({
+                    "name": r.name,
+                    "kind": r.kind,
+                    "servers": r.servers,
+                    "active": r.active,
+                    "epoch": r.epoch,
+                    "state": r.state().as_str(),
+                    "reason": r.reason,
+                    "failback": r.failback,
+                    "standbys_ready": readiness.as_ref().map_or(0, |x| x.ready()),
+                    "standbys": readiness.as_ref().map_or(0, |x| x.total()),
+                    "at_risk": readiness.as_ref().is_some_and(|x| x.at_risk()),
+                })
+            }).collect::<Vec<_>>(),
             "events": st.history.iter().rev().take(PAGE_EVENTS_MAX).map(|e| json!({
                 "revision": e.revision,
                 "index": e.index,

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub servers: Family<Label, Gauge>,
     /// Roles by state: `running`, `handover`, `unassigned`, `deleting`.
     pub roles: Family<Label, Gauge>,
+    /// Roles none of whose standbys could take them over now (`role list`: AT RISK).
+    pub roles_at_risk: Gauge,
     /// History events in which a role left a server, by cause.
     pub failovers: Family<Label, Counter>,
     /// Every history event this node applied, by cause.
@@ -121,6 +123,7 @@ impl Metrics {
             write_seconds: latency_histogram(),
             servers: Family::default(),
             roles: Family::default(),
+            roles_at_risk: Gauge::default(),
             failovers: Family::default(),
             history_events: Family::default(),
             ready: Gauge::default(),
@@ -195,6 +198,11 @@ impl Metrics {
         );
         r.register("baton_roles", "Roles by state", m.roles.clone());
         r.register(
+            "baton_roles_at_risk",
+            "Roles none of whose standbys could take them over now",
+            m.roles_at_risk.clone(),
+        );
+        r.register(
             "baton_failovers",
             "History events in which a role left a server, by cause",
             m.failovers.clone(),
@@ -240,7 +248,7 @@ impl Metrics {
         }
         self.agent_sessions.set(node.sessions() as i64);
         self.ready.set(i64::from(node.readiness.get().is_ok()));
-        let (revision, servers, roles) = node.read(|st| {
+        let (revision, servers, roles, at_risk) = node.read(|st| {
             let mut servers = [0i64; 4];
             for s in st.servers.values() {
                 let i = if s.maintenance {
@@ -262,9 +270,15 @@ impl Metrics {
                     .unwrap_or(0);
                 roles[i] += 1;
             }
-            (st.revision, servers, roles)
+            let at_risk = st
+                .roles
+                .keys()
+                .filter(|r| st.standby_readiness(r).is_some_and(|x| x.at_risk()))
+                .count();
+            (st.revision, servers, roles, at_risk)
         });
         self.revision.set(revision as i64);
+        self.roles_at_risk.set(at_risk as i64);
         for (name, n) in SERVER_STATUSES.iter().zip(servers) {
             self.servers.get_or_create(&label("status", *name)).set(n);
         }

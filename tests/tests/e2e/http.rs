@@ -131,6 +131,8 @@ fn metrics_readiness_and_refusals_over_tls() {
     }
     assert_eq!(value(&m, "baton_servers", &[("status", "up")]), Some(2.0));
     assert_eq!(value(&m, "baton_roles", &[("state", "running")]), Some(1.0));
+    // r1 on srv-a with srv-b ready behind it: not at risk.
+    assert_eq!(value(&m, "baton_roles_at_risk", &[]), Some(0.0));
     assert!(
         value(&m, "baton_client_write_duration_seconds_count", &[]).is_some(),
         "{m:?}"
@@ -166,6 +168,8 @@ fn metrics_readiness_and_refusals_over_tls() {
         value(&after, "baton_servers", &[("status", "down")]),
         Some(1.0)
     );
+    // r1 now on srv-b, its only standby (srv-a) down: at risk.
+    assert_eq!(value(&after, "baton_roles_at_risk", &[]), Some(1.0));
     // The agent that took r1 over says so on its own port.
     let a = wait_until(Duration::from_secs(10), "srv-b's agent running r1", || {
         let (code, body) = get(&agent_http, "/metrics", &Via::Plain).ok()?;
@@ -210,6 +214,15 @@ fn metrics_readiness_and_refusals_over_tls() {
         .expect("r1 in the status");
     assert_eq!(r1["active"], "srv-b");
     assert_eq!(status["cluster"]["leader"], leader);
+    assert_eq!(
+        (&r1["standbys_ready"], &r1["standbys"], &r1["at_risk"]),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(1),
+            &serde_json::json!(true)
+        ),
+        "{r1}"
+    );
 
     // Refusals: no client certificate fails the handshake; an agent may not read.
     let anonymous = Via::no_client_cert(&certs).unwrap();
@@ -408,11 +421,18 @@ fn status_page_in_headless_chromium() {
     // A drained server shows amber; its role moves on.
     let out = c.cli(&["server", "drain", "srv-c"]);
     assert!(out.ok(), "{out:?}");
-    wait_until(Duration::from_secs(60), "srv-c amber on the page", || {
-        let dom = dump_dom(&exe, &profile, &url);
-        dom.contains(r#"data-server="srv-c" data-led="maintenance""#)
+    // camera-gateway, on srv-b, is then left with no ready standby (srv-a down, srv-c
+    // drained): the page flags it at risk.
+    wait_until(
+        Duration::from_secs(60),
+        "srv-c amber and camera-gateway at risk, on the page",
+        || {
+            let dom = dump_dom(&exe, &profile, &url);
+            (dom.contains(r#"data-server="srv-c" data-led="maintenance""#)
+                && dom.contains(r#"data-at-risk="true" class="at-risk">0/2 AT RISK"#))
             .then_some(())
-    });
+        },
+    );
 
     let artifacts = baton_tests::baton_bin()
         .parent()
