@@ -161,10 +161,7 @@ fn use_release_binary() -> Result<Option<PathBuf>> {
     if cfg!(debug_assertions) || std::env::var_os("BATON_BIN").is_some() {
         return Ok(None);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("tests/ has a parent")?
-        .to_path_buf();
+    let workspace = crate::workspace_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "--release", "-p", "baton", "--bin", "baton"])
@@ -174,16 +171,7 @@ fn use_release_binary() -> Result<Option<PathBuf>> {
     if !status.success() {
         bail!("cargo build --release -p baton failed: {status}");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| {
-            if t.is_relative() {
-                workspace.join(t)
-            } else {
-                t
-            }
-        })
-        .unwrap_or_else(|| workspace.join("target"));
+    let target = crate::target_dir();
     // A private copy: other builds in this workspace may replace target/release/baton
     // while the campaign restarts nodes.
     let bin = target.join("release").join("baton");

@@ -52,21 +52,8 @@ pub fn baton_bin() -> &'static Path {
         if let Some(p) = std::env::var_os("BATON_BIN") {
             return PathBuf::from(p);
         }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ has a parent")
-            .to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .map(|t| {
-                if t.is_relative() {
-                    workspace.join(t)
-                } else {
-                    t
-                }
-            })
-            .unwrap_or_else(|| workspace.join("target"));
-        let bin = target.join("debug").join("baton");
+        let workspace = workspace_dir();
+        let bin = target_dir().join("debug").join("baton");
         // `cargo test --workspace` has just built this binary with the workspace's
         // features; building it again with `-p baton` resolves features for that package
         // alone and rebuilds ring, rustls and their dependents (minutes on two cores),
@@ -83,6 +70,30 @@ pub fn baton_bin() -> &'static Path {
         assert!(bin.exists(), "no binary at {}", bin.display());
         bin
     })
+}
+
+/// The workspace's root directory (the parent of `tests/`).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace) or
+/// `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    let workspace = workspace_dir();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| {
+            if t.is_relative() {
+                workspace.join(t)
+            } else {
+                t
+            }
+        })
+        .unwrap_or_else(|| workspace.join("target"))
 }
 
 /// Whether `bin` exists and is newer than every file it is built from: the workspace
