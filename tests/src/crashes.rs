@@ -1169,9 +1169,10 @@ pub enum Outcome {
     Panicked { code: i32, text: String },
     /// Neither served nor exited in time.
     Hung,
-    /// Started and converged on the leader's data; its store shows no difference from
-    /// before the damage (the damaged bytes held nothing live) but, at most, an older
-    /// committed log id (see [`same_durable_state`]).
+    /// Started and converged on the leader's data; its store still holds everything Raft
+    /// needs that it held before the damage (the damaged bytes held nothing live, or sled
+    /// rolled back to an earlier point that differs only in what Raft can do without: an
+    /// older committed hint, snapshot or purge point; see `Verified::keeps_everything_of`).
     StartedIntact,
     /// Started and converged on the leader's data, but its store silently lost data (sled
     /// dropped what followed the damage, or a removed value was not missed): undetected
@@ -1200,26 +1201,6 @@ impl Outcome {
     pub fn refused_with_remedy(&self) -> bool {
         matches!(self, Outcome::Refused { .. })
     }
-}
-
-/// Whether the store `after` the damage holds everything Raft needs from it `before`:
-/// the same log, purge point, vote and snapshot. The saved committed log id may only be
-/// older: Raft does not need it durable (openraft saves it as a hint so a restart
-/// re-applies sooner; a node that lost it learns the commit point from the leader), so an
-/// older one loses nothing. A newer one would claim commits that never happened.
-fn same_durable_state(before: &Verified, after: &Verified) -> bool {
-    let committed_ok = after.committed <= before.committed;
-    let rest = |v: &Verified| {
-        (
-            v.entries,
-            v.first_log_id,
-            v.last_log_id,
-            v.last_purged,
-            v.vote,
-            v.snapshot.clone(),
-        )
-    };
-    committed_ok && rest(before) == rest(after)
 }
 
 /// One case of the corruption campaign.
@@ -1967,18 +1948,20 @@ fn corrupt_case(
             Err(detail) if !detail.starts_with("at revision") => Outcome::Stuck { detail },
             Err(detail) => Outcome::WrongData { detail },
             Ok(()) => match (&before, &after) {
-                (Ok(b), Ok(a)) if same_durable_state(b, a) => Outcome::StartedIntact,
+                (Ok(b), Ok(a)) if a.keeps_everything_of(b) => Outcome::StartedIntact,
                 (Ok(b), Ok(a)) => Outcome::StartedLostData {
                     detail: format!(
-                        "{} -> {} log entries, last {:?} -> {:?}, vote {} -> {}, snapshot {} -> {}",
+                        "{} -> {} log entries, last {:?} -> {:?}, vote {} -> {}, snapshot at {:?} -> {:?}, purged {:?} -> {:?}",
                         b.entries,
                         a.entries,
                         b.last_log_id.map(|l| l.index),
                         a.last_log_id.map(|l| l.index),
                         b.vote.map_or("none".into(), |v| v.to_string()),
                         a.vote.map_or("none".into(), |v| v.to_string()),
-                        b.snapshot.is_some(),
-                        a.snapshot.is_some(),
+                        b.snapshot.as_ref().map(|s| s.last_log_id.map(|l| l.index)),
+                        a.snapshot.as_ref().map(|s| s.last_log_id.map(|l| l.index)),
+                        b.last_purged.map(|l| l.index),
+                        a.last_purged.map(|l| l.index),
                     ),
                 },
                 (_, Err(e)) => Outcome::WrongData {

@@ -98,6 +98,28 @@ impl Verified {
             && self.committed.is_none()
             && self.snapshot.is_none()
     }
+
+    /// Whether this store still holds everything Raft needs that the store `before` held,
+    /// as when a damaged sled file rolls the store back to an earlier consistent point.
+    ///
+    /// - The vote and the last log id are the same. Within one node's history, the same
+    ///   last log id means the same log before it (Raft's log matching property).
+    /// - The saved committed log id may only be older: openraft saves it as a hint so a
+    ///   restart re-applies sooner, and a node that lost it learns the commit point from the
+    ///   leader. A newer one would claim commits that never happened.
+    /// - The purge point and the snapshot may be older, as long as the snapshot still
+    ///   covers every purged entry: an older snapshot with the log after it rebuilds the same
+    ///   state. A rolled-back compaction loses nothing.
+    pub fn keeps_everything_of(&self, before: &Verified) -> bool {
+        let snapshot_at = |v: &Verified| v.snapshot.as_ref().and_then(|s| s.last_log_id);
+        let index = |l: Option<LogId>| l.map(|l| l.index);
+        self.vote == before.vote
+            && self.last_log_id == before.last_log_id
+            && self.committed <= before.committed
+            && self.last_purged <= before.last_purged
+            && snapshot_at(self) <= snapshot_at(before)
+            && index(snapshot_at(self)) >= index(self.last_purged)
+    }
 }
 
 impl fmt::Display for Verified {

@@ -1280,3 +1280,56 @@ async fn a_torn_mark_slot_falls_back_to_the_other() {
         Some(log_id(2, 6))
     );
 }
+
+// --- what a rolled-back store keeps -----------------------------------------------------
+
+/// A verified store as the crash campaign sees it: log `first..=last`, purged up to
+/// `first - 1`, a snapshot at `snapshot`, committed `committed`.
+fn verified(first: u64, last: u64, snapshot: Option<u64>, committed: u64) -> crate::Verified {
+    crate::Verified {
+        entries: last + 1 - first,
+        first_log_id: Some(log_id(1, first)),
+        last_log_id: Some(log_id(1, last)),
+        last_purged: (first > 1).then(|| log_id(1, first - 1)),
+        committed: Some(log_id(1, committed)),
+        vote: Some(Vote::new_committed(1, 3)),
+        snapshot: snapshot.map(|at| openraft::SnapshotMeta {
+            last_log_id: Some(log_id(1, at)),
+            last_membership: StoredMembership::new(None, membership_of(&[&[1, 2, 3]])),
+            snapshot_id: format!("s-{at}"),
+        }),
+        identity: None,
+    }
+}
+
+#[test]
+fn a_rolled_back_compaction_keeps_everything_raft_needs() {
+    // The case a truncated sled file produced: the newest snapshot (at 81) and the purge
+    // up to 61 were lost; the store went back to the snapshot at 59 with the log from 60.
+    let before = verified(62, 81, Some(81), 81);
+    let after = verified(60, 81, Some(59), 81);
+    assert!(after.keeps_everything_of(&before));
+    assert!(before.keeps_everything_of(&before));
+    // An older committed hint is harmless; a newer one claims commits that never happened.
+    assert!(verified(62, 81, Some(81), 70).keeps_everything_of(&before));
+    assert!(!before.keeps_everything_of(&verified(62, 81, Some(81), 70)));
+}
+
+#[test]
+fn a_store_that_lost_entries_votes_or_purged_ones_keeps_nothing() {
+    let before = verified(62, 81, Some(81), 81);
+    // The log's tail is gone.
+    assert!(!verified(62, 80, Some(81), 80).keeps_everything_of(&before));
+    // A different vote.
+    let mut vote = before.clone();
+    vote.vote = Some(Vote::new_committed(2, 1));
+    assert!(!vote.keeps_everything_of(&before));
+    // Entries purged beyond the snapshot: 60..=61 are in neither.
+    assert!(!verified(62, 81, Some(59), 81).keeps_everything_of(&before));
+    // No snapshot at all but a purged prefix.
+    assert!(!verified(62, 81, None, 81).keeps_everything_of(&before));
+    // A newer snapshot than before is not a rollback but a different store.
+    let mut newer = before.clone();
+    newer.snapshot = verified(1, 81, Some(90), 81).snapshot;
+    assert!(!newer.keeps_everything_of(&before));
+}
