@@ -99,8 +99,10 @@ fn raw_sled_damage_loses_no_ack_and_serves_no_wrong_data() {
 }
 
 /// What the issue asks of raw damage too: every case that damaged live data is detected
-/// and refused with the remedy. Damage to bytes that held nothing live (the store reads
-/// back exactly as before, e.g. a cut of sled's dead tail) has nothing to detect.
+/// and refused with the remedy. Damage to bytes that held nothing live has nothing to
+/// detect: the store reads back exactly as before (a cut of sled's dead tail), or sled
+/// rolls back to an older snapshot and purge point with the same log tail and vote, which
+/// Raft can do without. `BATON_SEED=N` replays a run.
 #[test]
 fn raw_sled_damage_is_detected_and_refused() {
     let cfg = CorruptConfig {
