@@ -67,6 +67,7 @@ fn apply(s: &mut State, cmd: Command) {
         index,
         &Entry {
             by: Default::default(),
+            request: Default::default(),
             now_ms: NOW,
             advance_ms: 0,
             cmd,

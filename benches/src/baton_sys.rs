@@ -307,7 +307,10 @@ impl BatonCluster {
     pub async fn apply(&self, cmd: v1::command::Command) -> Result<v1::WriteReply> {
         Ok(self
             .client
-            .apply(v1::Command { command: Some(cmd) })
+            .apply(v1::Command {
+                command: Some(cmd),
+                request_id: String::new(),
+            })
             .await?)
     }
 

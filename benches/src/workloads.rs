@@ -101,6 +101,7 @@ impl Writer {
             Writer::Baton(clients, roles) => {
                 let c = &clients[i / 32 % clients.len()];
                 c.apply(v1::Command {
+                    request_id: String::new(),
                     command: Some(set_role(&roles[i % roles.len()], n % 2)),
                 })
                 .await?;

@@ -250,6 +250,7 @@ fn addrs_of(c: &Cluster, ids: &[u64]) -> Vec<String> {
 
 fn add_server(name: &str) -> v1::Command {
     v1::Command {
+        request_id: String::new(),
         command: Some(v1::command::Command::AddServer(v1::AddServer {
             name: name.to_string(),
             main: false,

@@ -203,6 +203,7 @@ pub fn error_line(e: &anyhow::Error) -> String {
 async fn write(client: &Client, output: Output, command: Cmd) -> Result<()> {
     let reply = client
         .apply(v1::Command {
+            request_id: String::new(),
             command: Some(command),
         })
         .await?;
@@ -385,6 +386,7 @@ async fn cluster(client: &Client, output: Output, cmd: ClusterCmd) -> Result<()>
         ClusterCmd::TransferLeader { id } => client.transfer_leader(id).await?,
         ClusterCmd::Set { lease, grace } => {
             let cmd = v1::Command {
+                request_id: String::new(),
                 command: Some(v1::command::Command::SetLease(v1::SetLease {
                     lease_ms: lease.as_millis() as u64,
                     grace_ms: grace.map_or(0, |g| g.as_millis() as u64),

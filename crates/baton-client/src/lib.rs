@@ -169,12 +169,16 @@ impl Client {
     /// Applies one command through the leader.
     ///
     /// Retry semantics: a write whose outcome is unknown (the RPC timed out, or the
-    /// connection broke after the request was sent) is retried like any other failure.
-    /// If the first attempt did commit, the retry may then be refused, e.g. a
-    /// `CreateRole` reported as `ALREADY_EXISTS` or a `MoveRoleServer` applied twice.
-    /// This is accepted for now: commands carry no request id, so the directory cannot
-    /// deduplicate. Callers that care should re-read the state after such a refusal.
-    pub async fn apply(&self, command: v1::Command) -> Result<v1::WriteReply, ClientError> {
+    /// connection broke after the request was sent) is retried like any other failure,
+    /// under one request id for all its attempts (a random one, unless `command` names
+    /// its own). The directory remembers the outcome of recent ids, so if an earlier
+    /// attempt did commit, the retry changes nothing and gets that attempt's answer: a
+    /// `CreateRole` is not reported `ALREADY_EXISTS`, a `MoveRoleServer` is not applied
+    /// twice.
+    pub async fn apply(&self, mut command: v1::Command) -> Result<v1::WriteReply, ClientError> {
+        if command.request_id.is_empty() {
+            command.request_id = new_request_id();
+        }
         self.call(Route::Leader, "apply", move |mut c| {
             let command = command.clone();
             async move { c.apply(command).await }
@@ -604,6 +608,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text.replace(['\n', '\r'], " ")
+}
+
+/// A request id for one write: 128 random bits in hex, so two clients never pick the
+/// same one.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 
 use baton_client::{Client, ClientConfig, ClientError, v1};
 use baton_proto::{LEADER_ADDR_KEY, REASON_KEY};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Server;
@@ -35,6 +35,8 @@ struct Fake {
     addr: String,
     /// Every RPC received, to check where the client went.
     calls: Arc<AtomicUsize>,
+    /// The request id of every write received, to check retries share one.
+    request_ids: Arc<Mutex<Vec<String>>>,
 }
 
 impl Fake {
@@ -67,7 +69,11 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl Directory for Fake {
-    async fn apply(&self, _r: Request<v1::Command>) -> Result<Response<v1::WriteReply>, Status> {
+    async fn apply(&self, r: Request<v1::Command>) -> Result<Response<v1::WriteReply>, Status> {
+        self.request_ids
+            .lock()
+            .unwrap()
+            .push(r.get_ref().request_id.clone());
         self.gate(false).await?;
         Ok(Response::new(v1::WriteReply {
             revision: 7,
@@ -149,11 +155,16 @@ impl Directory for Fake {
 struct Node {
     addr: String,
     calls: Arc<AtomicUsize>,
+    request_ids: Arc<Mutex<Vec<String>>>,
 }
 
 impl Node {
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    fn request_ids(&self) -> Vec<String> {
+        self.request_ids.lock().unwrap().clone()
     }
 }
 
@@ -166,17 +177,23 @@ async fn listener() -> (tokio::net::TcpListener, String) {
 
 fn serve(l: tokio::net::TcpListener, addr: String, mode: Mode) -> Node {
     let calls = Arc::new(AtomicUsize::new(0));
+    let request_ids = Arc::new(Mutex::new(Vec::new()));
     let fake = Fake {
         mode,
         addr: addr.clone(),
         calls: calls.clone(),
+        request_ids: request_ids.clone(),
     };
     tokio::spawn(
         Server::builder()
             .add_service(DirectoryServer::new(fake))
             .serve_with_incoming(TcpIncoming::from(l)),
     );
-    Node { addr, calls }
+    Node {
+        addr,
+        calls,
+        request_ids,
+    }
 }
 
 async fn start(mode: Mode) -> Node {
@@ -203,6 +220,7 @@ fn fast_config() -> ClientConfig {
 
 fn create(name: &str) -> v1::Command {
     v1::Command {
+        request_id: String::new(),
         command: Some(v1::command::Command::CreateRole(v1::CreateRole {
             name: name.to_string(),
             servers: vec!["srv-a".into()],
@@ -235,6 +253,33 @@ async fn follows_the_leader_hint_and_remembers_the_leader() {
 
     // Clones share what was learnt.
     assert_eq!(client.clone().leader(), client.leader());
+}
+
+/// Every attempt of one write carries the same request id, so the directory can answer a
+/// retry of a write that already committed with its first outcome; another write gets
+/// another id, and an id the caller chose is kept.
+#[tokio::test]
+async fn every_attempt_of_a_write_carries_one_request_id() {
+    let leader = start(Mode::Leader).await;
+    let follower = start(Mode::Follower {
+        leader: format!("http://{}", leader.addr),
+    })
+    .await;
+    let client = Client::with_config(vec![follower.addr.clone()], fast_config()).unwrap();
+    client.apply(create("r1")).await.unwrap();
+    let (first, second) = (follower.request_ids(), leader.request_ids());
+    assert_eq!((first.len(), second.len()), (1, 1));
+    assert_eq!(first[0].len(), 32, "{first:?}");
+    assert_eq!(first, second, "the retry went out under another id");
+
+    client.apply(create("r2")).await.unwrap();
+    let ids = leader.request_ids();
+    assert_ne!(ids[1], ids[0], "two writes shared an id");
+
+    let mut own = create("r3");
+    own.request_id = "mine-1".into();
+    client.apply(own).await.unwrap();
+    assert_eq!(leader.request_ids()[2], "mine-1");
 }
 
 #[tokio::test]

@@ -31,6 +31,11 @@ pub struct Entry {
     /// directory's own writes, agents' reports and a cluster running without TLS.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub by: String,
+    /// The id the client gave this write, the same on every retry of it: an entry whose
+    /// id the state has already applied changes nothing and returns the first outcome
+    /// (see `crate::requests`). Empty: no deduplication.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub request: String,
 }
 
 /// Which agent process registers (or holds) a server name.

@@ -55,11 +55,13 @@ pub mod history;
 pub mod names;
 mod placement;
 pub mod readiness;
+pub mod requests;
 pub mod state;
 
 pub use command::{AgentInstance, Cause, Command, Entry, Outcome, Refusal, RefusalKind};
 pub use history::{Position, ResumeGap, Trimmed};
 pub use readiness::{Readiness, Standby};
+pub use requests::{REQUEST_ID_MAX, REQUESTS_KEPT, Requests, check_request_id};
 pub use state::{Event, Release, Role, RoleState, Server, ServerStatus, State};
 
 /// The kind a role gets when none is given.

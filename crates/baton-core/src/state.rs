@@ -10,6 +10,7 @@ use crate::names::{
     check_database, check_delay, check_kinds, check_name, database_host, host_is_server,
     is_local_host,
 };
+use crate::requests::Requests;
 use crate::{
     DEFAULT_KIND, HISTORY_MAX_DEFAULT, MAIN_VOTERS_MIN, OBJECTS_MAX, SERVERS_PER_ROLE_MAX,
 };
@@ -207,6 +208,10 @@ pub struct State {
     /// it, and in snapshots written before it existed.
     #[serde(default)]
     pub cluster_id: Option<String>,
+    /// The outcomes of recent identified writes, so a retried write applies once (see
+    /// `crate::requests`). Empty in snapshots written before it existed.
+    #[serde(default)]
+    pub requests: Requests,
 }
 
 /// [`State`] as stored, for loading snapshots of every version.
@@ -235,6 +240,8 @@ struct StateOnDisk {
     expiry_lease_ms: u64,
     #[serde(default)]
     cluster_id: Option<String>,
+    #[serde(default)]
+    requests: Requests,
 }
 
 impl From<StateOnDisk> for State {
@@ -264,6 +271,7 @@ impl From<StateOnDisk> for State {
             grace_ms: d.grace_ms,
             expiry_lease_ms: d.expiry_lease_ms,
             cluster_id: d.cluster_id,
+            requests: d.requests,
         };
         if d.elapsed_ms.is_none() {
             let wall = st.now_ms;
@@ -300,6 +308,7 @@ impl Default for State {
             expiry_lease_ms: 0,
             elapsed_ms: 0,
             cluster_id: None,
+            requests: Requests::default(),
         }
     }
 }
@@ -315,8 +324,11 @@ pub struct Assignment {
 
 impl State {
     /// Apply one log entry at `index`. Deterministic; a refusal leaves `self` untouched
-    /// apart from `revision`, which always advances to `index`, and directory time, which
-    /// always advances by the entry's `advance_ms` (the time passed, whatever the command).
+    /// apart from `revision`, which always advances to `index`, directory time, which
+    /// always advances by the entry's `advance_ms` (the time passed, whatever the command),
+    /// and the request table, which remembers the outcome of an identified entry. An
+    /// entry whose request id was already applied changes nothing else and returns the
+    /// first outcome (see `crate::requests`).
     pub fn apply(&mut self, index: u64, entry: &Entry) -> Result<Outcome, Refusal> {
         debug_assert!(
             index > self.revision || self.revision == 0,
@@ -325,6 +337,18 @@ impl State {
         self.elapsed_ms = self
             .elapsed_ms
             .saturating_add(entry.advance_ms.min(crate::ADVANCE_MAX_MS));
+        // A retry of a write already applied: the first outcome, and no change.
+        if let Some(first) = self.requests.get(&entry.request) {
+            self.revision = index;
+            return first.clone();
+        }
+        let result = self.apply_new(index, entry);
+        self.requests.record(&entry.request, &result);
+        result
+    }
+
+    /// [`State::apply`] of an entry that is not a retry.
+    fn apply_new(&mut self, index: u64, entry: &Entry) -> Result<Outcome, Refusal> {
         // Validate against an untouched state first, then mutate: a refusal may never
         // leave half a change behind. A refused entry still advances the revision.
         if let Err(r) = self.check(&entry.cmd) {

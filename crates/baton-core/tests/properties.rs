@@ -496,6 +496,7 @@ impl Checker {
                         index + 1,
                         &Entry {
                             by: Default::default(),
+                            request: Default::default(),
                             now_ms: now,
                             cmd: Command::Tick,
                             advance_ms: 0,
@@ -1117,6 +1118,7 @@ fn execute(ops: &[(u64, Op)], check: bool) -> Result<Run, TestCaseError> {
             let at = state.elapsed_ms + baton_core::ADVANCE_MAX_MS;
             let entry = Entry {
                 by: Default::default(),
+                request: Default::default(),
                 now_ms: at,
                 cmd: Command::Tick,
                 advance_ms: baton_core::ADVANCE_MAX_MS,
@@ -1133,6 +1135,7 @@ fn execute(ops: &[(u64, Op)], check: bool) -> Result<Run, TestCaseError> {
             let before = state.clone();
             let entry = Entry {
                 by: Default::default(),
+                request: Default::default(),
                 now_ms: now,
                 cmd,
                 advance_ms: now - state.elapsed_ms,
@@ -1235,7 +1238,7 @@ proptest! {
         let mut apply = |state: &mut State, cmd: Command| {
             index += 1;
             let advance_ms = (late - state.elapsed_ms).min(baton_core::ADVANCE_MAX_MS);
-            let entry = Entry { by: Default::default(), now_ms: late, cmd, advance_ms };
+            let entry = Entry { by: Default::default(), request: Default::default(), now_ms: late, cmd, advance_ms };
             state.apply(index, &entry).unwrap();
         };
         while state.elapsed_ms < late {

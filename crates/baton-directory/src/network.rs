@@ -236,6 +236,12 @@ const _: fn() = || {
 /// First byte of a Raft payload in the current format: bincode 1 of openraft's types, with
 /// log entries carried as [`WireEntry`].
 pub const WIRE_V1: u8 = 1;
+/// First byte of an append request whose entries also carry the client's request id
+/// (`baton_core::Entry::request`). Every other payload is still written as [`WIRE_V1`]
+/// (its layout did not change), and an append in [`WIRE_V1`] is still read (with no
+/// request ids), so a node of the version before reads all but the new appends: upgrade
+/// followers first and move leadership last, as for the version byte itself.
+pub const WIRE_V2: u8 = 2;
 /// First byte of a payload from a node before the version byte existed: a JSON object.
 /// Still read, so that during a rolling upgrade the upgraded nodes understand the others;
 /// a node before the version byte cannot read [`WIRE_V1`] (its replies say "malformed
@@ -265,14 +271,14 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
 pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T, String> {
     use bincode::Options;
     match data.first() {
-        Some(&WIRE_V1) => bincode_options()
+        Some(&v @ (WIRE_V1 | WIRE_V2)) => bincode_options()
             .deserialize(&data[1..])
-            .map_err(|e| format!("malformed raft payload (format {WIRE_V1}): {e}")),
+            .map_err(|e| format!("malformed raft payload (format {v}): {e}")),
         Some(&LEGACY_JSON) => {
             serde_json::from_slice(data).map_err(|e| format!("malformed raft payload (JSON): {e}"))
         }
         Some(other) => Err(format!(
-            "raft payload in an unknown format {other} (this node reads {WIRE_V1} and JSON): \
+            "raft payload in an unknown format {other} (this node reads {WIRE_V1}, {WIRE_V2} and JSON): \
              is the sender a newer version?"
         )),
         None => Err("empty raft payload".into()),
@@ -301,6 +307,7 @@ struct WireCommandRef<'a> {
     cmd: &'a baton_core::Command,
     advance_ms: u64,
     by: &'a str,
+    request: &'a str,
 }
 
 /// The owned form of [`WireEntryRef`], for decoding (same layout).
@@ -323,6 +330,66 @@ struct WireCommand {
     cmd: baton_core::Command,
     advance_ms: u64,
     by: String,
+    request: String,
+}
+
+/// The layout of [`WIRE_V1`] appends, read from nodes of the version before: entries
+/// without a request id.
+#[derive(Deserialize)]
+struct WireAppendV1 {
+    vote: Vote<NodeId>,
+    prev_log_id: Option<LogId<NodeId>>,
+    leader_commit: Option<LogId<NodeId>>,
+    entries: Vec<WireEntryV1>,
+}
+
+#[derive(Deserialize)]
+struct WireEntryV1 {
+    log_id: LogId<NodeId>,
+    payload: WirePayloadV1,
+}
+
+#[derive(Deserialize)]
+enum WirePayloadV1 {
+    Blank,
+    Normal(WireCommandV1),
+    Membership(Membership<NodeId, BasicNode>),
+}
+
+#[derive(Deserialize)]
+struct WireCommandV1 {
+    now_ms: u64,
+    cmd: baton_core::Command,
+    advance_ms: u64,
+    by: String,
+}
+
+impl From<WireAppendV1> for WireAppend {
+    fn from(w: WireAppendV1) -> WireAppend {
+        WireAppend {
+            vote: w.vote,
+            prev_log_id: w.prev_log_id,
+            leader_commit: w.leader_commit,
+            entries: w
+                .entries
+                .into_iter()
+                .map(|e| WireEntry {
+                    log_id: e.log_id,
+                    payload: match e.payload {
+                        WirePayloadV1::Blank => WirePayload::Blank,
+                        WirePayloadV1::Normal(c) => WirePayload::Normal(WireCommand {
+                            now_ms: c.now_ms,
+                            cmd: c.cmd,
+                            advance_ms: c.advance_ms,
+                            by: c.by,
+                            request: String::new(),
+                        }),
+                        WirePayloadV1::Membership(m) => WirePayload::Membership(m),
+                    },
+                })
+                .collect(),
+        }
+    }
 }
 
 /// An append request on the wire.
@@ -358,32 +425,37 @@ pub fn encode_append(rpc: &AppendEntriesRequest<TypeConfig>) -> Result<Vec<u8>, 
                         cmd,
                         advance_ms,
                         by,
+                        request,
                     } = n;
                     WirePayloadRef::Normal(WireCommandRef {
                         now_ms: *now_ms,
                         cmd,
                         advance_ms: *advance_ms,
                         by,
+                        request,
                     })
                 }
                 EntryPayload::Membership(m) => WirePayloadRef::Membership(m),
             },
         })
         .collect();
-    encode(&WireAppendRef {
+    let mut out = encode(&WireAppendRef {
         vote: &rpc.vote,
         prev_log_id: &rpc.prev_log_id,
         leader_commit: &rpc.leader_commit,
         entries,
-    })
+    })?;
+    out[0] = WIRE_V2;
+    Ok(out)
 }
 
 /// Decode an append request of either format.
 pub fn decode_append(data: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, String> {
-    if data.first() != Some(&WIRE_V1) {
-        return decode(data);
-    }
-    let w: WireAppend = decode(data)?;
+    let w: WireAppend = match data.first() {
+        Some(&WIRE_V2) => decode(data)?,
+        Some(&WIRE_V1) => decode::<WireAppendV1>(data)?.into(),
+        _ => return decode(data),
+    };
     Ok(AppendEntriesRequest {
         vote: w.vote,
         prev_log_id: w.prev_log_id,
@@ -400,6 +472,7 @@ pub fn decode_append(data: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, St
                         cmd: c.cmd,
                         advance_ms: c.advance_ms,
                         by: c.by,
+                        request: c.request,
                     }),
                     WirePayload::Membership(m) => EntryPayload::Membership(m),
                 },
@@ -426,7 +499,7 @@ mod tests {
             vec![BTreeSet::from([1, 2, 3])],
             BTreeMap::from([(1, BasicNode::new("127.0.0.1:7101"))]),
         );
-        let normal = |index, by: &str| Entry {
+        let normal = |index, by: &str, request: &str| Entry {
             log_id: log_id(2, index),
             payload: EntryPayload::Normal(baton_core::Entry {
                 now_ms: 1_700_000_000_000 + index,
@@ -437,6 +510,7 @@ mod tests {
                 },
                 advance_ms: index,
                 by: by.into(),
+                request: request.into(),
             }),
         };
         AppendEntriesRequest {
@@ -448,8 +522,8 @@ mod tests {
                     log_id: log_id(2, 10),
                     payload: EntryPayload::Blank,
                 },
-                normal(11, ""),
-                normal(12, "operator bob"),
+                normal(11, "", ""),
+                normal(12, "operator bob", "r-7f3a"),
                 Entry {
                     log_id: log_id(2, 13),
                     payload: EntryPayload::Membership(membership),
@@ -472,7 +546,7 @@ mod tests {
     fn append_requests_round_trip_and_are_smaller_than_json() {
         let rpc = append();
         let bytes = encode_append(&rpc).unwrap();
-        assert_eq!(bytes[0], WIRE_V1);
+        assert_eq!(bytes[0], WIRE_V2);
         let back = decode_append(&bytes).unwrap();
         assert_same(&back, &rpc);
         let json = serde_json::to_vec(&rpc).unwrap();
@@ -482,6 +556,72 @@ mod tests {
             bytes.len(),
             json.len()
         );
+    }
+
+    /// An append as a node of the version before writes it ([`WIRE_V1`], entries without
+    /// a request id) still reads, with empty request ids. The layout is written out here
+    /// field by field, as that version had it.
+    #[test]
+    fn a_version_1_append_reads_with_no_request_ids() {
+        #[derive(Serialize)]
+        struct AppendV1<'a> {
+            vote: &'a Vote<NodeId>,
+            prev_log_id: &'a Option<LogId<NodeId>>,
+            leader_commit: &'a Option<LogId<NodeId>>,
+            entries: Vec<EntryV1<'a>>,
+        }
+        #[derive(Serialize)]
+        struct EntryV1<'a> {
+            log_id: &'a LogId<NodeId>,
+            payload: PayloadV1<'a>,
+        }
+        #[derive(Serialize)]
+        enum PayloadV1<'a> {
+            #[allow(dead_code)]
+            Blank,
+            Normal {
+                now_ms: u64,
+                cmd: &'a baton_core::Command,
+                advance_ms: u64,
+                by: &'a str,
+            },
+        }
+        let mut rpc = append();
+        rpc.entries
+            .retain(|e| matches!(e.payload, EntryPayload::Normal(_)));
+        let entries = rpc
+            .entries
+            .iter()
+            .map(|e| {
+                let EntryPayload::Normal(n) = &e.payload else {
+                    unreachable!("kept only normal entries")
+                };
+                EntryV1 {
+                    log_id: &e.log_id,
+                    payload: PayloadV1::Normal {
+                        now_ms: n.now_ms,
+                        cmd: &n.cmd,
+                        advance_ms: n.advance_ms,
+                        by: &n.by,
+                    },
+                }
+            })
+            .collect();
+        let bytes = encode(&AppendV1 {
+            vote: &rpc.vote,
+            prev_log_id: &rpc.prev_log_id,
+            leader_commit: &rpc.leader_commit,
+            entries,
+        })
+        .unwrap();
+        assert_eq!(bytes[0], WIRE_V1);
+        let back = decode_append(&bytes).unwrap();
+        for e in &mut rpc.entries {
+            if let EntryPayload::Normal(n) = &mut e.payload {
+                n.request.clear();
+            }
+        }
+        assert_same(&back, &rpc);
     }
 
     /// A node before the version byte sends JSON; it still reads.

@@ -420,14 +420,20 @@ impl Node {
     /// fails, the earlier ones stay applied, which is harmless: declaring a server down
     /// twice changes nothing the second time.
     pub async fn write(&self, cmd: Command, forwarded: bool) -> Result<WriteReply, Status> {
-        self.write_as(cmd, forwarded, &Caller::Anyone).await
+        self.write_as(cmd, "", forwarded, &Caller::Anyone).await
     }
 
     /// [`Node::write`] on behalf of `caller`, whom the entry records as its author (the
     /// audit trail) and a forward to the leader names.
+    ///
+    /// `request` is the client's id for the write ("" for none): a retry of a write that
+    /// already committed returns the first outcome and changes nothing (see
+    /// `baton_core::requests`). A `ServersDown` split into parts carries none (only the
+    /// controller writes it, and the parts must not be taken for retries of each other).
     pub async fn write_as(
         &self,
         cmd: Command,
+        request: &str,
         forwarded: bool,
         caller: &Caller,
     ) -> Result<WriteReply, Status> {
@@ -439,16 +445,17 @@ impl Node {
                 let part = Command::ServersDown {
                     servers: part.to_vec(),
                 };
-                last = Some(self.write_entry(part, forwarded, caller).await?);
+                last = Some(self.write_entry(part, "", forwarded, caller).await?);
             }
             return Ok(last.expect("a long list has parts"));
         }
-        self.write_entry(cmd, forwarded, caller).await
+        self.write_entry(cmd, request, forwarded, caller).await
     }
 
     async fn write_entry(
         &self,
         cmd: Command,
+        request: &str,
         forwarded: bool,
         caller: &Caller,
     ) -> Result<WriteReply, Status> {
@@ -462,7 +469,9 @@ impl Node {
             cmd,
             advance_ms: 0,
             by: caller.by(),
+            request: request.to_string(),
         };
+        baton_core::check_request_id(request).map_err(error::invalid)?;
         // Size first: the bound of everything after it, validation included.
         baton_store::check_entry_size(&entry).map_err(|e| error::invalid(e.to_string()))?;
         entry.cmd.validate().map_err(|r| error::refusal(&r))?;
@@ -505,6 +514,14 @@ impl Node {
                         req.set_timeout(Duration::from_secs(5));
                         if let Some(by) = caller.forward_value() {
                             req.metadata_mut().insert(crate::auth::BY_KEY, by);
+                        }
+                        if !request.is_empty() {
+                            // Checked printable ASCII above, so always a valid value.
+                            let value = request.parse().map_err(|_| {
+                                error::invalid("request id is not a valid header value")
+                            })?;
+                            req.metadata_mut()
+                                .insert(crate::raft_service::REQUEST_KEY, value);
                         }
                         client
                             .propose(req)

@@ -14,6 +14,10 @@ use crate::auth::Caller;
 use crate::error::invalid;
 use crate::node::Node;
 
+/// Metadata key of a forwarded write's request id (`pb::Command::request_id`), so the
+/// leader deduplicates a retry that went through a follower as one sent to it directly.
+pub const REQUEST_KEY: &str = "baton-request";
+
 pub struct RaftService {
     pub node: Arc<Node>,
 }
@@ -182,8 +186,15 @@ impl RaftRpc for RaftService {
         if let Some(by) = caller.node() {
             tracing::debug!(by, "a forwarded write names a directory node as its author");
         }
+        let request = match req.metadata().get(REQUEST_KEY) {
+            None => String::new(),
+            Some(v) => v
+                .to_str()
+                .map_err(|_| invalid("the forwarded request id is not ASCII"))?
+                .to_string(),
+        };
         self.node
-            .write_as(cmd, true, &caller)
+            .write_as(cmd, &request, true, &caller)
             .await
             .map(Response::new)
     }

@@ -110,7 +110,10 @@ impl Directory for DirectoryService {
     async fn apply(&self, req: Request<pb::Command>) -> Result<Response<pb::WriteReply>, Status> {
         let fwd = is_forwarded(&req);
         let caller = Caller::of(&req)?;
-        let mut cmd = command_from_proto(req.into_inner())?;
+        let mut command = req.into_inner();
+        let request = std::mem::take(&mut command.request_id);
+        baton_core::check_request_id(&request).map_err(crate::error::invalid)?;
+        let mut cmd = command_from_proto(command)?;
         let needed = match cmd {
             baton_core::Command::SetLease { .. } => Permission::Admin,
             _ => Permission::Operator,
@@ -133,7 +136,7 @@ impl Directory for DirectoryService {
         let what = cmd.name();
         let reply = crate::metrics::timed(
             &self.node.metrics.write_seconds,
-            self.node.write_as(cmd, fwd, &caller),
+            self.node.write_as(cmd, &request, fwd, &caller),
         )
         .await?;
         if !fwd {

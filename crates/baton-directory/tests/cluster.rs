@@ -17,6 +17,7 @@ use baton_directory::{Faults, NodeConfig, RunningNode};
 use baton_proto::v1 as pb;
 use baton_proto::v1::agent_client::AgentClient;
 use baton_proto::v1::agent_message::Msg as Out;
+use baton_proto::v1::directory_client::DirectoryClient;
 use baton_proto::v1::directory_message::Msg as In;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -511,7 +512,6 @@ async fn a_leader_change_alone_moves_no_role() {
 /// (invariant 6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_reflection_and_malformed_requests() {
-    use baton_proto::v1::directory_client::DirectoryClient;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -572,13 +572,14 @@ async fn health_reflection_and_malformed_requests() {
 
     let mut dir = DirectoryClient::new(channel);
     let before = c.nodes[&leader].node.revision();
-    let empty = dir.apply(pb::Command { command: None }).await.unwrap_err();
+    let empty = dir.apply(pb::Command::default()).await.unwrap_err();
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
     assert_eq!(empty.message(), "the request carries no command");
 
     let huge = "x".repeat(2 * 1024 * 1024);
     let too_big = dir
         .apply(pb::Command {
+            request_id: String::new(),
             command: Some(pb::command::Command::AddServer(pb::AddServer {
                 name: huge,
                 main: false,
@@ -596,6 +597,7 @@ async fn health_reflection_and_malformed_requests() {
 
     let long = dir
         .apply(pb::Command {
+            request_id: String::new(),
             command: Some(pb::command::Command::AddServer(pb::AddServer {
                 name: "y".repeat(65),
                 main: false,
@@ -609,6 +611,78 @@ async fn health_reflection_and_malformed_requests() {
     // Malformed input never reached the log: nothing changed, not even the revision.
     assert!(c.nodes[&leader].node.read(|s| s.servers.is_empty()));
     assert_eq!(c.nodes[&leader].node.revision(), before);
+    c.shutdown().await;
+}
+
+/// A write retried under its request id applies once, through the leader or a follower's
+/// forward alike: the retry gets the first outcome (not ALREADY_EXISTS), a refusal is
+/// repeated as it was, and every node remembers the id. A malformed id changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_write_applies_once_through_leader_and_follower() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let f = others(leader)[0];
+    let connect = |id: u64| {
+        let addr = format!("http://{}", c.addrs[&id]);
+        async move {
+            let ch = tonic::transport::Endpoint::from_shared(addr)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            DirectoryClient::new(ch)
+        }
+    };
+    let (mut to_leader, mut to_follower) = (connect(leader).await, connect(f).await);
+    let add = |name: &str, id: &str| pb::Command {
+        request_id: id.into(),
+        command: Some(pb::command::Command::AddServer(pb::AddServer {
+            name: name.into(),
+            main: false,
+            kinds: vec![],
+        })),
+    };
+
+    let first = to_follower.apply(add("srv-x", "retry-1")).await.unwrap();
+    let first = first.into_inner();
+    for client in [&mut to_leader, &mut to_follower] {
+        let again = client.apply(add("srv-x", "retry-1")).await.unwrap();
+        assert_eq!(again.into_inner().summary, first.summary);
+    }
+    // Without the id, or under another, it is a new write, refused as before.
+    for id in ["", "retry-2", "retry-2"] {
+        let refused = to_leader.apply(add("srv-x", id)).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::AlreadyExists,
+            "{id:?}: {refused:?}"
+        );
+    }
+    let revision = c.nodes[&leader].node.revision();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in c.addrs.keys() {
+        let node = &c.nodes[id].node;
+        while node.revision() < revision {
+            assert!(Instant::now() < deadline, "node {id} did not catch up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node.read(|s| {
+            assert_eq!(s.servers.len(), 1, "node {id}: {:?}", s.servers.keys());
+            assert!(s.requests.get("retry-1").is_some_and(|r| r.is_ok()));
+            assert!(s.requests.get("retry-2").is_some_and(|r| r.is_err()));
+        });
+    }
+    for bad in ["has space", &"x".repeat(baton_core::REQUEST_ID_MAX + 1)] {
+        let refused = to_follower.apply(add("srv-y", bad)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("request id"), "{refused:?}");
+    }
+    assert_eq!(c.nodes[&leader].node.revision(), revision);
+    assert!(
+        c.nodes[&leader]
+            .node
+            .read(|s| !s.servers.contains_key("srv-y"))
+    );
     c.shutdown().await;
 }
 

@@ -47,6 +47,7 @@ async fn sleep_until_ms(t: u64) {
 /// Create `role`; `true` when acknowledged (or found to exist on a retry).
 async fn create(o: &ClientOpts, rng: &mut Prng, role: &str, servers: Vec<String>) -> bool {
     let cmd = pb::Command {
+        request_id: String::new(),
         command: Some(pb::command::Command::CreateRole(pb::CreateRole {
             name: role.to_string(),
             kind: KIND.to_string(),
@@ -82,6 +83,7 @@ pub const REGISTERS: [&str; 2] = ["reg-0", "reg-1"];
 async fn ensure_register(o: &ClientOpts, rng: &mut Prng, role: &str) -> bool {
     while now_ms() < o.stop_ms {
         let cmd = pb::Command {
+            request_id: String::new(),
             command: Some(pb::command::Command::CreateRole(pb::CreateRole {
                 name: role.to_string(),
                 kind: KIND.to_string(),
@@ -109,6 +111,7 @@ async fn set_lease(o: &ClientOpts, checker: &Shared, lease_ms: u64) {
     let node = &o.nodes[(now_ms() % o.nodes.len() as u64) as usize];
     let mut c = DirectoryClient::new(net::channel(node));
     let cmd = pb::Command {
+        request_id: String::new(),
         command: Some(pb::command::Command::SetLease(pb::SetLease {
             lease_ms,
             grace_ms: 0,
@@ -140,6 +143,7 @@ async fn register_op(o: &ClientOpts, rng: &mut Prng, checker: &Shared, value: &m
         *value += 1;
         let v = *value;
         let cmd = pb::Command {
+            request_id: String::new(),
             command: Some(pb::command::Command::SetRole(pb::SetRole {
                 role: role.to_string(),
                 failback: None,
@@ -344,6 +348,7 @@ pub async fn create_failback_role(
 ) -> turmoil::Result {
     sleep_until_ms(start_ms).await;
     let cmd = pb::Command {
+        request_id: String::new(),
         command: Some(pb::command::Command::CreateRole(pb::CreateRole {
             name: role.clone(),
             kind: KIND.to_string(),

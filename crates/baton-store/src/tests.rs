@@ -40,6 +40,7 @@ fn normal(term: u64, index: u64, cmd: Command) -> LogEntry {
         log_id: log_id(term, index),
         payload: EntryPayload::Normal(baton_core::Entry {
             by: Default::default(),
+            request: Default::default(),
             now_ms: 1_000 + index,
             cmd,
             advance_ms: 0,
@@ -414,6 +415,7 @@ async fn oversized_entry_is_refused_before_it_reaches_the_log() {
     let (_dir, mut log, _sm) = fresh();
     let entry = baton_core::Entry {
         by: Default::default(),
+        request: Default::default(),
         now_ms: 1,
         cmd: Command::RoleFailed {
             role: "r".into(),
@@ -440,6 +442,7 @@ async fn oversized_entry_is_refused_before_it_reaches_the_log() {
     assert_eq!(log.get_log_state().await.unwrap().last_log_id, None);
     let small = baton_core::Entry {
         by: Default::default(),
+        request: Default::default(),
         now_ms: u64::MAX,
         cmd: Command::Tick,
         advance_ms: u64::MAX,
@@ -563,6 +566,7 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
         kinds.insert(cmd.name());
         let len = crate::check_entry_size(&baton_core::Entry {
             by: Default::default(),
+            request: Default::default(),
             now_ms: big,
             cmd,
             advance_ms: big,
@@ -1052,6 +1056,7 @@ mod single_node {
     async fn write(raft: &Raft, cmd: Command) -> crate::Response {
         raft.client_write(baton_core::Entry {
             by: Default::default(),
+            request: Default::default(),
             now_ms: 5,
             cmd,
             advance_ms: 0,
@@ -1098,6 +1103,7 @@ mod single_node {
             Duration::from_secs(10),
             raft.client_write(baton_core::Entry {
                 by: Default::default(),
+                request: Default::default(),
                 now_ms: 6,
                 cmd: add_server("b"),
                 advance_ms: 0,

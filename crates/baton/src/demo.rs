@@ -349,6 +349,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
 fn create_role(name: &str, servers: &[&str], failback: bool, delay_ms: u64) -> v1::Command {
     v1::Command {
+        request_id: String::new(),
         command: Some(Cmd::CreateRole(v1::CreateRole {
             name: name.into(),
             kind: "demo".into(),
@@ -387,6 +388,7 @@ impl Demo {
         // The servers exist before their agents register, so the roles can list them.
         for s in SERVERS {
             let add = v1::Command {
+                request_id: String::new(),
                 command: Some(Cmd::AddServer(v1::AddServer {
                     name: s.into(),
                     main: false,
@@ -645,7 +647,7 @@ impl Demo {
         let mut n = 0;
         let write_gap = loop {
             let cmd = v1::Command {
-                // A write that cannot move anything: alarm-plugin has failback off, so
+                request_id: String::new(), // A write that cannot move anything: alarm-plugin has failback off, so
                 // its failback delay is inert. (Toggling failback itself, as this tour
                 // once did, let failback move the role and blamed the leader kill.)
                 command: Some(Cmd::SetRole(v1::SetRole {

@@ -85,6 +85,7 @@ impl Dir {
             let rest = self.unproposed() - baton_core::ADVANCE_MAX_MS;
             let entry = Entry {
                 by: Default::default(),
+                request: Default::default(),
                 now_ms: self.now.saturating_sub(rest),
                 cmd: Command::Tick,
                 advance_ms: baton_core::ADVANCE_MAX_MS,
@@ -94,6 +95,7 @@ impl Dir {
         self.index += 1;
         let entry = Entry {
             by: Default::default(),
+            request: Default::default(),
             now_ms: self.now,
             cmd,
             advance_ms: self.unproposed(),
@@ -107,6 +109,7 @@ impl Dir {
         self.index += 1;
         let entry = Entry {
             by: Default::default(),
+            request: Default::default(),
             now_ms: self.now,
             cmd,
             advance_ms,
