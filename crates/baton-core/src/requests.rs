@@ -151,7 +151,10 @@ mod tests {
         let refused = st.apply(3, &entry("a", "q2"));
         assert!(refused.is_err());
         assert_eq!(st.apply(4, &entry("a", "q2")), refused);
-        assert!(st.apply(5, &entry("a", "")).is_err(), "no id, no deduplication");
+        assert!(
+            st.apply(5, &entry("a", "")).is_err(),
+            "no id, no deduplication"
+        );
 
         let json = serde_json::to_value(&st).unwrap();
         let back: State = serde_json::from_value(json.clone()).unwrap();
