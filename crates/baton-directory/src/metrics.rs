@@ -39,8 +39,18 @@ pub struct Metrics {
     pub is_leader: Gauge,
     /// The index of the last entry in this node's log.
     pub last_log_index: Gauge,
+    /// The index of the last committed entry this node saved (a follower learns it
+    /// with the next append or heartbeat).
+    pub committed_index: Gauge,
     /// The index of the last entry this node applied to its state.
     pub applied_index: Gauge,
+    /// How long each append of log entries took to become durable on this node (write,
+    /// fsync, high-water mark): the disk's share of every commit.
+    pub append_seconds: Histogram,
+    /// On the node that proposed an entry (its own writes, agents' reports and client
+    /// writes alike): the time from proposing it to its being committed by a quorum and
+    /// applied here.
+    pub commit_seconds: Histogram,
     /// On the leader: how many entries each follower's log is behind the leader's.
     pub replication_lag: Family<Label, Gauge>,
     /// Agent sessions attached to this node.
@@ -114,7 +124,10 @@ impl Metrics {
             leader_id: Gauge::default(),
             is_leader: Gauge::default(),
             last_log_index: Gauge::default(),
+            committed_index: Gauge::default(),
             applied_index: Gauge::default(),
+            append_seconds: latency_histogram(),
+            commit_seconds: latency_histogram(),
             replication_lag: Family::default(),
             agent_sessions: Gauge::default(),
             renewals: Counter::default(),
@@ -155,6 +168,21 @@ impl Metrics {
             "baton_raft_last_log_index",
             "Index of the last entry in this node's log",
             m.last_log_index.clone(),
+        );
+        r.register(
+            "baton_raft_committed_index",
+            "Index of the last committed entry this node saved",
+            m.committed_index.clone(),
+        );
+        r.register(
+            "baton_raft_append_duration_seconds",
+            "Time for an append of log entries to become durable on this node",
+            m.append_seconds.clone(),
+        );
+        r.register(
+            "baton_raft_commit_duration_seconds",
+            "Time from proposing an entry to its commit and apply on the proposing leader",
+            m.commit_seconds.clone(),
         );
         r.register(
             "baton_raft_applied_index",
@@ -237,6 +265,9 @@ impl Metrics {
             .set(m.last_log_index.unwrap_or(0) as i64);
         self.applied_index
             .set(m.last_applied.map_or(0, |l| l.index) as i64);
+        if let Some(stats) = node.store.as_ref().map(|s| s.stats()) {
+            self.committed_index.set(stats.committed_index() as i64);
+        }
         self.replication_lag.clear();
         if let (Some(repl), Some(last)) = (&m.replication, m.last_log_index) {
             for (id, matched) in repl.iter().filter(|(id, _)| **id != node.id) {

@@ -190,6 +190,12 @@ impl Node {
         let mut manager = Manager::new(&config);
         #[cfg(feature = "planted-bugs")]
         manager.plant(env.planted);
+        let metrics = crate::metrics::Metrics::new();
+        if let Some((s, _)) = &store {
+            let appends = metrics.append_seconds.clone();
+            s.stats()
+                .observe_appends(move |took| appends.observe(took.as_secs_f64()));
+        }
         Ok(Arc::new(Node {
             id: config.id,
             config,
@@ -199,7 +205,7 @@ impl Node {
             manager,
             directory_time: DirectoryTime::default(),
             sessions: AtomicU64::new(0),
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             readiness: crate::readiness::Readiness::default(),
             channels: Mutex::new(HashMap::new()),
             faults,
@@ -495,7 +501,14 @@ impl Node {
             self.manager
                 .touch(self, server, &instance.id, replaces.as_deref());
         }
-        match self.raft.client_write(entry.clone()).await {
+        let proposed = std::time::Instant::now();
+        let written = self.raft.client_write(entry.clone()).await;
+        if written.is_ok() {
+            self.metrics
+                .commit_seconds
+                .observe(proposed.elapsed().as_secs_f64());
+        }
+        match written {
             Ok(resp) => match resp.data {
                 Ok(Outcome { summary }) => Ok(WriteReply {
                     revision: resp.log_id.index,

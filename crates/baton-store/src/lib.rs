@@ -126,7 +126,7 @@ use std::sync::Arc;
 
 pub use disk::{Identity, Verified};
 pub use error::{REMEDY, StoreError};
-pub use log_store::LogStore;
+pub use log_store::{LogStats, LogStore};
 pub use state_machine::StateMachineStore;
 
 openraft::declare_raft_types!(

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
@@ -20,11 +22,52 @@ use crate::{Identity, LogEntry, LogId, StorageError, StoreError, TypeConfig, Ver
 pub struct LogStore {
     /// The shared database (also used by the state machine).
     disk: Arc<Disk>,
+    /// Figures of the durable path for the node's metrics, shared by every clone.
+    stats: Arc<LogStats>,
+}
+
+/// What the log's durable path reports to metrics: the committed index openraft saved
+/// last, and how long each append took to become durable (write, fsync, high-water mark),
+/// which is the disk's share of every commit.
+#[derive(Default)]
+pub struct LogStats {
+    /// Index of the last committed log id saved (0 before any).
+    committed_index: AtomicU64,
+    /// Called with each append's time to durability, once a node installs it.
+    on_append: OnceLock<Box<dyn Fn(Duration) + Send + Sync>>,
+}
+
+impl LogStats {
+    /// Index of the last committed entry openraft saved here (0 before any). It may lag
+    /// the leader's commit by a heartbeat on a follower, as openraft saves it lazily.
+    pub fn committed_index(&self) -> u64 {
+        self.committed_index.load(Ordering::Relaxed)
+    }
+
+    /// Have `f` called with every append's time to durability. Only the first call
+    /// installs an observer (one node owns a store); later ones are ignored.
+    pub fn observe_appends(&self, f: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.on_append.set(Box::new(f));
+    }
+
+    fn appended(&self, took: Duration) {
+        if let Some(f) = self.on_append.get() {
+            f(took);
+        }
+    }
 }
 
 impl LogStore {
     pub(crate) fn new(disk: Arc<Disk>) -> Self {
-        LogStore { disk }
+        LogStore {
+            disk,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The figures of this store's durable path, for metrics.
+    pub fn stats(&self) -> Arc<LogStats> {
+        self.stats.clone()
     }
 
     /// The shared database, for tests that inject faults.
@@ -180,11 +223,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.disk
             .put_committed(committed.as_ref())
-            .map_err(StoreError::write_store)
+            .map_err(StoreError::write_store)?;
+        if let Some(c) = committed {
+            self.stats.committed_index.store(c.index, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.disk.committed().map_err(StoreError::read_store)
+        let committed = self.disk.committed().map_err(StoreError::read_store)?;
+        if let Some(c) = committed {
+            self.stats.committed_index.store(c.index, Ordering::Relaxed);
+        }
+        Ok(committed)
     }
 
     async fn append<I>(
@@ -200,6 +251,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // high-water mark raised; only then are the entries reported as persisted
         // (invariant 2: nothing acknowledged before fsync, nor before the mark covers it).
         // Both syncs run in one blocking task: one hand-off per append, not two.
+        let started = Instant::now();
         let mut last = None;
         if let Err(e) = self
             .disk
@@ -219,6 +271,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         match durable.await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
+                self.stats.appended(started.elapsed());
                 Ok(())
             }
             Err(e) => {

@@ -119,7 +119,18 @@ fn metrics_readiness_and_refusals_over_tls() {
     assert_eq!(value(&m, "baton_raft_is_leader", &[]), Some(1.0));
     assert_eq!(value(&m, "baton_raft_leader_id", &[]), Some(leader as f64));
     assert!(value(&m, "baton_raft_term", &[]).unwrap() >= 1.0);
-    assert!(value(&m, "baton_raft_applied_index", &[]).unwrap() >= 1.0);
+    let applied = value(&m, "baton_raft_applied_index", &[]).unwrap();
+    assert!(applied >= 1.0);
+    // The leader commits before it applies; a scrape reads committed after applied.
+    let committed = value(&m, "baton_raft_committed_index", &[]).unwrap();
+    assert!(committed >= applied, "committed {committed} < applied {applied}");
+    // Every write so far went through this leader's disk and its commit path.
+    for h in [
+        "baton_raft_append_duration_seconds_count",
+        "baton_raft_commit_duration_seconds_count",
+    ] {
+        assert!(value(&m, h, &[]).unwrap_or(0.0) >= 1.0, "{h}: {m:?}");
+    }
     assert_eq!(value(&m, "baton_ready", &[]), Some(1.0));
     for peer in c.ids().into_iter().filter(|id| *id != leader) {
         let lag = value(
