@@ -13,11 +13,14 @@ use baton_tls::Permission;
 use baton_tls::make::{self, Subject, Validity};
 use serde_json::Value;
 
+/// Roles, servers, authored events, membership: see [`footprint`].
+type Footprint = (Vec<Value>, Vec<Value>, Vec<Value>, Vec<(u64, bool)>);
+
 /// What a refused call could have changed, and nothing else: each role's and server's
 /// configuration, the events an identified caller wrote, and the membership. Not what
 /// liveness moves on its own (status, agent addresses, an election under load), which a
 /// busy machine may change while the test runs.
-fn footprint(c: &Cluster) -> (Vec<Value>, Vec<Value>, Vec<Value>, Vec<(u64, bool)>) {
+fn footprint(c: &Cluster) -> Footprint {
     let status = c.json(&["cluster", "status"]);
     let members = status["nodes"]
         .as_array()
