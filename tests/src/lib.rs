@@ -909,16 +909,21 @@ impl Cluster {
     /// checking its peers follows only once the leader reaches it).
     pub fn wait_ready(&self, limit: Duration) -> u64 {
         let ids = self.ids();
-        wait_until(limit, "a leader that sees every node", || {
+        wait_until(limit, "a leader that every node follows", || {
             let st = self.status_at(&ids)?;
             let leader = st.get("leader")?.as_u64()?;
             let nodes = st.get("nodes")?.as_array()?;
+            // A voter counts once it leads or follows: a node that has not heard from the
+            // leader yet (a loaded host, a replication backoff) reports itself a learner
+            // at term 0, and a test that starts then finds it outside the cluster.
             let all = nodes.len() == ids.len()
                 && nodes.iter().all(|n| {
-                    !matches!(
-                        n.get("state").and_then(Value::as_str),
-                        Some("unreachable" | "candidate")
-                    )
+                    let state = n.get("state").and_then(Value::as_str);
+                    if n.get("voter").and_then(Value::as_bool) == Some(true) {
+                        matches!(state, Some("leader" | "follower"))
+                    } else {
+                        !matches!(state, Some("unreachable" | "candidate"))
+                    }
                 });
             all.then_some(leader)
         })

@@ -123,7 +123,10 @@ fn metrics_readiness_and_refusals_over_tls() {
     assert!(applied >= 1.0);
     // The leader commits before it applies; a scrape reads committed after applied.
     let committed = value(&m, "baton_raft_committed_index", &[]).unwrap();
-    assert!(committed >= applied, "committed {committed} < applied {applied}");
+    assert!(
+        committed >= applied,
+        "committed {committed} < applied {applied}"
+    );
     // Every write so far went through this leader's disk and its commit path.
     for h in [
         "baton_raft_append_duration_seconds_count",

@@ -203,7 +203,8 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
     // 9. Plain text to a TLS port.
     refused(&cli_with(&c, &["--insecure".into()], &write), &[]);
     // 5. A viewer writing (reads work).
-    assert!(cli_with(&c, &viewer, &["role", "list"]).ok());
+    let read = cli_with(&c, &viewer, &["role", "list"]);
+    assert!(read.ok(), "a viewer could not read: {read:?}");
     refused(
         &cli_with(&c, &viewer, &write),
         &["permission", "operator", "viewer vera"],
