@@ -9,6 +9,7 @@ pub mod etcd_sys;
 pub mod journal;
 pub mod procs;
 pub mod report;
+pub mod scale;
 pub mod stats;
 pub mod syscalls;
 pub mod workloads;

@@ -39,7 +39,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn row(&mut self, metric: &str, unit: &str, baton: Option<f64>, etcd: Option<f64>, goal: Goal) {
+    pub(crate) fn row(
+        &mut self,
+        metric: &str,
+        unit: &str,
+        baton: Option<f64>,
+        etcd: Option<f64>,
+        goal: Goal,
+    ) {
         let r = Row::new(metric, unit, baton, etcd, goal);
         eprintln!(
             "  {metric}: baton {:?} etcd {:?} goal {} met {}",
@@ -55,15 +62,15 @@ impl Ctx {
         );
         self.tls_rows.push(r);
     }
-    fn note(&mut self, key: &str, text: impl Into<String>) {
+    pub(crate) fn note(&mut self, key: &str, text: impl Into<String>) {
         let t = text.into();
         eprintln!("  note {key}: {t}");
         self.notes.insert(key.into(), t);
     }
-    fn param(&mut self, key: &str, v: impl Into<serde_json::Value>) {
+    pub(crate) fn param(&mut self, key: &str, v: impl Into<serde_json::Value>) {
         self.params.insert(key.into(), v.into());
     }
-    fn dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
         let d = self.work.join(name);
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("work dir");

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench-driver [--quick] [--keep] [--out FILE] [--baton-args "FLAGS"] [--baton-bin PATH] [--etcd-bin PATH]
-//!              [--only throughput,failover,leader_kill,fanout,rss,renewals,restart,tls_cost]
+//!              [--only throughput,failover,leader_kill,fanout,rss,renewals,restart,tls_cost,scale]
 //! bench-driver etcd-agent --server S --endpoints A,B,C --roles R1,R2 --ttl SECS --run CMD
 //! bench-driver check --report FILE --thresholds FILE
 //! ```
@@ -20,7 +20,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use baton_benches::workloads::{self, Ctx};
 use baton_benches::{check, etcd_agent, procs, report};
 
-const ALL: [&str; 8] = [
+const ALL: [&str; 9] = [
     "throughput",
     "failover",
     "leader_kill",
@@ -29,6 +29,7 @@ const ALL: [&str; 8] = [
     "renewals",
     "restart",
     "tls_cost",
+    "scale",
 ];
 
 fn value(args: &mut std::vec::IntoIter<String>, flag: &str) -> Result<String> {
@@ -132,6 +133,7 @@ fn main() -> Result<()> {
                     "renewals" => workloads::renewals(&mut ctx).await,
                     "restart" => workloads::restart(&mut ctx).await,
                     "tls_cost" => workloads::tls_cost(&mut ctx).await,
+                    "scale" => baton_benches::scale::scale(&mut ctx).await,
                     _ => unreachable!(),
                 };
                 if let Err(e) = r {
