@@ -16,6 +16,7 @@
 //! - logs of every process go to files in the temporary directory and are printed when
 //!   the handle is dropped during a panic. `BATON_E2E_KEEP=1` keeps the directory.
 
+pub mod chaos;
 pub mod crashes;
 pub mod dup_agent;
 pub mod http;
