@@ -204,13 +204,21 @@ pub fn cmdline(pid: u32) -> Option<String> {
     )
 }
 
+/// Every pid in `/proc` (empty when it cannot be read).
+pub fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Live (non-zombie) processes whose command line contains `marker`, this process excluded.
 pub fn pids_with_marker(marker: &str) -> Vec<u32> {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    all_pids()
+        .into_iter()
         .filter(|pid| *pid != me)
         .filter(|pid| cmdline(*pid).is_some_and(|c| c.contains(marker)))
         .filter(|pid| pid_alive(*pid))

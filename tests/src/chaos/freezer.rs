@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::sys::{all_pids, proc_stat, signal};
+use super::sys::{proc_stat, signal};
+use crate::all_pids;
 
 #[derive(Clone, Debug)]
 pub(crate) enum Freezer {

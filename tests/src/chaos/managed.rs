@@ -1,7 +1,7 @@
 //! Processes in namespaces (and cgroups), restartable with the same arguments.
 
 use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result};
 
 use super::sys::signal;
-use crate::strip_ansi;
+use crate::{strip_ansi, tail};
 
 /// A `baton` process in a namespace (and maybe a cgroup), restartable with the same
 /// arguments. Leads its own process group; dies with the thread that started it
@@ -130,10 +130,8 @@ impl Managed {
     }
 
     pub(crate) fn log_tail(&self, n: usize) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..]
-            .iter()
+        tail(&self.log, n)
+            .lines()
             .map(|l| format!("    {}", strip_ansi(l)))
             .collect::<Vec<_>>()
             .join("\n")

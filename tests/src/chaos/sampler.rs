@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use super::freezer::Freezer;
 use super::report::ms;
-use super::sys::{all_pids, proc_env, proc_stat, proc_stat_comm};
+use super::sys::{proc_env, proc_stat, proc_stat_comm};
 use super::{SAMPLE_PERIOD, SERVERS, STALE_BOUND_NS};
+use crate::all_pids;
 use crate::dup_agent::DUP_ENV;
 use crate::now_ns;
 use crate::stubborn::{self, StubbornStats};

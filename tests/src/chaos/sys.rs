@@ -81,12 +81,3 @@ pub(crate) fn proc_env(pid: u32) -> HashMap<String, String> {
         })
         .collect()
 }
-
-pub(crate) fn all_pids() -> Vec<u32> {
-    fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}

@@ -15,9 +15,8 @@ use super::common::{add_server, addrs_of, client, node_state, runtime};
 use super::damage::{Kind, apply_damage, describe, inspect};
 use super::ledger::{SharedLedger, check_ledger, read_all, read_stale, write_one};
 use super::report::{Case, CorruptReport, Outcome};
-use crate::tail;
 use crate::tools::{Rng, parse_duration};
-use crate::{Cluster, ClusterOpts, strip_ansi, try_wait_until};
+use crate::{Cluster, ClusterOpts, strip_ansi, tail, try_wait_until};
 
 /// Settings of the corruption campaign.
 #[derive(Clone, Debug)]

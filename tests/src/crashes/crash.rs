@@ -10,9 +10,8 @@ use super::cli::{default_seed, parse_flags};
 use super::common::{addrs_of, client, node_state, runtime, secs};
 use super::ledger::{SharedLedger, Writers, check_ledger, read_stale};
 use super::report::{CrashReport, FailedRestart};
-use crate::tail;
 use crate::tools::{Rng, parse_duration};
-use crate::{Cluster, ClusterOpts, strip_ansi, try_wait_until};
+use crate::{Cluster, ClusterOpts, strip_ansi, tail, try_wait_until};
 
 /// Settings of the crash campaign.
 #[derive(Clone, Debug)]
