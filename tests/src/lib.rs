@@ -2,8 +2,10 @@
 //!
 //! Spawns the real `baton` binary: directory nodes on loopback ports with data in a
 //! temporary directory, agents whose roles write a journal, and admin commands through
-//! the CLI with `-o json`. Used by the end-to-end tests in `tests/`, by the `measure`
-//! binary, and meant for the chaos runner and benches.
+//! the CLI with `-o json`. Used by the end-to-end tests in `tests/`, the `measure`
+//! binary and the benches; the chaos runner ([`chaos`]) and the crash and corruption
+//! campaigns ([`crashes`]) are modules of it, each with a thin binary. The cluster of a
+//! test and everything asked of it is [`Cluster`] (`cluster.rs`).
 //!
 //! Rules the harness keeps:
 //! - every process it starts leads its own process group and is SIGKILLed (group and

@@ -95,13 +95,13 @@
 //!
 //! ## The modules
 //!
-//! [`args`] reads the command line; [`net`] makes the hosts and cuts and heals their
-//! links; [`freezer`] freezes a server; [`managed`] starts a process in a namespace;
-//! [`writer`] is the role process and [`fenced_journal`] the observer's database;
-//! [`sampler`] watches `/proc`, [`stalls`] the observer's own host, [`admin`] writes
-//! through the CLI; [`world`] owns all of it, [`faults`] and [`dup`] inject and heal;
-//! [`run`] is the whole run, [`analysis`] turns what was observed into figures and
-//! violations, [`report`] prints and writes them; [`cleanup`] removes a run's leftovers.
+//! `args` reads the command line; `net` makes the hosts and cuts and heals their
+//! links; `freezer` freezes a server; `managed` starts a process in a namespace;
+//! `writer` is the role process and `fenced_journal` the observer's database;
+//! `sampler` watches `/proc`, `stalls` the observer's own host, `admin` writes
+//! through the CLI; `world` owns all of it, `faults` and `dup` inject and heal;
+//! `run` is the whole run, `analysis` turns what was observed into figures and
+//! violations, `report` prints and writes them; `cleanup` removes a run's leftovers.
 
 mod admin;
 mod analysis;

@@ -43,10 +43,10 @@
 //! (`src/bin/crashes.rs`) is its command line, and the end-to-end tests
 //! (`tests/e2e/durability.rs`) run small versions of both.
 //!
-//! The modules: [`cli`] (the command line), [`crash`] and [`corrupt`] (the two
-//! campaigns), [`damage`] (what is done to a node's files), [`ledger`] (the writers and
-//! the read-backs), [`report`] (what the campaigns found), [`demos`] (rollback and
-//! stuck), [`common`] (clients and figures).
+//! The modules: `cli` (the command line), `crash` and `corrupt` (the two
+//! campaigns), `damage` (what is done to a node's files), `ledger` (the writers and
+//! the read-backs), `report` (what the campaigns found), `demos` (rollback and
+//! stuck), `common` (clients and figures).
 
 mod cli;
 mod common;
