@@ -19,12 +19,3 @@ pub mod workloads;
 pub mod etcdpb {
     tonic::include_proto!("etcdserverpb");
 }
-
-/// Wall-clock nanoseconds since the Unix epoch (role processes stamp their start with
-/// `date +%s%N`, so failover times are measured on the same clock).
-pub fn wall_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use baton_client::{Client, v1};
+// Role processes stamp their start with `date +%s%N`, so failover times are measured
+// on the same wall clock as the harness's journals.
+use baton_tests::now_ns as wall_ns;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -21,7 +24,6 @@ use crate::procs::{dir_bytes, rss_kb};
 use crate::report::{Goal, Row, TlsRow};
 use crate::stats::{max, percentile};
 use crate::syscalls::FsyncCounter;
-use crate::wall_ns;
 
 pub struct Ctx {
     pub baton_bin: PathBuf,

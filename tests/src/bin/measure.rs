@@ -18,12 +18,13 @@
 //! were spread over the nodes before and after.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use baton_tests::tools::parse_duration;
 use baton_tests::{
-    Agent, Cluster, ClusterOpts, check_journal, journal, journal_command, ms_between, now_ns,
+    Agent, Cluster, ClusterOpts, Line, check_journal, journal, journal_command, ms_between, now_ns,
     role_instances, role_pid_alive, try_wait_until, wait_quiet, wait_until,
 };
 
@@ -98,137 +99,18 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Failover after kill -9 of the active agent, drain handover gaps (also to a server
+/// whose agent just came back), and whether the journal stayed clean.
 fn agent_figures(a: &Args) -> Result<()> {
-    let c = Cluster::start(3, ClusterOpts::lease(a.lease));
-    let journal = c.journal("journal");
-    let cmd = journal_command(&journal);
-    let servers = ["srv-a", "srv-b", "srv-c"];
-    let mut agents: Vec<Agent> = servers
-        .iter()
-        .map(|s| Agent::start(&c, s, &[("default", &cmd)]))
+    let mut bench = AgentBench::start(a.lease);
+    let failovers: Vec<f64> = (1..=a.runs)
+        .map(|run| bench.failover(run, a.lease))
         .collect();
-    c.wait_servers_up(&servers, Duration::from_secs(20));
-    c.json(&["role", "create", "m1", "--servers", "srv-a,srv-b,srv-c"]);
-    wait_until(Duration::from_secs(10), "m1 to run", || {
-        journal::read(&journal).into_iter().find(|l| l.role == "m1")
-    });
-
-    // --- failover after kill -9 ----------------------------------------------------------
-    let mut failovers = Vec::new();
-    for run in 1..=a.runs {
-        let (active, epoch) = wait_until(Duration::from_secs(10), "m1 active", || c.active("m1"));
-        // Make sure it is writing before the kill.
-        let t_before = now_ns();
-        let line = wait_until(Duration::from_secs(10), "m1 writing", || {
-            journal::read(&journal)
-                .into_iter()
-                .find(|l| l.role == "m1" && l.server == active && l.t_ns >= t_before)
-        });
-        let t_kill = now_ns();
-        let ag = agents
-            .iter_mut()
-            .find(|x| x.server == active)
-            .expect("agent");
-        ag.kill9();
-        let next = wait_until(
-            a.lease * 10 + Duration::from_secs(10),
-            "a new server to run m1",
-            || {
-                journal::read(&journal)
-                    .into_iter()
-                    .filter(|l| l.role == "m1" && l.server != active && l.t_ns >= t_kill)
-                    .min_by_key(|l| l.t_ns)
-            },
-        );
-        let took = Duration::from_nanos(next.t_ns - t_kill);
-        let ratio = took.as_secs_f64() / a.lease.as_secs_f64();
-        let old_gone = try_wait_until(Duration::from_secs(3), || {
-            (!role_pid_alive(&journal, line.pid)).then_some(())
-        })
-        .is_some();
-        println!(
-            "failover {run:>2}: {active} (epoch {epoch}) -> {} (epoch {}): {:>7.1} ms = {ratio:.2} x lease{}",
-            next.server,
-            next.epoch,
-            took.as_secs_f64() * 1e3,
-            if old_gone {
-                ""
-            } else {
-                "  OLD ROLE PROCESS STILL ALIVE"
-            }
-        );
-        failovers.push(ratio);
-        ag.restart();
-        c.wait_servers_up(&[active.as_str()], Duration::from_secs(20));
-    }
-
-    // --- drain handover gap ----------------------------------------------------------------
-    let mut gaps = Vec::new();
-    for run in 1..=a.runs {
-        let (active, epoch) = wait_until(Duration::from_secs(10), "m1 active", || c.active("m1"));
-        let t_drain = now_ns();
-        c.json(&["server", "drain", &active]);
-        let next = wait_until(Duration::from_secs(15), "the drain handover", || {
-            journal::read(&journal)
-                .into_iter()
-                .filter(|l| l.role == "m1" && l.server != active && l.t_ns >= t_drain)
-                .min_by_key(|l| l.t_ns)
-        });
-        let old = role_instances(&journal, "m1")
-            .into_iter()
-            .filter(|i| i.server == active && i.epoch == epoch)
-            .max_by_key(|i| i.last)
-            .expect("the old instance");
-        let gap = ms_between(old.last, next.t_ns);
-        println!(
-            "drain    {run:>2}: {active} -> {}: gap {gap:>6.1} ms (drain to first write {:.1} ms)",
-            next.server,
-            ms_between(t_drain, next.t_ns)
-        );
-        gaps.push(gap);
-        c.json(&["server", "resume", &active]);
-    }
-    // --- drain to a server whose agent has just come back after being declared down ------
-    let mut fresh_gaps = Vec::new();
-    for run in 1..=a.runs.min(5) {
-        let (active, epoch) = wait_until(Duration::from_secs(10), "m1 active", || c.active("m1"));
-        let target = servers
-            .iter()
-            .find(|s| **s != active)
-            .expect("another server")
-            .to_string();
-        let ag = agents
-            .iter_mut()
-            .find(|x| x.server == target)
-            .expect("agent");
-        ag.kill9();
-        wait_until(Duration::from_secs(20), "the target declared down", || {
-            (c.server(&target)?.get("status")?.as_str()? == "down").then_some(())
-        });
-        ag.restart();
-        c.wait_servers_up(&[target.as_str()], Duration::from_secs(20));
-        let t_drain = now_ns();
-        c.json(&["server", "drain", &active]);
-        let next = wait_until(Duration::from_secs(15), "the drain handover", || {
-            journal::read(&journal)
-                .into_iter()
-                .filter(|l| l.role == "m1" && l.server != active && l.t_ns >= t_drain)
-                .min_by_key(|l| l.t_ns)
-        });
-        let old = role_instances(&journal, "m1")
-            .into_iter()
-            .filter(|i| i.server == active && i.epoch == epoch)
-            .max_by_key(|i| i.last)
-            .expect("the old instance");
-        let gap = ms_between(old.last, next.t_ns);
-        println!(
-            "drain to a just-returned server {run}: {active} -> {}: gap {gap:>6.1} ms",
-            next.server
-        );
-        fresh_gaps.push(gap);
-        c.json(&["server", "resume", &active]);
-    }
-    let clean = check_journal(&journal);
+    let gaps: Vec<f64> = (1..=a.runs).map(|run| bench.drain(run)).collect();
+    let fresh_gaps: Vec<f64> = (1..=a.runs.min(5))
+        .map(|run| bench.drain_to_returned(run))
+        .collect();
+    let clean = check_journal(&bench.journal);
 
     let (fm, fw) = stats(&failovers);
     let (gm, gw) = stats(&gaps);
@@ -256,6 +138,149 @@ fn agent_figures(a: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Three nodes, three agents and one journaling role, m1.
+struct AgentBench {
+    // Field order matters for drop: the agents before the cluster that sweeps up.
+    agents: Vec<Agent>,
+    c: Cluster,
+    journal: PathBuf,
+}
+
+const AGENT_SERVERS: [&str; 3] = ["srv-a", "srv-b", "srv-c"];
+
+impl AgentBench {
+    fn start(lease: Duration) -> AgentBench {
+        let c = Cluster::start(3, ClusterOpts::lease(lease));
+        let journal = c.journal("journal");
+        let cmd = journal_command(&journal);
+        let agents: Vec<Agent> = AGENT_SERVERS
+            .iter()
+            .map(|s| Agent::start(&c, s, &[("default", &cmd)]))
+            .collect();
+        c.wait_servers_up(&AGENT_SERVERS, Duration::from_secs(20));
+        c.json(&["role", "create", "m1", "--servers", "srv-a,srv-b,srv-c"]);
+        wait_until(Duration::from_secs(10), "m1 to run", || {
+            journal::read(&journal).into_iter().find(|l| l.role == "m1")
+        });
+        AgentBench { agents, c, journal }
+    }
+
+    fn agent(&mut self, server: &str) -> &mut Agent {
+        self.agents
+            .iter_mut()
+            .find(|x| x.server == server)
+            .expect("agent")
+    }
+
+    /// m1's first line written by another server than `active` at or after `since`.
+    fn first_line_elsewhere(&self, active: &str, since: u64, limit: Duration, what: &str) -> Line {
+        wait_until(limit, what, || {
+            journal::read(&self.journal)
+                .into_iter()
+                .filter(|l| l.role == "m1" && l.server != active && l.t_ns >= since)
+                .min_by_key(|l| l.t_ns)
+        })
+    }
+
+    /// Failover run `run`: kill -9 of m1's active agent; returns the time from the kill
+    /// to the new server's first line, in leases.
+    fn failover(&mut self, run: usize, lease: Duration) -> f64 {
+        let c = &self.c;
+        let (active, epoch) = wait_until(Duration::from_secs(10), "m1 active", || c.active("m1"));
+        // Make sure it is writing before the kill.
+        let t_before = now_ns();
+        let line = wait_until(Duration::from_secs(10), "m1 writing", || {
+            journal::read(&self.journal)
+                .into_iter()
+                .find(|l| l.role == "m1" && l.server == active && l.t_ns >= t_before)
+        });
+        let t_kill = now_ns();
+        self.agent(&active).kill9();
+        let limit = lease * 10 + Duration::from_secs(10);
+        let next = self.first_line_elsewhere(&active, t_kill, limit, "a new server to run m1");
+        let took = Duration::from_nanos(next.t_ns - t_kill);
+        let ratio = took.as_secs_f64() / lease.as_secs_f64();
+        let old_gone = try_wait_until(Duration::from_secs(3), || {
+            (!role_pid_alive(&self.journal, line.pid)).then_some(())
+        })
+        .is_some();
+        println!(
+            "failover {run:>2}: {active} (epoch {epoch}) -> {} (epoch {}): {:>7.1} ms = {ratio:.2} x lease{}",
+            next.server,
+            next.epoch,
+            took.as_secs_f64() * 1e3,
+            if old_gone {
+                ""
+            } else {
+                "  OLD ROLE PROCESS STILL ALIVE"
+            }
+        );
+        self.agent(&active).restart();
+        self.c
+            .wait_servers_up(&[active.as_str()], Duration::from_secs(20));
+        ratio
+    }
+
+    /// Drains m1's active server: returns (that server, the new server's first line, the
+    /// gap since the old instance's last line in ms, the time since the drain in ms);
+    /// resumes the server after.
+    fn drain_gap(&self) -> (String, Line, f64, f64) {
+        let c = &self.c;
+        let (active, epoch) = wait_until(Duration::from_secs(10), "m1 active", || c.active("m1"));
+        let t_drain = now_ns();
+        c.json(&["server", "drain", &active]);
+        let next = self.first_line_elsewhere(
+            &active,
+            t_drain,
+            Duration::from_secs(15),
+            "the drain handover",
+        );
+        let old = role_instances(&self.journal, "m1")
+            .into_iter()
+            .filter(|i| i.server == active && i.epoch == epoch)
+            .max_by_key(|i| i.last)
+            .expect("the old instance");
+        let gap = ms_between(old.last, next.t_ns);
+        let to_first = ms_between(t_drain, next.t_ns);
+        c.json(&["server", "resume", &active]);
+        (active, next, gap, to_first)
+    }
+
+    /// Drain run `run`: the handover gap in ms.
+    fn drain(&mut self, run: usize) -> f64 {
+        let (active, next, gap, to_first) = self.drain_gap();
+        println!(
+            "drain    {run:>2}: {active} -> {}: gap {gap:>6.1} ms (drain to first write {to_first:.1} ms)",
+            next.server,
+        );
+        gap
+    }
+
+    /// A drain to a server whose agent has just come back after being declared down:
+    /// the handover gap in ms.
+    fn drain_to_returned(&mut self, run: usize) -> f64 {
+        let (active, _) = wait_until(Duration::from_secs(10), "m1 active", || self.c.active("m1"));
+        let target = AGENT_SERVERS
+            .iter()
+            .find(|s| **s != active)
+            .expect("another server")
+            .to_string();
+        self.agent(&target).kill9();
+        wait_until(Duration::from_secs(20), "the target declared down", || {
+            (self.c.server(&target)?.get("status")?.as_str()? == "down").then_some(())
+        });
+        self.agent(&target).restart();
+        self.c
+            .wait_servers_up(&[target.as_str()], Duration::from_secs(20));
+        let (_, next, gap, _) = self.drain_gap();
+        println!(
+            "drain to a just-returned server {run}: {active} -> {}: gap {gap:>6.1} ms",
+            next.server
+        );
+        gap
+    }
+}
+
 fn directory_figures(a: &Args) -> Result<()> {
     let mut c = Cluster::start(3, ClusterOpts::default());
     // CLI write round trip (process start, connect, leader write, fsync on a quorum).
@@ -281,31 +306,8 @@ fn directory_figures(a: &Args) -> Result<()> {
     for run in 1..=runs {
         let leader = c.wait_ready(Duration::from_secs(30));
         let survivors: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
-        let t = Instant::now();
-        c.kill9(leader);
-        // When a survivor first reports a new leader (its local view).
-        let elected = try_wait_until(Duration::from_secs(30), || {
-            survivors.iter().find_map(|s| {
-                let st = c
-                    .cli_at(&[*s], &["cluster", "status", "--stale"])
-                    .try_json()
-                    .ok()?;
-                let l = st.get("leader")?.as_u64()?;
-                (l != leader).then_some(t.elapsed())
-            })
-        });
-        let mut k = 0;
-        loop {
-            k += 1;
-            let out = c.cli_at(&survivors, &["server", "add", &format!("gap-{run}-{k}")]);
-            if out.ok() {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(60) {
-                bail!("no write succeeded within 60 s of the leader kill");
-            }
-        }
-        let gap = t.elapsed().as_secs_f64() * 1e3;
+        let (elected, gap, k) = kill_leader(&mut c, leader, &survivors, run)?;
+        let gap = gap.as_secs_f64() * 1e3;
         println!(
             "leader kill {run}: node {leader} killed, new leader seen after {} ms, first write after {gap:.0} ms ({k} attempt(s))",
             elected.map_or("?".to_string(), |d| d.as_millis().to_string())
@@ -371,100 +373,182 @@ fn spread(per: &BTreeMap<u64, u64>) -> String {
 }
 
 /// Role instances (role, epoch, server, pid) in the journal so far.
-fn instance_count(journal: &std::path::Path) -> usize {
+fn instance_count(journal: &Path) -> usize {
     journal::instances(&journal::read(journal)).len()
 }
 
+/// kill -9 of the leader (the `n`th kill): returns when a survivor first saw a new
+/// leader, when the first write through the survivors succeeded, and after how many
+/// attempts.
+fn kill_leader(
+    c: &mut Cluster,
+    leader: u64,
+    survivors: &[u64],
+    n: usize,
+) -> Result<(Option<Duration>, Duration, usize)> {
+    let t = Instant::now();
+    c.kill9(leader);
+    // When a survivor first reports a new leader (its local view).
+    let elected = try_wait_until(Duration::from_secs(30), || {
+        survivors.iter().find_map(|s| {
+            let st = c
+                .cli_at(&[*s], &["cluster", "status", "--stale"])
+                .try_json()
+                .ok()?;
+            let l = st.get("leader")?.as_u64()?;
+            (l != leader).then_some(t.elapsed())
+        })
+    });
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let out = c.cli_at(
+            survivors,
+            &["server", "add", &format!("gap-{n}-{attempts}")],
+        );
+        if out.ok() {
+            return Ok((elected, t.elapsed(), attempts));
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("no write succeeded within 60 s of the leader kill");
+        }
+    }
+}
+
+/// Waits until every role of `roles` has written to `journal` at or after `since`.
+fn wait_roles_write(journal: &Path, roles: &[String], since: u64, limit: Duration, what: &str) {
+    wait_until(limit, what, || {
+        let lines = journal::read(journal);
+        roles
+            .iter()
+            .all(|r| lines.iter().any(|l| &l.role == r && l.t_ns >= since))
+            .then_some(())
+    });
+}
+
+/// `--leader-kills`: the directory's own failover, kill after kill, then the summary.
 fn leader_kill_figures(kills: usize, lease: Duration) -> Result<()> {
     println!(
         "baton measure --leader-kills {kills}: lease {lease:?}, binary {}, load average {}",
         baton_tests::baton_bin().display(),
         loadavg()
     );
-    let mut c = Cluster::start(3, ClusterOpts::lease(lease));
-    let journal = c.journal("journal");
-    let cmd = journal_command(&journal);
-    let servers = ["srv-a", "srv-b", "srv-c", "srv-d", "srv-e", "srv-f"];
-    let agents: Vec<Agent> = servers
-        .iter()
-        .map(|s| Agent::start(&c, s, &[("default", &cmd)]))
-        .collect();
-    let agent_logs: Vec<&std::path::Path> = agents.iter().map(Agent::log).collect();
-    c.wait_servers_up(&servers, Duration::from_secs(30));
-    // Six roles, each first on a different server, with two more servers behind it.
-    let roles: Vec<String> = (0..servers.len()).map(|i| format!("k{}", i + 1)).collect();
-    for (i, role) in roles.iter().enumerate() {
-        let list: Vec<&str> = (0..3).map(|k| servers[(i + k) % servers.len()]).collect();
-        c.json(&["role", "create", role, "--servers", &list.join(",")]);
-    }
-    let t0 = now_ns();
-    wait_until(Duration::from_secs(20), "every role to run", || {
-        let lines = journal::read(&journal);
-        roles
-            .iter()
-            .all(|r| lines.iter().any(|l| &l.role == r && l.t_ns >= t0))
-            .then_some(())
-    });
-    let initial = placement(&c)?;
-    let events_before = c.events().len();
-    let spread_before = sessions_settled(&c, servers.len() as u64);
+    let mut b = KillBench::start(lease);
+    let initial = placement(&b.c)?;
+    let events_before = b.c.events().len();
+    let spread_before = sessions_settled(&b.c, KILL_SERVERS.len() as u64);
     println!(
         "roles placed: {initial:?}\nsessions before the first kill: {}",
         spread(&spread_before)
     );
-
-    let mut gaps = Vec::new();
-    let mut elections = Vec::new();
-    let mut moves = 0usize;
-    let mut restarts = 0usize;
-    let mut spread_after = spread_before.clone();
-    let mut unsettled = 0;
+    let mut tally = KillTally {
+        spread_after: spread_before.clone(),
+        ..KillTally::default()
+    };
     for k in 1..=kills {
-        let leader = c.wait_ready(Duration::from_secs(30));
-        // Kill from a steady state: no agent warned (session lost, no renewal acknowledged
-        // for half a lease) for a whole lease, so every agent holds a fresh renewal.
-        if !wait_quiet(&agent_logs, " WARN ", lease, Duration::from_secs(60)) {
-            unsettled += 1;
+        b.kill(k, lease, &mut tally)?;
+    }
+    let final_placement = placement(&b.c)?;
+    let history_moves = b.c.events().len() - events_before;
+    if final_placement != initial {
+        println!("placement changed: {initial:?} -> {final_placement:?}");
+    }
+    tally.print(lease, history_moves, b.roles.len(), &spread_before);
+    match check_journal(&b.journal) {
+        Ok(()) => println!("journal: clean (no overlap, epochs increasing)"),
+        Err(e) => println!("journal: NOT CLEAN\n{e}"),
+    }
+    println!("load average at the end: {}", loadavg());
+    Ok(())
+}
+
+const KILL_SERVERS: [&str; 6] = ["srv-a", "srv-b", "srv-c", "srv-d", "srv-e", "srv-f"];
+
+/// Three nodes, six agents, six journaling roles.
+struct KillBench {
+    // Field order matters for drop: the agents before the cluster that sweeps up.
+    agents: Vec<Agent>,
+    c: Cluster,
+    journal: PathBuf,
+    roles: Vec<String>,
+}
+
+/// What the kills added up to.
+#[derive(Default)]
+struct KillTally {
+    /// Kill to the first successful write (ms).
+    gaps: Vec<f64>,
+    /// Kill to a new leader seen by a survivor (ms).
+    elections: Vec<f64>,
+    /// Role moves in `role list`.
+    moves: usize,
+    /// Role processes restarted in place.
+    restarts: usize,
+    spread_after: BTreeMap<u64, u64>,
+    /// Kills made while the agents were still warning.
+    unsettled: usize,
+}
+
+impl KillBench {
+    fn start(lease: Duration) -> KillBench {
+        let c = Cluster::start(3, ClusterOpts::lease(lease));
+        let journal = c.journal("journal");
+        let cmd = journal_command(&journal);
+        let agents: Vec<Agent> = KILL_SERVERS
+            .iter()
+            .map(|s| Agent::start(&c, s, &[("default", &cmd)]))
+            .collect();
+        c.wait_servers_up(&KILL_SERVERS, Duration::from_secs(30));
+        // Six roles, each first on a different server, with two more servers behind it.
+        let n = KILL_SERVERS.len();
+        let roles: Vec<String> = (0..n).map(|i| format!("k{}", i + 1)).collect();
+        for (i, role) in roles.iter().enumerate() {
+            let list: Vec<&str> = (0..3).map(|k| KILL_SERVERS[(i + k) % n]).collect();
+            c.json(&["role", "create", role, "--servers", &list.join(",")]);
+        }
+        let t0 = now_ns();
+        wait_roles_write(
+            &journal,
+            &roles,
+            t0,
+            Duration::from_secs(20),
+            "every role to run",
+        );
+        KillBench {
+            agents,
+            c,
+            journal,
+            roles,
+        }
+    }
+
+    /// Kill `k` of the leader, from a steady state; the killed node comes back and
+    /// catches up, and every role writes again, before the next one.
+    fn kill(&mut self, k: usize, lease: Duration, tally: &mut KillTally) -> Result<()> {
+        let n = KILL_SERVERS.len() as u64;
+        let leader = self.c.wait_ready(Duration::from_secs(30));
+        // Kill from a steady state: no agent warned (session lost, no renewal
+        // acknowledged for half a lease) for a whole lease, so every agent holds a fresh
+        // renewal.
+        let logs: Vec<&Path> = self.agents.iter().map(Agent::log).collect();
+        if !wait_quiet(&logs, " WARN ", lease, Duration::from_secs(60)) {
+            tally.unsettled += 1;
             println!("kill {k:>2}: the agents kept warning for 60 s; killing anyway");
         }
+        let c = &mut self.c;
         let survivors: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
-        let before = placement(&c)?;
-        let sessions_before = sessions_settled(&c, servers.len() as u64);
-        let instances_before = instance_count(&journal);
-        let t = Instant::now();
-        c.kill9(leader);
-        // When a survivor first reports a new leader (its local view).
-        let elected = try_wait_until(Duration::from_secs(30), || {
-            survivors.iter().find_map(|s| {
-                let st = c
-                    .cli_at(&[*s], &["cluster", "status", "--stale"])
-                    .try_json()
-                    .ok()?;
-                let l = st.get("leader")?.as_u64()?;
-                (l != leader).then_some(t.elapsed())
-            })
-        });
-        let mut attempts = 0;
-        let gap = loop {
-            attempts += 1;
-            let out = c.cli_at(
-                &survivors,
-                &["server", "add", &format!("gap-{k}-{attempts}")],
-            );
-            if out.ok() {
-                break t.elapsed();
-            }
-            if t.elapsed() > Duration::from_secs(60) {
-                bail!("kill {k}: no write succeeded within 60 s of the leader kill");
-            }
-        };
-        let after = placement(&c)?;
+        let before = placement(c)?;
+        let sessions_before = sessions_settled(c, n);
+        let instances_before = instance_count(&self.journal);
+        let (elected, gap, attempts) =
+            kill_leader(c, leader, &survivors, k).with_context(|| format!("kill {k}"))?;
+        let after = placement(c)?;
         let moved: Vec<String> = after
             .iter()
             .filter(|(r, p)| before.get(*r) != Some(*p))
             .map(|(r, p)| format!("{r}: {:?} -> {p:?}", before.get(r)))
             .collect();
-        moves += moved.len();
+        tally.moves += moved.len();
         // The killed node comes back and catches up before the next kill.
         let target = wait_until(Duration::from_secs(15), "the leader's index", || {
             let st = c.status_at(&survivors)?;
@@ -473,18 +557,19 @@ fn leader_kill_figures(kills: usize, lease: Duration) -> Result<()> {
         });
         c.restart(leader);
         c.wait_follower(&c.ids(), leader, target, Duration::from_secs(60));
-        let sessions_after = sessions_settled(&c, servers.len() as u64);
+        let sessions_after = sessions_settled(c, n);
         // Every role writes again (after a fence, it runs again once a renewal is acked).
         let t_check = now_ns();
-        wait_until(Duration::from_secs(30), "every role to write again", || {
-            let lines = journal::read(&journal);
-            roles
-                .iter()
-                .all(|r| lines.iter().any(|l| &l.role == r && l.t_ns >= t_check))
-                .then_some(())
-        });
-        let restarted = instance_count(&journal) - instances_before;
-        restarts += restarted;
+        let limit = Duration::from_secs(30);
+        wait_roles_write(
+            &self.journal,
+            &self.roles,
+            t_check,
+            limit,
+            "every role to write again",
+        );
+        let restarted = instance_count(&self.journal) - instances_before;
+        tally.restarts += restarted;
         println!(
             "kill {k:>2}: node {leader} (leader) killed; new leader seen after {} ms; first write after {:.0} ms ({attempts} attempt(s)); role moves {}{}; role processes restarted in place {restarted}; sessions {} -> {}",
             elected.map_or("?".to_string(), |d| d.as_millis().to_string()),
@@ -498,48 +583,52 @@ fn leader_kill_figures(kills: usize, lease: Duration) -> Result<()> {
             spread(&sessions_before),
             spread(&sessions_after),
         );
-        gaps.push(gap.as_secs_f64() * 1e3);
+        tally.gaps.push(gap.as_secs_f64() * 1e3);
         if let Some(e) = elected {
-            elections.push(e.as_secs_f64() * 1e3);
+            tally.elections.push(e.as_secs_f64() * 1e3);
         }
-        spread_after = sessions_after;
+        tally.spread_after = sessions_after;
+        Ok(())
     }
-    let final_placement = placement(&c)?;
-    let events = c.events();
-    let history_moves = events.len() - events_before;
-    if final_placement != initial {
-        println!("placement changed: {initial:?} -> {final_placement:?}");
+}
+
+impl KillTally {
+    fn print(
+        &self,
+        lease: Duration,
+        history_moves: usize,
+        roles: usize,
+        spread_before: &BTreeMap<u64, u64>,
+    ) {
+        let (gm, gw) = stats(&self.gaps);
+        println!();
+        println!(
+            "WRITE GAP after kill -9 of the leader ({} kills, lease {lease:?}): median {gm:.0} ms, worst {gw:.0} ms",
+            self.gaps.len()
+        );
+        if !self.elections.is_empty() {
+            let (em, ew) = stats(&self.elections);
+            println!("NEW LEADER seen by a survivor: median {em:.0} ms, worst {ew:.0} ms");
+        }
+        println!(
+            "ROLE MOVES during the kills: {} in role list, {history_moves} in the history (must be 0)",
+            self.moves
+        );
+        println!(
+            "ROLE PROCESSES restarted in place (fenced, same epoch and server): {} over {} kills x {roles} roles",
+            self.restarts,
+            self.gaps.len(),
+        );
+        if self.unsettled > 0 {
+            println!(
+                "{} kill(s) came while agents were still warning",
+                self.unsettled
+            );
+        }
+        println!(
+            "SESSIONS per node: before the first kill {}, after the last {}",
+            spread(spread_before),
+            spread(&self.spread_after)
+        );
     }
-    let (gm, gw) = stats(&gaps);
-    println!();
-    println!(
-        "WRITE GAP after kill -9 of the leader ({} kills, lease {lease:?}): median {gm:.0} ms, worst {gw:.0} ms",
-        gaps.len()
-    );
-    if !elections.is_empty() {
-        let (em, ew) = stats(&elections);
-        println!("NEW LEADER seen by a survivor: median {em:.0} ms, worst {ew:.0} ms");
-    }
-    println!(
-        "ROLE MOVES during the kills: {moves} in role list, {history_moves} in the history (must be 0)"
-    );
-    println!(
-        "ROLE PROCESSES restarted in place (fenced, same epoch and server): {restarts} over {} kills x {} roles",
-        gaps.len(),
-        roles.len()
-    );
-    if unsettled > 0 {
-        println!("{unsettled} kill(s) came while agents were still warning");
-    }
-    println!(
-        "SESSIONS per node: before the first kill {}, after the last {}",
-        spread(&spread_before),
-        spread(&spread_after)
-    );
-    match check_journal(&journal) {
-        Ok(()) => println!("journal: clean (no overlap, epochs increasing)"),
-        Err(e) => println!("journal: NOT CLEAN\n{e}"),
-    }
-    println!("load average at the end: {}", loadavg());
-    Ok(())
 }
