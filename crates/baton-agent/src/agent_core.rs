@@ -494,6 +494,10 @@ impl AgentCore {
         }
         if LEASE_MS_RANGE.contains(&lease_ms) {
             self.fence.lease_ms = lease_ms;
+            // Renew at once and then on the new period: the renewal scheduled on the old
+            // period may come later than a third of the new lease, and the session would
+            // be abandoned as silent while its node answers every renewal.
+            self.next_renew_at = 0;
         } else {
             tracing::warn!(
                 lease_ms,
@@ -1193,6 +1197,41 @@ mod tests {
         assert!(!a.tick(last + 1_000).contains(&Action::AbandonSession));
         assert_eq!(a.tick(last + 1_001), vec![Action::AbandonSession]);
         assert_eq!(renews(&a.tick(last + 1_200)), 0, "no session, no renewal");
+    }
+
+    #[test]
+    fn a_shorter_lease_from_the_directory_renews_on_its_period_at_once() {
+        // The agent assumes 3 s (renewals every 750 ms); the directory states 2 s, whose
+        // session is abandoned after 666 ms without an ack. Renewals must follow the new
+        // period from the moment it is known, or a session whose node answers every
+        // renewal within 5 ms is abandoned.
+        let mut a = core();
+        let mut pending: Vec<(u64, u64)> = Vec::new();
+        let mut acts = a.session_opened(T0);
+        let mut now = T0;
+        let mut lease = 3_000;
+        while now < T0 + 5_000 {
+            assert!(
+                !acts.contains(&Action::AbandonSession),
+                "abandoned at +{} ms",
+                now - T0
+            );
+            for x in &acts {
+                if let Action::Send(m) = x
+                    && let Some(Out::Renew(r)) = &m.msg
+                {
+                    pending.push((now + 5, r.seq));
+                }
+            }
+            now += 1;
+            acts = a.tick(now);
+            if let Some(i) = pending.iter().position(|(at, _)| *at <= now) {
+                let (_, seq) = pending.remove(i);
+                acts.extend(a.on_message(now, ack(seq, 2_000)));
+                lease = a.fence.lease_ms;
+            }
+        }
+        assert_eq!(lease, 2_000);
     }
 
     #[test]
