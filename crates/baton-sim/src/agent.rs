@@ -1,19 +1,31 @@
-//! A simulated agent. It is NOT the real `baton-agent` (whose `Agent` is private and runs
-//! real processes on CLOCK_BOOTTIME): it speaks the real session protocol
-//! (`baton.v1.Agent/Session`: Hello, Renew with seq, RenewAck, AssignmentSet with
-//! revision and lease, Released) and fences with the real [`baton_agent::Fence`]
-//! arithmetic on simulated time. Its "role processes" are entries in the checker: a role
-//! is held from the moment the agent starts it until the set drops it, the agent crashes,
-//! or its fence time passes (`stop_at + stop_bound`, the latest a real process could
-//! still run).
+//! The simulated agent: the real agent's decision code, [`baton_agent::AgentCore`], in a
+//! simulated shell.
 //!
-//! Planted bug "no self-fence": the agent never stops a role because its lease ran out,
-//! only when an assignment set drops it.
+//! Every decision is the real agent's: renewals and their schedule, what an ack proves,
+//! the lease it adopts, the self-fence, which roles start and stop, the reports
+//! (`Released`), abandoning a silent session. This shell supplies only what the real
+//! agent's shell (`baton_agent::run`) supplies from the outside world:
+//! - time: simulated milliseconds ([`now_ms`]) instead of CLOCK_BOOTTIME, and a wake-up
+//!   at the core's next deadline (at most `CHECK_EVERY_MS` apart, as the real loop);
+//! - the network: the real session protocol (`baton.v1.Agent/Session`) over turmoil's
+//!   TCP, to the nodes in turn (the real agent races every node; which node answers
+//!   first is the network's business, not a decision of the agent);
+//! - processes: a "role process" is a hold in the checker. It starts when the core says
+//!   [`Action::Start`], may run until the fence time plus the stop bound (the latest a
+//!   real process could still run, as its wrapper's dead-man switch guarantees), and
+//!   stops the moment the core says [`Action::Stop`], reporting its exit back at once.
+//!   Simulated processes never crash and never outlive a stop, so the core's restart,
+//!   crash-limit and kill paths are not exercised here (its unit tests cover them).
+//!
+//! Planted bug "no self-fence": the core's `planted_no_self_fence` switch (never set by
+//! the real agent): the core then keeps roles past its lease, stopping them only when an
+//! assignment set drops them, and the holds it reports have no end.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use baton_agent::Fence;
+use baton_agent::agent_core::StopWhy;
+use baton_agent::{Action, AgentConfig, AgentCore};
 use baton_proto::v1 as pb;
 use baton_proto::v1::agent_client::AgentClient;
 use baton_proto::v1::agent_message::Msg as Out;
@@ -24,11 +36,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::checker::{Shared, lock, now_ms};
 use crate::net;
 
-/// How often to renew while renewals go unanswered (as the real agent).
-const RENEW_RETRY_MS: u64 = 100;
-
 /// The kind every simulated agent advertises and every simulated role has.
 pub const KIND: &str = "k";
+
+/// The longest the shell waits between ticks of the core (as the real agent's loop).
+const CHECK_EVERY_MS: u64 = 20;
+
+/// How long a node may take to open a session.
+const OPEN_TIMEOUT_MS: u64 = 500;
 
 pub struct AgentOpts {
     pub server: String,
@@ -42,219 +57,128 @@ pub struct AgentOpts {
     pub no_self_fence: bool,
 }
 
-struct Agent<'a> {
-    opts: &'a AgentOpts,
+struct Agent {
+    core: AgentCore,
     checker: Shared,
-    fence: Fence,
-    revision: u64,
-    desired: BTreeMap<String, u64>,
-    releasing: BTreeMap<String, u64>,
-    released_sent: BTreeSet<(String, u64)>,
-    held: BTreeMap<String, u64>,
-    sent: BTreeMap<u64, u64>,
-    next_seq: u64,
-    stop_at: u64,
-    last_ack_or_open: u64,
-    /// This incarnation's instance id (a restart is a new instance, as with the real
-    /// agent): deterministic, from the host and the simulated time it started.
-    instance: String,
     /// How this agent reports to the checker: `server#instance`.
     holder: String,
     /// The directory refused this instance the server name (another live instance
     /// holds it): it runs nothing from then on, as the real agent exits.
     refused: bool,
+    /// The core abandoned the session (no ack for a third of a lease).
+    abandon: bool,
 }
 
-impl Agent<'_> {
-    fn valid(&self, now: u64) -> bool {
-        if self.opts.no_self_fence {
-            self.stop_at > 0
-        } else {
-            now < self.stop_at
-        }
-    }
-
-    /// The latest time a role process could still be running.
-    fn until(&self) -> u64 {
-        if self.opts.no_self_fence {
+impl Agent {
+    /// The latest time a process started or extended now could still run.
+    fn until(&self, stop_at_ms: u64) -> u64 {
+        if self.core.planted_no_self_fence {
             u64::MAX
         } else {
-            self.stop_at + self.fence.stop_bound_ms()
+            stop_at_ms + self.core.fence().stop_bound_ms()
         }
     }
 
-    /// Stop what must not run, start what must; returns the Released messages to send.
-    fn reconcile(&mut self) -> Vec<pb::AgentMessage> {
+    /// Carry out the core's actions; messages for the directory go to `out`.
+    fn execute(&mut self, actions: Vec<Action>, out: &mut Vec<pb::AgentMessage>) {
         let now = now_ms();
-        let valid = self.valid(now);
-        let server = &self.holder;
-        let mut c = lock(&self.checker);
-        let held: Vec<(String, u64)> = self.held.iter().map(|(r, e)| (r.clone(), *e)).collect();
-        for (role, epoch) in held {
-            if !(valid && self.desired.get(&role) == Some(&epoch)) {
-                self.held.remove(&role);
-                c.hold_stop(
-                    now,
-                    server,
-                    &role,
-                    if valid { "released" } else { "fenced" },
-                );
-            }
-        }
-        let mut out = Vec::new();
-        for (role, epoch) in &self.releasing {
-            if !self.held.contains_key(role) && self.released_sent.insert((role.clone(), *epoch)) {
-                out.push(pb::AgentMessage {
-                    msg: Some(Out::Released(pb::Released {
-                        role: role.clone(),
-                        epoch: *epoch,
-                    })),
-                });
-            }
-        }
-        if valid {
-            let until = self.until();
-            for (role, epoch) in &self.desired {
-                if !self.held.contains_key(role) {
-                    self.held.insert(role.clone(), *epoch);
-                    c.hold_start(now, server, role, *epoch, until);
-                }
-            }
-        }
-        out
-    }
-
-    fn on_message(&mut self, m: pb::DirectoryMessage) {
-        let now = now_ms();
-        match m.msg {
-            Some(In::Assignments(set)) => {
-                lock(&self.checker).revision(now, &self.holder, set.revision);
-                if set.revision < self.revision {
-                    return;
-                }
-                self.revision = set.revision;
-                if set.lease_ms >= 500 {
-                    self.fence.lease_ms = set.lease_ms;
-                }
-                self.desired = set
-                    .assignments
-                    .into_iter()
-                    .map(|a| (a.role, a.epoch))
-                    .collect();
-                self.releasing = set
-                    .releasing
-                    .into_iter()
-                    .map(|a| (a.role, a.epoch))
-                    .collect();
-            }
-            Some(In::RenewAck(ack)) => {
-                if ack.lease_ms >= 500 {
-                    self.fence.lease_ms = ack.lease_ms;
-                }
-                self.last_ack_or_open = now;
-                // As the real agent: releases the set ahead of this ack still lists were
-                // not committed (lost in an election, say): report them again.
-                self.released_sent.clear();
-                if let Some(t_send) = self.sent.get(&ack.seq).copied() {
-                    self.stop_at = self.stop_at.max(self.fence.stop_at_ms(t_send));
-                    self.sent.retain(|s, _| *s > ack.seq);
-                    let until = self.until();
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send(m) => out.push(m),
+                Action::AbandonSession => self.abandon = true,
+                Action::ExtendFence { stop_at_ms } => {
+                    let until = self.until(stop_at_ms);
                     lock(&self.checker).hold_extend(&self.holder, until);
                 }
+                Action::Start {
+                    role,
+                    epoch,
+                    fence_at_ms,
+                    ..
+                } => {
+                    let until = self.until(fence_at_ms);
+                    lock(&self.checker).hold_start(now, &self.holder, &role, epoch, until);
+                }
+                Action::Stop {
+                    role, proc, why, ..
+                } => {
+                    let why = match why {
+                        StopWhy::Dropped => "released",
+                        StopWhy::LeaseExpired => "fenced",
+                        StopWhy::Shutdown => "shutdown",
+                    };
+                    lock(&self.checker).hold_stop(now, &self.holder, &role, why);
+                    queue.extend(self.core.process_exited(now, proc, false, why));
+                }
+                // Simulated processes exit on the stop itself, so no kill is ever due.
+                Action::Kill { .. } => {}
             }
-            // A restart waits for its previous incarnation's lease: stay on the session.
-            Some(In::Waiting(_)) => self.last_ack_or_open = now,
-            None => {}
         }
+    }
+
+    /// Tick the core at its deadlines until `until_ms` (no session meanwhile).
+    async fn idle(&mut self, until_ms: u64) {
+        loop {
+            let now = now_ms();
+            if now >= until_ms {
+                return;
+            }
+            let wake = self.wake_in(now).min(until_ms - now);
+            tokio::time::sleep(Duration::from_millis(wake)).await;
+            let actions = self.core.tick(now_ms());
+            self.execute(actions, &mut Vec::new());
+        }
+    }
+
+    /// Milliseconds until the core's next deadline, at most `CHECK_EVERY_MS`.
+    fn wake_in(&self, now: u64) -> u64 {
+        self.core
+            .next_deadline(now)
+            .map_or(CHECK_EVERY_MS, |t| (t - now).min(CHECK_EVERY_MS))
     }
 
     async fn session(&mut self, node: &str) -> Result<(), String> {
         let mut client = AgentClient::new(net::channel(node));
         let (tx, rx) = mpsc::channel(64);
-        let hello = pb::Hello {
-            server: self.opts.server.clone(),
-            kinds: vec![KIND.to_string()],
-            main: false,
-            min_revision: self.revision,
-            instance: self.instance.clone(),
-        };
         tx.try_send(pb::AgentMessage {
-            msg: Some(Out::Hello(hello)),
+            msg: Some(Out::Hello(self.core.hello())),
         })
         .map_err(|e| e.to_string())?;
-        let open = tokio::time::timeout(
-            Duration::from_millis(500),
-            client.session(ReceiverStream::new(rx)),
-        )
-        .await
-        .map_err(|_| format!("session with {node} not opened in time"))?
+        // The core keeps time (fences, if due) while the node opens the session.
+        let deadline = now_ms() + OPEN_TIMEOUT_MS;
+        let open = client.session(ReceiverStream::new(rx));
+        tokio::pin!(open);
+        let open = loop {
+            let now = now_ms();
+            if now >= deadline {
+                return Err(format!("session with {node} not opened in time"));
+            }
+            let wake = self.wake_in(now).min(deadline - now);
+            tokio::select! {
+                r = &mut open => break r,
+                _ = tokio::time::sleep(Duration::from_millis(wake)) => {
+                    let actions = self.core.tick(now_ms());
+                    self.execute(actions, &mut Vec::new());
+                }
+            }
+        }
         .map_err(|s| format!("session with {node}: {}", s.message()))?;
         let mut inbound = open.into_inner();
         lock(&self.checker).event(
             now_ms(),
             format!("{} opens a session with {node}", self.holder),
         );
-        self.released_sent.clear();
-        self.last_ack_or_open = now_ms();
-        let mut renew = tokio::time::interval(Duration::from_millis(self.fence.renew_every_ms()));
-        // As the real agent: check every 20 ms whether acks are overdue (then try another
-        // node), and renew every 100 ms while the newest renewal is unanswered.
-        let mut check = tokio::time::interval(Duration::from_millis(20));
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut actions = self.core.session_opened(now_ms());
         loop {
-            let now = now_ms();
-            // Wake when the lease runs out, to fence.
-            let fence_in = if self.held.is_empty() || self.stop_at <= now {
-                Duration::from_secs(3600)
-            } else {
-                Duration::from_millis(self.stop_at - now)
-            };
             let mut out = Vec::new();
-            let mut renew_now = false;
-            tokio::select! {
-                _ = renew.tick() => renew_now = true,
-                _ = check.tick() => {
-                    // A third of a lease, as baton-agent's `ack_overdue`.
-                    if now.saturating_sub(self.last_ack_or_open) > self.fence.lease_ms / 3 {
-                        return Err(format!(
-                            "no ack from {node} since t={} (fence at t={})",
-                            self.last_ack_or_open, self.stop_at
-                        ));
-                    }
-                    renew_now = self
-                        .sent
-                        .last_key_value()
-                        .is_some_and(|(_, t)| now.saturating_sub(*t) >= RENEW_RETRY_MS);
-                }
-                m = inbound.message() => {
-                    match m {
-                        Ok(Some(m)) => {
-                            out.extend(self.reconcile());
-                            self.on_message(m);
-                        }
-                        Ok(None) => return Err(format!("{node} closed the session")),
-                        Err(s) => {
-                            if baton_proto::is_server_held(&s) {
-                                self.refused = true;
-                            }
-                            return Err(format!("session with {node}: {}", s.message()));
-                        }
-                    }
-                }
-                _ = tokio::time::sleep(fence_in) => {}
+            self.execute(actions, &mut out);
+            if std::mem::take(&mut self.abandon) {
+                return Err(format!(
+                    "no ack from {node} for a third of a lease (fence at t={})",
+                    self.core.stop_at_ms()
+                ));
             }
-            if renew_now {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.sent.insert(seq, now);
-                while self.sent.len() > 64 {
-                    self.sent.pop_first();
-                }
-                out.push(pb::AgentMessage {
-                    msg: Some(Out::Renew(pb::Renew { seq })),
-                });
-            }
-            out.extend(self.reconcile());
             for m in out {
                 match tx.try_send(m) {
                     Ok(()) => {}
@@ -266,52 +190,72 @@ impl Agent<'_> {
                     }
                 }
             }
+            let wake = self.wake_in(now_ms());
+            actions = tokio::select! {
+                m = inbound.message() => match m {
+                    Ok(Some(m)) => {
+                        let now = now_ms();
+                        if let Some(In::Assignments(set)) = &m.msg {
+                            lock(&self.checker).revision(now, &self.holder, set.revision);
+                        }
+                        self.core.on_message(now, m)
+                    }
+                    Ok(None) => return Err(format!("{node} closed the session")),
+                    Err(s) => {
+                        if baton_proto::is_server_held(&s) {
+                            self.refused = true;
+                        }
+                        return Err(format!("session with {node}: {}", s.message()));
+                    }
+                },
+                _ = tokio::time::sleep(Duration::from_millis(wake)) => self.core.tick(now_ms()),
+            };
         }
     }
 }
 
 /// Run one agent incarnation (turmoil restarts it from scratch after a crash).
 pub async fn run(opts: AgentOpts, checker: Shared) -> turmoil::Result {
+    // The real agent's configuration and defaults, but for the lease and rho the run
+    // sets; the one command is never run.
+    let mut config = AgentConfig::new(
+        opts.server.clone(),
+        opts.nodes.clone(),
+        [(KIND.to_string(), "simulated".to_string())].into(),
+    );
+    config.lease_ms = opts.lease_ms;
+    config.rho_ppm = opts.rho_ppm;
+    // A restart is a new instance, as with the real agent: deterministic, from the host
+    // and the simulated time it started.
+    let instance = format!("{}@{}", opts.host, now_ms());
+    let mut core = AgentCore::new(config.core(), instance.clone());
+    core.planted_no_self_fence = opts.no_self_fence;
     let mut a = Agent {
-        fence: Fence {
-            lease_ms: opts.lease_ms,
-            rho_ppm: opts.rho_ppm,
-        },
-        opts: &opts,
+        core,
         checker,
-        revision: 0,
-        desired: BTreeMap::new(),
-        releasing: BTreeMap::new(),
-        released_sent: BTreeSet::new(),
-        held: BTreeMap::new(),
-        sent: BTreeMap::new(),
-        next_seq: 1,
-        stop_at: 0,
-        last_ack_or_open: 0,
-        instance: format!("{}@{}", opts.host, now_ms()),
-        holder: String::new(),
+        holder: format!("{}#{instance}", opts.server),
         refused: false,
+        abandon: false,
     };
-    a.holder = format!("{}#{}", opts.server, a.instance);
     let mut next = opts.first;
     loop {
         let node = &opts.nodes[next % opts.nodes.len()];
         next += 1;
-        a.reconcile();
         if let Err(e) = a.session(node).await {
             lock(&a.checker).event(now_ms(), format!("{} session: {e}", a.holder));
         }
+        let actions = a.core.session_closed(now_ms());
+        a.execute(actions, &mut Vec::new());
         if a.refused {
             // It never ran anything under the held name (the real agent exits here).
-            a.desired.clear();
-            a.reconcile();
+            let actions = a.core.shutdown(now_ms());
+            a.execute(actions, &mut Vec::new());
             lock(&a.checker).event(
                 now_ms(),
                 format!("{} refused: server name held; stops", a.holder),
             );
             std::future::pending::<()>().await;
         }
-        a.reconcile();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        a.idle(now_ms() + 100).await;
     }
 }

@@ -4,8 +4,8 @@
 //! - three directory nodes running the real `baton-directory` code (real tonic services,
 //!   real openraft, the real Directory Manager) over turmoil's simulated TCP, each on an
 //!   in-memory store that models durability ([`store`]);
-//! - three simulated agents ([`agent`]: the real session protocol and the real
-//!   `baton_agent::Fence` arithmetic, not the real agent binary);
+//! - three agents ([`agent`]) whose every decision is the real agent's
+//!   `baton_agent::AgentCore`, with simulated time, network and role processes;
 //! - two admin clients ([`client`]) creating roles and reading them back;
 //!
 //! injects the seed's faults (crash and restart of a node or an agent, partitions of any

@@ -17,7 +17,9 @@
 //! 500 ms, which is what sled does by default and is not durability.
 //!
 //! The state machine keeps [`baton_core::State`] in memory; it reaches the disk only in
-//! snapshots, and on restart openraft re-applies the durable log, as with sled.
+//! snapshots, and on restart openraft re-applies the durable log, as with sled. Entries
+//! are applied by the sled store's own [`baton_store::apply_entry`] (which calls
+//! `baton-core`'s deterministic apply): only where the bytes live is simulated.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -26,7 +28,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use baton_core::{Outcome, State};
+use baton_core::State;
 use baton_directory::AppliedState;
 use baton_store::{
     LogEntry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -34,8 +36,8 @@ use baton_store::{
 };
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogReader,
-    RaftSnapshotBuilder, StorageIOError,
+    ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    StorageIOError,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -379,23 +381,15 @@ impl RaftStateMachine<TypeConfig> for MemSm {
                 .applied
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let index = entry.log_id.index;
-            let response = match entry.payload {
-                EntryPayload::Blank => {
-                    state.apply_blank(index);
-                    Ok(Outcome::default())
-                }
-                EntryPayload::Normal(cmd) => state.apply(index, &cmd),
-                EntryPayload::Membership(m) => {
-                    let voters = u32::try_from(m.voter_ids().count()).unwrap_or(u32::MAX);
-                    state.apply_membership(index, voters);
-                    applied.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                    Ok(Outcome::default())
-                }
-            };
-            applied.last_applied = Some(entry.log_id);
+            let log_id = entry.log_id;
+            // The sled store's own apply, so both stores apply alike.
+            let (response, membership) = baton_store::apply_entry(&mut state, entry);
+            if let Some(m) = membership {
+                applied.last_membership = m;
+            }
+            applied.last_applied = Some(log_id);
             responses.push(response);
-            last = Some(index);
+            last = Some(log_id.index);
         }
         if let Some(i) = last {
             self.inner.applied_tx.send_replace(i);

@@ -127,7 +127,7 @@ use std::sync::Arc;
 pub use disk::{Identity, Verified};
 pub use error::{REMEDY, StoreError};
 pub use log_store::{LogStats, LogStore};
-pub use state_machine::StateMachineStore;
+pub use state_machine::{StateMachineStore, apply_entry};
 
 openraft::declare_raft_types!(
     /// Baton's openraft type configuration.

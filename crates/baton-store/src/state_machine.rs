@@ -18,6 +18,28 @@ use crate::{
     StoreError, StoredMembership, TypeConfig,
 };
 
+/// Apply one log entry to `state`: how an openraft entry becomes `baton-core`'s
+/// deterministic apply. Shared with the simulator's in-memory store, so both apply
+/// exactly alike. Returns the entry's response and, for a membership entry, the
+/// membership to record as the last one applied.
+pub fn apply_entry(state: &mut State, entry: LogEntry) -> (Response, Option<StoredMembership>) {
+    let index = entry.log_id.index;
+    match entry.payload {
+        EntryPayload::Blank => {
+            state.apply_blank(index);
+            (Ok(Outcome::default()), None)
+        }
+        EntryPayload::Normal(cmd) => (state.apply(index, &cmd), None),
+        EntryPayload::Membership(membership) => {
+            // Voters of a joint configuration count once each.
+            let voters = u32::try_from(membership.voter_ids().count()).unwrap_or(u32::MAX);
+            state.apply_membership(index, voters);
+            let last = StoredMembership::new(Some(entry.log_id), membership);
+            (Ok(Outcome::default()), Some(last))
+        }
+    }
+}
+
 /// The state machine. A cheap handle: clones share the same state (openraft uses a clone
 /// as the snapshot builder, the node keeps one to read the state).
 #[derive(Clone)]
@@ -145,22 +167,12 @@ impl Inner {
     fn apply_one(&self, entry: LogEntry) -> Result<Response, StoreError> {
         let mut state = self.state.write().map_err(|_| StoreError::Poisoned)?;
         let mut applied = self.applied.lock().map_err(|_| StoreError::Poisoned)?;
-        let index = entry.log_id.index;
-        let response = match entry.payload {
-            EntryPayload::Blank => {
-                state.apply_blank(index);
-                Ok(Outcome::default())
-            }
-            EntryPayload::Normal(cmd) => state.apply(index, &cmd),
-            EntryPayload::Membership(membership) => {
-                // Voters of a joint configuration count once each.
-                let voters = u32::try_from(membership.voter_ids().count()).unwrap_or(u32::MAX);
-                state.apply_membership(index, voters);
-                applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                Ok(Outcome::default())
-            }
-        };
-        applied.last_applied = Some(entry.log_id);
+        let log_id = entry.log_id;
+        let (response, membership) = apply_entry(&mut state, entry);
+        if let Some(m) = membership {
+            applied.last_membership = m;
+        }
+        applied.last_applied = Some(log_id);
         Ok(response)
     }
 
