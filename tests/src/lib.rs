@@ -264,6 +264,28 @@ pub fn tail(path: &Path, max_lines: usize) -> String {
 // Processes
 // ---------------------------------------------------------------------------------------
 
+/// `baton ARGS` with its output (stdout and stderr) going to `log`, no stdin, no
+/// `BATON_DIRECTORY` from the test's environment, leading its own process group (so a
+/// kill reaches its children) and killed if the test process dies (PR_SET_PDEATHSIG).
+pub fn baton_command(args: &[String], log: File) -> std::io::Result<Command> {
+    let err = log.try_clone()?;
+    let mut cmd = Command::new(baton_bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .env_remove("BATON_DIRECTORY")
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
 /// A long-running `baton` process in its own process group, killed (group and all) on drop.
 pub struct Proc {
     name: String,
@@ -292,22 +314,8 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("open log");
-        let err = out.try_clone().expect("clone log");
-        let mut cmd = Command::new(baton_bin());
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .env_remove("BATON_DIRECTORY")
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
+        let child = baton_command(&self.args, out)
+            .expect("clone log")
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
         self.child = Some(child);

@@ -1,9 +1,8 @@
 //! The corruption campaign: a node's data damaged, then the node started again.
 
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,23 +99,9 @@ pub(crate) struct OwnNode {
 
 impl OwnNode {
     pub(crate) fn spawn(args: &[String], log: PathBuf) -> Result<OwnNode> {
-        let out = File::create(&log)?;
-        let err = out.try_clone()?;
-        let mut cmd = Command::new(crate::baton_bin());
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .env_remove("BATON_DIRECTORY")
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("starting baton directory")?;
+        let child = crate::baton_command(args, File::create(&log)?)?
+            .spawn()
+            .context("starting baton directory")?;
         Ok(OwnNode { child, log })
     }
 
