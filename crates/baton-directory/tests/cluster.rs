@@ -308,7 +308,8 @@ async fn a_follower_rejoining_with_a_higher_term_does_not_fail_confirmation_roun
     let node = c.nodes[&leader].node.clone();
     let term_of = |id: u64| c.nodes[&id].node.raft.metrics().borrow().current_term;
     let leader_term = term_of(leader);
-    node.confirm_for_renewals()
+    node.liveness
+        .round(&node)
         .await
         .expect("a round confirms before any fault");
 
@@ -333,7 +334,7 @@ async fn a_follower_rejoining_with_a_higher_term_does_not_fail_confirmation_roun
     let (mut confirmed, mut failed) = (0u32, Vec::new());
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until && leads() {
-        let r = node.confirm_for_renewals().await;
+        let r = node.liveness.round(&node).await;
         match r {
             Ok(_) => confirmed += 1,
             Err(e) if leads() => failed.push(e.message().to_string()),
