@@ -4,7 +4,8 @@
 //! (`baton-store`), whose Raft RPCs travel over gRPC ([`network`], [`raft_service`]), and
 //! which serves Baton's public API ([`service`], [`session`], [`watch`]). The
 //! [`manager`] (the Directory Manager) follows Raft leadership and runs the controller on
-//! the leader only. [`server::start`] puts it all together.
+//! the leader only; [`liveness`] holds the leader's liveness table and confirms agents'
+//! renewals. [`server::start`] puts it all together.
 //!
 //! Invariants this crate is responsible for (see `docs/safety.md`):
 //! - durable acknowledgement: a write is answered only after `client_write` returned,
@@ -26,6 +27,7 @@ pub mod error;
 pub mod faults;
 pub mod http;
 pub mod identity;
+pub mod liveness;
 pub mod manager;
 pub mod metrics;
 pub mod network;

@@ -11,24 +11,23 @@
 //! preferred-leader order (the directory's own "force execution on highest priority
 //! server").
 //!
-//! ## Liveness and renewals (invariant 1 and 4)
+//! ## Liveness (invariants 1 and 4)
 //!
-//! Renewals are not Raft writes. The leader keeps `last_seen` per server on its monotonic
-//! clock. A renewal is confirmed to the agent only if
-//! 1. the leader recorded it (the server was not already declared down by this leader),
-//! 2. a quorum round that started *after* it was recorded confirmed the leadership
-//!    (`ensure_linearizable`), so no other leader existed before that round ended, and any
-//!    later leader restarts every clock after the renewal arrived, and
-//! 3. after that round the server is still up in the applied state and still not declared
-//!    down (a `ServersDown` of a previous term is committed by the round itself).
+//! The liveness table and the confirmation round of renewals belong to
+//! [`crate::liveness`]: the manager resets that table on gaining and losing leadership
+//! (and restarts its clocks when a leader regains its quorum), and its controller asks
+//! it which leases ran out. Renewals do not pass through the manager.
 //!
-//! The controller's expiry decision and the marking of `declared_down` happen under the
-//! same lock as the recording of renewals, so a renewal cannot slip in between "decided
-//! down" and "proposed down" and extend a lease that the directory is about to revoke.
+//! ```text
+//!  Raft metrics ──> Manager::spawn ──> Liveness::become_leader / lose_leadership
+//!                        └──> controller_loop ──> Liveness::expire, restart_clocks;
+//!                                                 ServersDown write ──> Liveness::declared
+//!  session.rs / raft_service.rs claim ──> Manager::claim ──> Liveness::claim, claim_done
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -43,6 +42,7 @@ use tonic::{Request, Status};
 
 use crate::config::NodeConfig;
 use crate::error::{self, invalid, not_leader, status};
+use crate::liveness::ClaimDecision;
 use crate::node::Node;
 
 /// How long a membership change may take (a learner catching up included).
@@ -50,69 +50,9 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node waits for a peer's answer during membership checks and transfers.
 const PEER_TIMEOUT: Duration = Duration::from_millis(700);
 
-/// The leader's in-memory liveness table. Empty on followers.
-struct Liveness {
-    /// The term in which this node leads, while it does.
-    term: Option<u64>,
-    /// When this node became leader (ms on `origin`'s clock): every server counts as seen
-    /// then, which is how a new leader restarts every clock (leases only lengthen).
-    leader_since_ms: u64,
-    /// Last renewal received per server (ms on `origin`'s clock).
-    last_seen_ms: BTreeMap<String, u64>,
-    /// Servers this leader declared down, with the log index of that `ServersDown`
-    /// entry (0 while it is in flight). Their renewals are refused until they register
-    /// again after that index.
-    declared_down: BTreeMap<String, u64>,
-    /// Renewals recorded per server while this node leads: a claim watches the holder's
-    /// count to learn whether the holder is still alive.
-    renewals: BTreeMap<String, u64>,
-    /// A new agent instance waiting to take a held server name over (see [`Claim`]).
-    claims: BTreeMap<String, Claim>,
-    /// Holders whose name this leader decided to hand to a claimant, by server: their
-    /// renewals are refused from that decision on, as a declared-down server's are.
-    superseded: BTreeMap<String, String>,
-}
-
-/// A claim of a held server name by a new agent instance (an agent restart, a replaced
-/// host, or a mistake: a second agent under the same name). The holder is
-/// - *alive* when it renews twice after the claim began (one renewal may have been in
-///   flight when a killed holder died): the claimant is refused, it must not run;
-/// - *gone* when its lease runs out (lease + grace after its last renewal, as for a
-///   failover): the leader hands the name to the claimant, whose roles stay where they
-///   are: a quick agent restart moves nothing. The holder has fenced itself by then, by
-///   the same arithmetic that makes a failover safe.
-struct Claim {
-    instance: String,
-    /// When the claim began and was last repeated (ms on `origin`'s clock).
-    first_ms: u64,
-    last_ms: u64,
-    /// The holder's renewal count when the claim began.
-    holder_renewals_at_first: u64,
-}
-
-/// What a claim decided.
-enum ClaimDecision {
-    Free,
-    Pending,
-    Held,
-    TakeOver(String),
-}
-
-impl Liveness {
-    /// Forget down-declarations whose server has registered again since (its status is
-    /// up at a revision after the `ServersDown` entry): its renewals count again.
-    fn forget_reregistered(&mut self, st: &baton_core::State) {
-        self.declared_down.retain(|s, idx| match st.servers.get(s) {
-            None => false,
-            Some(srv) => *idx == 0 || st.revision < *idx || srv.status != ServerStatus::Up,
-        });
-    }
-}
-
 pub struct Manager {
-    /// Origin of the monotonic milliseconds used in the liveness table.
+    /// Origin of the monotonic milliseconds of the controller's own timers.
     origin: Instant,
-    liveness: Mutex<Liveness>,
     role_cooldown_ms: u64,
     /// Flipped once to stop every background task of the node.
     shutdown: watch::Sender<bool>,
@@ -121,37 +61,17 @@ pub struct Manager {
     /// Whether the controller counts this leader as without a quorum (its liveness
     /// decisions paused until the quorum returns and every clock restarts).
     without_quorum: std::sync::atomic::AtomicBool,
-    /// Planted bugs (test builds only).
-    #[cfg(feature = "planted-bugs")]
-    planted: crate::env::Planted,
 }
 
 impl Manager {
     pub fn new(config: &NodeConfig) -> Self {
         Manager {
             origin: Instant::now(),
-            liveness: Mutex::new(Liveness {
-                term: None,
-                leader_since_ms: 0,
-                last_seen_ms: BTreeMap::new(),
-                declared_down: BTreeMap::new(),
-                renewals: BTreeMap::new(),
-                claims: BTreeMap::new(),
-                superseded: BTreeMap::new(),
-            }),
             role_cooldown_ms: config.role_cooldown_ms,
             shutdown: watch::channel(false).0,
             membership: tokio::sync::Mutex::new(()),
             without_quorum: std::sync::atomic::AtomicBool::new(false),
-            #[cfg(feature = "planted-bugs")]
-            planted: crate::env::Planted::default(),
         }
-    }
-
-    /// Switch on planted bugs (test builds only).
-    #[cfg(feature = "planted-bugs")]
-    pub fn plant(&mut self, planted: crate::env::Planted) {
-        self.planted = planted;
     }
 
     pub fn role_cooldown_ms(&self) -> u64 {
@@ -201,7 +121,7 @@ impl Manager {
                     if let Some((_, h)) = controller.take() {
                         h.abort();
                     }
-                    node.manager.become_leader(term);
+                    node.liveness.become_leader(term);
                     tracing::info!(
                         node = node.id,
                         term,
@@ -213,7 +133,8 @@ impl Manager {
                     }
                 } else if !leading && let Some((t, h)) = controller.take() {
                     h.abort();
-                    node.manager.lose_leadership();
+                    node.manager.without_quorum.store(false, Ordering::SeqCst);
+                    node.liveness.lose_leadership();
                     if let Some(p) = priority_task.take() {
                         p.abort();
                     }
@@ -234,80 +155,6 @@ impl Manager {
             if let Some(p) = priority_task.take() {
                 p.abort();
             }
-        })
-    }
-
-    /// Count `server` as seen now (a registration through this node while it leads).
-    /// Not for a registration the state will refuse (another instance holds the name):
-    /// that would extend the holder's lease on the claimant's behalf.
-    pub fn touch(&self, node: &Node, server: &str, instance: &str, replaces: Option<&str>) {
-        let held_by_other = node.read(|st| {
-            st.servers.get(server).is_some_and(|x| {
-                x.status == ServerStatus::Up
-                    && x.instance.id != instance
-                    && replaces != Some(x.instance.id.as_str())
-            })
-        });
-        if held_by_other {
-            return;
-        }
-        let now = self.mono_ms();
-        let mut l = self.liveness.lock().expect("liveness lock");
-        if l.term.is_some() {
-            l.last_seen_ms.insert(server.to_string(), now);
-        }
-    }
-
-    fn become_leader(&self, term: u64) {
-        let now = self.mono_ms();
-        let mut l = self.liveness.lock().expect("liveness lock");
-        l.term = Some(term);
-        l.leader_since_ms = now;
-        #[cfg(feature = "planted-bugs")]
-        if self.planted.no_clock_restart {
-            // Planted bug: every server counts as last seen when this node started.
-            l.leader_since_ms = 0;
-        }
-        l.last_seen_ms.clear();
-        l.declared_down.clear();
-        l.renewals.clear();
-        l.claims.clear();
-        l.superseded.clear();
-    }
-
-    /// Count every server as seen now, as a new leader does (after this leader
-    /// regained a quorum it had lost).
-    fn restart_clocks(&self, term: u64) {
-        #[cfg(feature = "planted-bugs")]
-        if self.planted.no_clock_restart {
-            return;
-        }
-        let now = self.mono_ms();
-        let mut l = self.liveness.lock().expect("liveness lock");
-        if l.term == Some(term) {
-            l.leader_since_ms = l.leader_since_ms.max(now);
-        }
-    }
-
-    fn lose_leadership(&self) {
-        self.without_quorum.store(false, Ordering::SeqCst);
-        let mut l = self.liveness.lock().expect("liveness lock");
-        l.term = None;
-        l.last_seen_ms.clear();
-        l.declared_down.clear();
-        l.renewals.clear();
-        l.claims.clear();
-        l.superseded.clear();
-    }
-
-    /// Whether a claim for `server` is being pursued: the controller then leaves the
-    /// server to the claim (a takeover keeps the roles where they are) instead of
-    /// declaring it down. A claim stops counting when the claimant stops repeating it,
-    /// or after a few leases, so a claim that cannot complete never holds roles back.
-    fn claim_pending(l: &Liveness, server: &str, now: u64, lease_ms: u64) -> bool {
-        l.claims.get(server).is_some_and(|c| {
-            now.saturating_sub(c.last_ms) < lease_ms / 2
-                && now.saturating_sub(c.first_ms) < 3 * lease_ms + 1_000
         })
     }
 
@@ -344,69 +191,24 @@ impl Manager {
             .borrow()
             .millis_since_quorum_ack
             .is_some_and(|ms| ms <= node.config.election_timeout_max_ms);
-        let decision = {
-            let now = self.mono_ms();
-            let mut l = self.liveness.lock().expect("liveness lock");
-            let l = &mut *l;
-            match &holder {
-                None => ClaimDecision::Free,
-                Some((h, _)) if h.id == req.instance => {
-                    l.claims.remove(&req.server);
-                    ClaimDecision::Free
-                }
-                Some(_) if l.term.is_none() => return Err(not_leader(node.leader())),
-                Some((h, _)) => {
-                    let count = l.renewals.get(&req.server).copied().unwrap_or(0);
-                    let c = l.claims.entry(req.server.clone()).or_insert(Claim {
-                        instance: req.instance.clone(),
-                        first_ms: now,
-                        last_ms: now,
-                        holder_renewals_at_first: count,
-                    });
-                    if c.instance != req.instance {
-                        if now.saturating_sub(c.last_ms) < lease.lease_ms / 2 {
-                            let other = c.instance.clone();
-                            return Ok(pb::ClaimReply {
-                                outcome: "held".into(),
-                                holder_instance: other,
-                                holder_address: "another new instance claiming it".into(),
-                                ..reply("held", 0)
-                            });
-                        }
-                        *c = Claim {
-                            instance: req.instance.clone(),
-                            first_ms: now,
-                            last_ms: now,
-                            holder_renewals_at_first: count,
-                        };
-                    }
-                    c.last_ms = now;
-                    let seen = l
-                        .last_seen_ms
-                        .get(&req.server)
-                        .copied()
-                        .unwrap_or(l.leader_since_ms)
-                        .max(l.leader_since_ms);
-                    if count >= c.holder_renewals_at_first + 2 {
-                        l.claims.remove(&req.server);
-                        ClaimDecision::Held
-                    } else if quorum_fresh
-                        && now.saturating_sub(seen) >= lease.expiry_lease_ms + lease.grace_ms
-                    {
-                        // Decided under the lock: from here on the holder's renewals
-                        // are refused, so none can extend the lease being revoked.
-                        l.superseded.insert(req.server.clone(), h.id.clone());
-                        ClaimDecision::TakeOver(h.id.clone())
-                    } else {
-                        ClaimDecision::Pending
-                    }
-                }
-            }
-        };
+        let holder_id = holder.as_ref().map(|(h, _)| h.id.as_str());
+        let decision = node.liveness.claim(
+            node,
+            &req.server,
+            &req.instance,
+            holder_id,
+            lease,
+            quorum_fresh,
+        )?;
         match decision {
             ClaimDecision::Free => Ok(reply("free", 0)),
             ClaimDecision::Pending => Ok(reply("pending", 0)),
             ClaimDecision::Held => Ok(reply("held", 0)),
+            ClaimDecision::HeldByClaimant(other) => Ok(pb::ClaimReply {
+                holder_instance: other,
+                holder_address: "another new instance claiming it".into(),
+                ..reply("held", 0)
+            }),
             ClaimDecision::TakeOver(old) => {
                 let cmd = Command::RegisterAgent {
                     server: req.server.clone(),
@@ -425,75 +227,10 @@ impl Manager {
                 .await
                 .map_err(|_| error::unavailable("taking the server name over timed out"))??;
                 tracing::info!(server = %req.server, from = %old, to = %req.instance, "holder's lease ran out: server name taken over by the new agent instance");
-                self.liveness
-                    .lock()
-                    .expect("liveness lock")
-                    .claims
-                    .remove(&req.server);
+                node.liveness.claim_done(&req.server);
                 Ok(reply("granted", r.revision))
             }
         }
-    }
-
-    /// Record renewals from `servers` and confirm them (see the module essay). Returns the
-    /// confirmed servers and the read index the serving node must apply before acking.
-    /// Renewals are (server, agent instance): only the instance that holds the server
-    /// name in the applied state renews it.
-    pub async fn confirm_renewals(
-        &self,
-        node: &Node,
-        renewals: Vec<(String, String)>,
-    ) -> Result<(Vec<(String, String)>, u64), Status> {
-        if !node.is_leader() {
-            return Err(not_leader(node.leader()));
-        }
-        let holds = |st: &baton_core::State, s: &str, i: &str| {
-            st.servers
-                .get(s)
-                .is_some_and(|x| x.status == ServerStatus::Up && x.instance.id == i)
-        };
-        let accepted: Vec<(String, String)> = {
-            let now = self.mono_ms();
-            let mut l = self.liveness.lock().expect("liveness lock");
-            let l = &mut *l;
-            // A server that registered again is live again at once, not at the
-            // controller's next pass (its first renewal would be refused meanwhile).
-            node.read(|st| {
-                l.forget_reregistered(st);
-                l.superseded
-                    .retain(|s, i| st.servers.get(s).is_some_and(|x| &x.instance.id == i));
-                renewals
-                    .into_iter()
-                    .filter(|(s, i)| {
-                        !l.declared_down.contains_key(s)
-                            && l.superseded.get(s) != Some(i)
-                            && holds(st, s, i)
-                    })
-                    .inspect(|(s, _)| {
-                        l.last_seen_ms.insert(s.clone(), now);
-                        *l.renewals.entry(s.clone()).or_insert(0) += 1;
-                    })
-                    .collect()
-            })
-        };
-        let read_index = node.confirm_for_renewals().await?;
-        let still: BTreeSet<(String, String)> = node.read(|st| {
-            accepted
-                .iter()
-                .filter(|(s, i)| holds(st, s, i))
-                .cloned()
-                .collect()
-        });
-        let l = self.liveness.lock().expect("liveness lock");
-        let confirmed = accepted
-            .into_iter()
-            .filter(|r| {
-                still.contains(r)
-                    && !l.declared_down.contains_key(&r.0)
-                    && l.superseded.get(&r.0) != Some(&r.1)
-            })
-            .collect();
-        Ok((confirmed, read_index))
     }
 
     /// Add node `id` at `addr`: as a learner first (blocking until it has caught up), then
@@ -804,55 +541,14 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
         }
         if quorum_lost {
             quorum_lost = false;
-            m.restart_clocks(term);
+            node.liveness.restart_clocks(term);
             m.without_quorum.store(false, Ordering::SeqCst);
             tracing::info!(term, "quorum regained: liveness clocks restarted");
         }
         let lease = node.lease();
-        // 1. Expired leases, decided and marked under the liveness lock.
-        let expired: Vec<String> = {
-            let now = m.mono_ms();
-            let mut l = m.liveness.lock().expect("liveness lock");
-            if l.term != Some(term) {
-                return;
-            }
-            let expired = node.read(|st| {
-                baton_core::controller::expired_servers(
-                    st,
-                    &l.last_seen_ms,
-                    l.leader_since_ms,
-                    now,
-                    lease.expiry_lease_ms,
-                    lease.grace_ms,
-                )
-            });
-            let fresh: Vec<String> = expired
-                .into_iter()
-                .filter(|s| !l.declared_down.contains_key(s))
-                .filter(|s| !Manager::claim_pending(&l, s, now, lease.lease_ms))
-                .collect();
-            for s in &fresh {
-                l.declared_down.insert(s.clone(), 0);
-            }
-            node.read(|st| l.forget_reregistered(st));
-            // Declarations whose write failed (index still 0: writes are awaited below,
-            // so none is in flight now) are proposed again, or their roles would never
-            // move. One whose server is no longer up was completed some other way.
-            let mut to_propose = Vec::new();
-            node.read(|st| {
-                for (s, idx) in l.declared_down.iter_mut().filter(|(_, idx)| **idx == 0) {
-                    if st
-                        .servers
-                        .get(s)
-                        .is_some_and(|x| x.status == ServerStatus::Up)
-                    {
-                        to_propose.push(s.clone());
-                    } else {
-                        *idx = st.revision.max(1);
-                    }
-                }
-            });
-            to_propose
+        // 1. Expired leases, decided and marked under the liveness table's lock.
+        let Some(expired) = node.liveness.expire(&node, term, lease) else {
+            return;
         };
         if !expired.is_empty() {
             tracing::warn!(servers = ?expired, "leases expired: declaring servers down");
@@ -864,14 +560,7 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
             )
             .await
             {
-                Ok(reply) => {
-                    let mut l = m.liveness.lock().expect("liveness lock");
-                    for s in &expired {
-                        if let Some(idx) = l.declared_down.get_mut(s) {
-                            *idx = reply.revision;
-                        }
-                    }
-                }
+                Ok(reply) => node.liveness.declared(&expired, reply.revision),
                 Err(e) => {
                     tracing::warn!("declaring {expired:?} down failed: {e}");
                     // Keep them marked: their renewals stay refused while we lead.

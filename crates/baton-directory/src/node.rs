@@ -28,8 +28,9 @@ use crate::directory_time::DirectoryTime;
 use crate::env::{AppliedState, NodeEnv};
 use crate::error::{self, DirectoryError};
 use crate::faults::Faults;
+use crate::liveness::Liveness;
 use crate::manager::Manager;
-use crate::network::{Connection, Network};
+use crate::network::Network;
 
 /// HTTP/2 PING interval and answer deadline on node-to-node channels (see [`Node::channel`]).
 const PEER_KEEPALIVE: Duration = Duration::from_secs(2);
@@ -60,8 +61,10 @@ pub struct Node {
     pub sm: Arc<dyn AppliedState>,
     /// How this node connects to others and reads the wall clock.
     pub env: NodeEnv,
-    /// The Directory Manager: leadership, liveness, controller.
+    /// The Directory Manager: leadership, membership, controller.
     pub manager: Manager,
+    /// The leader's liveness table and the confirmation round of renewals.
+    pub liveness: Liveness,
     /// While this node leads: the monotonic time it measured for directory time.
     pub directory_time: DirectoryTime,
     /// Agent sessions attached to this node right now (shown in `cluster status`).
@@ -186,10 +189,11 @@ impl Node {
         let raft = Raft::new(config.id, raft_config, network, log, sm)
             .await
             .map_err(|e| DirectoryError::Raft(e.to_string()))?;
+        let manager = Manager::new(&config);
         #[allow(unused_mut)]
-        let mut manager = Manager::new(&config);
+        let mut liveness = Liveness::new();
         #[cfg(feature = "planted-bugs")]
-        manager.plant(env.planted);
+        liveness.plant(env.planted);
         let metrics = crate::metrics::Metrics::new();
         if let Some((s, _)) = &store {
             let appends = metrics.append_seconds.clone();
@@ -203,6 +207,7 @@ impl Node {
             sm: view,
             env,
             manager,
+            liveness,
             directory_time: DirectoryTime::default(),
             sessions: AtomicU64::new(0),
             metrics,
@@ -498,7 +503,7 @@ impl Node {
             // A registration counts as hearing from the agent: without this a server
             // that registers with a leader that has led for longer than a lease would
             // be declared down at once.
-            self.manager
+            self.liveness
                 .touch(self, server, &instance.id, replaces.as_deref());
         }
         let proposed = std::time::Instant::now();
@@ -582,92 +587,6 @@ impl Node {
         }
     }
 
-    /// Confirm this node's leadership for renewals: one empty AppendEntries with the
-    /// leader's vote to every other voter, sent now, and a majority of every configuration
-    /// (joint ones included) accepting it. A follower accepts only while it has seen no
-    /// higher vote, so no other leader was elected before this round's sends; any later
-    /// leader restarts every liveness clock after them. This is the read-index round of
-    /// docs/safety.md, done here rather than by `ensure_linearizable` because openraft gives
-    /// each follower only one heartbeat interval to answer that one, which a loaded host
-    /// misses, and a missed confirmation makes agents fence for nothing.
-    /// Returns the index the state machine must reach for the caller to read a state that
-    /// includes every entry committed before the round.
-    pub async fn confirm_for_renewals(&self) -> Result<u64, Status> {
-        use futures::StreamExt;
-        use openraft::network::{RPCOption, RaftNetwork};
-        use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
-        let m = self.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader || m.current_leader != Some(self.id) {
-            return Err(error::not_leader(self.leader()));
-        }
-        let read_index = m.last_log_index.unwrap_or(0);
-        let membership = m.membership_config.membership().clone();
-        let timeout = Duration::from_millis((self.lease().lease_ms / 4).max(100));
-        let has_quorum = |granted: &BTreeSet<u64>| {
-            membership.get_joint_config().iter().all(|config| {
-                config.iter().filter(|v| granted.contains(v)).count() * 2 > config.len()
-            })
-        };
-        let mut granted: BTreeSet<u64> = [self.id].into();
-        let mut rounds = futures::stream::FuturesUnordered::new();
-        for id in membership.voter_ids().filter(|v| *v != self.id) {
-            let Some(node) = membership.get_node(&id) else {
-                continue;
-            };
-            // Cached channels: one connection per peer, not one per round.
-            let mut conn =
-                Connection::over(self.id, id, self.channel(&node.addr)?, self.faults.clone());
-            let rpc = AppendEntriesRequest {
-                vote: m.vote,
-                prev_log_id: None,
-                entries: vec![],
-                leader_commit: None,
-            };
-            rounds.push(async move {
-                let r = tokio::time::timeout(
-                    timeout,
-                    conn.append_entries(rpc, RPCOption::new(timeout)),
-                )
-                .await;
-                (id, r)
-            });
-        }
-        // Stop at the first majority: the slowest follower does not delay every renewal.
-        // A follower that answers with a higher vote does not grant, but it does not end
-        // the round either: a higher vote is a candidacy, not a leader. A node that was
-        // cut off comes back with a term raised by its failed elections (openraft has no
-        // pre-vote), and until this leader's replication to it sees that vote and steps
-        // down, which can take seconds of retry backoff, failing here would stop every
-        // renewal and make agents fence for nothing. A majority that accepts this round's
-        // vote is still proof that no other leader exists: each of its members would
-        // reject the round had it voted for a higher term (found by tests/chaos:
-        // partition-node faults restarted roles in place on heal).
-        let mut higher_vote_seen = false;
-        while !has_quorum(&granted) {
-            let Some((id, r)) = rounds.next().await else {
-                break;
-            };
-            match r {
-                Ok(Ok(AppendEntriesResponse::HigherVote(_))) => higher_vote_seen = true,
-                Ok(Ok(_)) => {
-                    granted.insert(id);
-                }
-                _ => {}
-            }
-        }
-        if !has_quorum(&granted) && higher_vote_seen {
-            return Err(error::not_leader(None));
-        }
-        if !has_quorum(&granted) {
-            return Err(error::unavailable(format!(
-                "leadership not confirmed: only nodes {granted:?} answered"
-            )));
-        }
-        self.wait_applied(read_index, timeout).await?;
-        Ok(read_index)
-    }
-
-    /// Read the applied state.
     /// The cluster's lease settings: from the replicated state once set, this node's
     /// configured values before (a new cluster, until its first leader seeds them).
     pub fn lease(&self) -> Lease {
@@ -687,6 +606,7 @@ impl Node {
         }
     }
 
+    /// Read the applied state.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         let state = self.sm.state();
         let guard = state.read().expect("state lock");

@@ -155,11 +155,7 @@ impl RaftRpc for RaftService {
             )));
         }
         let renewals = b.servers.into_iter().zip(b.instances).collect();
-        let (confirmed, read_index) = self
-            .node
-            .manager
-            .confirm_renewals(&self.node, renewals)
-            .await?;
+        let (confirmed, read_index) = self.node.liveness.confirm(&self.node, renewals).await?;
         let (confirmed, confirmed_instances) = confirmed.into_iter().unzip();
         Ok(Response::new(pb::RenewalBatchReply {
             confirmed,

@@ -6,13 +6,15 @@
 //!    with the node's applied revision (sets are idempotent: whatever the agent runs that
 //!    is not in the latest set must stop),
 //! 3. acknowledges renewals. Renewals from every session on this node go through one
-//!    bounded queue to a batcher, which confirms them with the leader in one call per
-//!    batch (locally when this node leads, through `ForwardRenewals` otherwise). Before
-//!    acking, the session waits until this node has applied the batch's read index and
-//!    sends any changed assignment set first, on the same ordered stream: when an agent
-//!    processes an ack, it already holds every assignment change committed before that
-//!    ack was granted. That ordering is what lets an agent restart its roles after a
-//!    fence without running one that moved away meanwhile (invariant 1).
+//!    bounded queue to a batcher, which has the leader's liveness table confirm them in
+//!    one call per batch (`crate::liveness`: locally when this node leads, through
+//!    `ForwardRenewals` otherwise). The batcher answers a session only once this node
+//!    has applied the batch's read index (the leader has by the time its table answers;
+//!    a follower may still have to). The session then sends any changed assignment set
+//!    first, and the ack after it, on the same ordered stream: when an agent processes
+//!    an ack, it already holds every assignment change committed before that ack was
+//!    granted. That ordering is what lets an agent restart its roles after a fence
+//!    without running one that moved away meanwhile (invariant 1).
 //!
 //! A node cut off from the leader cannot confirm anything, so its agents' leases run out
 //! and they fence themselves, exactly as if the directory had vanished.
@@ -37,6 +39,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{invalid, unavailable};
+use crate::liveness::Renewals;
 use crate::node::Node;
 
 /// Most servers confirmed in one batch.
@@ -49,12 +52,25 @@ const SESSION_BUFFER: usize = 16;
 /// How long a new session may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A renewal waiting for its batch: the reply carries the read index on success.
+/// A renewal waiting for its batch.
 pub struct PendingRenewal {
     server: String,
     /// The renewing agent instance: only the one holding the server name renews it.
     instance: String,
-    reply: oneshot::Sender<Option<u64>>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// What the batcher tells a session about its renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answer {
+    /// Confirmed, and this node has applied the round's read index: send the agent any
+    /// changed assignment set, then the acknowledgement.
+    Confirmed,
+    /// Confirmed by the leader, but this node did not apply the round's read index in
+    /// time: no acknowledgement (the agent renews again).
+    Behind,
+    /// Not confirmed.
+    Refused,
 }
 
 pub type RenewalSender = mpsc::Sender<PendingRenewal>;
@@ -74,7 +90,7 @@ pub async fn run_batcher(node: Arc<Node>, mut rx: mpsc::Receiver<PendingRenewal>
                 Err(_) => break,
             }
         }
-        let renewals: Vec<(String, String)> = batch
+        let renewals: Renewals = batch
             .iter()
             .map(|p| (p.server.clone(), p.instance.clone()))
             .collect::<BTreeSet<_>>()
@@ -96,24 +112,53 @@ pub async fn run_batcher(node: Arc<Node>, mut rx: mpsc::Receiver<PendingRenewal>
                 (BTreeSet::new(), 0)
             }
         };
-        for p in batch {
-            let ok = confirmed
-                .contains(&(p.server, p.instance))
-                .then_some(read_index);
-            match ok {
-                Some(_) => node.metrics.renewals.inc(),
-                None => node.metrics.renewals_refused.inc(),
-            };
-            let _ = p.reply.send(ok);
+        if node.revision() >= read_index {
+            answer(&node, batch, &confirmed, true);
+        } else {
+            // Confirmed by the leader, ahead of this node's applied state: wait for it
+            // in a task of its own, so the next batch does not wait behind this one.
+            let node = node.clone();
+            tokio::spawn(async move {
+                let wait = Duration::from_millis(node.lease().lease_ms / 2);
+                let applied = node.wait_applied(read_index, wait).await.is_ok();
+                answer(&node, batch, &confirmed, applied);
+            });
         }
     }
 }
 
-type Renewals = Vec<(String, String)>;
+/// Tell each session of `batch` whether its renewal was confirmed (`applied`: and this
+/// node has applied the round's read index).
+fn answer(
+    node: &Node,
+    batch: Vec<PendingRenewal>,
+    confirmed: &BTreeSet<(String, String)>,
+    applied: bool,
+) {
+    for PendingRenewal {
+        server,
+        instance,
+        reply,
+    } in batch
+    {
+        let answer = match (confirmed.contains(&(server, instance)), applied) {
+            (true, true) => Answer::Confirmed,
+            (true, false) => Answer::Behind,
+            (false, _) => Answer::Refused,
+        };
+        match answer {
+            Answer::Confirmed => node.metrics.renewals.inc(),
+            _ => node.metrics.renewals_refused.inc(),
+        };
+        let _ = reply.send(answer);
+    }
+}
 
+/// Confirm a batch: by this node's liveness table when it leads (the table checks
+/// leadership in its round; this check only picks the way), by the leader's otherwise.
 async fn confirm(node: &Node, renewals: Renewals) -> Result<(Renewals, u64), Status> {
     if node.is_leader() {
-        return node.manager.confirm_renewals(node, renewals).await;
+        return node.liveness.confirm(node, renewals).await;
     }
     let Some((_, addr)) = node.leader() else {
         return Err(unavailable("no leader known"));
@@ -420,11 +465,11 @@ async fn run_session(
     let mut sent = Sent { assignments: None };
     sent.update(node, &server, tx).await?;
     let mut applied = node.subscribe();
-    let mut inflight: Option<(u64, oneshot::Receiver<Option<u64>>)> = None;
+    let mut inflight: Option<(u64, oneshot::Receiver<Answer>)> = None;
     let mut queued: Option<u64> = None;
     let mut last_register = Instant::now();
 
-    let start = |seq: u64| -> Option<(u64, oneshot::Receiver<Option<u64>>)> {
+    let start = |seq: u64| -> Option<(u64, oneshot::Receiver<Answer>)> {
         let (reply, rx) = oneshot::channel();
         renewals
             .try_send(PendingRenewal {
@@ -500,19 +545,20 @@ async fn run_session(
             } => {
                 let (seq, _) = inflight.take().expect("in flight");
                 match res {
-                    Ok(Some(read_index)) => {
-                        if node.wait_applied(read_index, lease / 2).await.is_ok() {
-                            sent.update(node, &server, tx).await?;
-                            let ack = pb::DirectoryMessage {
-                                msg: Some(Out::RenewAck(pb::RenewAck {
-                                    seq,
-                                    lease_ms: node.lease().lease_ms,
-                                })),
-                            };
-                            tx.send(Ok(ack)).await.map_err(|_| Status::cancelled("agent went away"))?;
-                        }
+                    Ok(Answer::Confirmed) => {
+                        // The batcher answers once this node applied the round's read
+                        // index: the set sent here includes every change before it.
+                        sent.update(node, &server, tx).await?;
+                        let ack = pb::DirectoryMessage {
+                            msg: Some(Out::RenewAck(pb::RenewAck {
+                                seq,
+                                lease_ms: node.lease().lease_ms,
+                            })),
+                        };
+                        tx.send(Ok(ack)).await.map_err(|_| Status::cancelled("agent went away"))?;
                     }
-                    _ => {
+                    Ok(Answer::Behind) => {}
+                    Ok(Answer::Refused) | Err(_) => {
                         // Not confirmed. If the directory declared this server down, the
                         // agent is alive again: register it anew (rate-limited), after
                         // which its renewals count again.

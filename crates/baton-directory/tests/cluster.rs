@@ -308,7 +308,8 @@ async fn a_follower_rejoining_with_a_higher_term_does_not_fail_confirmation_roun
     let node = c.nodes[&leader].node.clone();
     let term_of = |id: u64| c.nodes[&id].node.raft.metrics().borrow().current_term;
     let leader_term = term_of(leader);
-    node.confirm_for_renewals()
+    node.liveness
+        .round(&node)
         .await
         .expect("a round confirms before any fault");
 
@@ -333,7 +334,7 @@ async fn a_follower_rejoining_with_a_higher_term_does_not_fail_confirmation_roun
     let (mut confirmed, mut failed) = (0u32, Vec::new());
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until && leads() {
-        let r = node.confirm_for_renewals().await;
+        let r = node.liveness.round(&node).await;
         match r {
             Ok(_) => confirmed += 1,
             Err(e) if leads() => failed.push(e.message().to_string()),
@@ -353,6 +354,50 @@ async fn a_follower_rejoining_with_a_higher_term_does_not_fail_confirmation_roun
         failed[0]
     );
     eprintln!("{confirmed} rounds confirmed after the heal while node {leader} led");
+    c.shutdown().await;
+}
+
+/// Renewals share the leader's confirmation rounds: the batch of sessions on the leader
+/// and the batches each follower forwards join the round that starts next, rather than
+/// one round each, so the leader runs fewer rounds than it confirms renewals (what lets
+/// many thousands of agents renew at one round per batch interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewals_from_every_node_share_the_leaders_confirmation_rounds() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let mut agents = Vec::new();
+    for i in 0..30u64 {
+        let id = 1 + i % 3;
+        let server = format!("srv-{i:02}");
+        agents.push(FakeAgent::start(&c.addrs[&id], &server, Duration::from_millis(5)).await);
+    }
+    for a in &agents {
+        a.wait_acks(1, Duration::from_secs(10)).await;
+    }
+    let liveness = &c.nodes[&leader].node.liveness;
+    let acks = || -> usize {
+        agents
+            .iter()
+            .map(|a| a.seen.lock().unwrap().acks.len())
+            .sum()
+    };
+    let (rounds0, acks0) = (liveness.rounds_started(), acks());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acks() < acks0 + 1_000 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} renewals acknowledged in 20 s",
+            acks() - acks0
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (rounds, renewals) = (liveness.rounds_started() - rounds0, acks() - acks0);
+    eprintln!("{renewals} renewals from 30 sessions on 3 nodes confirmed by {rounds} rounds");
+    assert!(
+        rounds > 0 && (rounds as usize) < renewals,
+        "{rounds} rounds for {renewals} renewals: renewals did not share rounds"
+    );
+    drop(agents);
     c.shutdown().await;
 }
 
