@@ -36,6 +36,72 @@ fn value(args: &mut std::vec::IntoIter<String>, flag: &str) -> Result<String> {
     args.next().ok_or_else(|| anyhow!("{flag} needs a value"))
 }
 
+/// The driver's command line.
+struct Opts {
+    quick: bool,
+    keep: bool,
+    baton_args: Vec<String>,
+    out: PathBuf,
+    baton_bin: PathBuf,
+    etcd_bin: PathBuf,
+    only: Vec<String>,
+}
+
+/// Parse the flags; `None` after printing the usage for `--help`.
+fn parse_opts(mut args: std::vec::IntoIter<String>) -> Result<Option<Opts>> {
+    let mut o = Opts {
+        quick: false,
+        keep: false,
+        baton_args: Vec::new(),
+        out: PathBuf::from("target/bench/report.json"),
+        baton_bin: PathBuf::from("target/release/baton"),
+        etcd_bin: PathBuf::from("etcd"),
+        only: ALL.iter().map(|s| s.to_string()).collect(),
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--keep" => o.keep = true,
+            "--baton-args" => {
+                o.baton_args = value(&mut args, "--baton-args")?
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect()
+            }
+            "--out" => o.out = value(&mut args, "--out")?.into(),
+            "--baton-bin" => o.baton_bin = value(&mut args, "--baton-bin")?.into(),
+            "--etcd-bin" => o.etcd_bin = value(&mut args, "--etcd-bin")?.into(),
+            "--only" => {
+                o.only = value(&mut args, "--only")?
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench-driver [--quick] [--keep] [--out FILE] [--baton-args FLAGS] [--baton-bin PATH] [--etcd-bin PATH] [--only {}]",
+                    ALL.join(",")
+                );
+                return Ok(None);
+            }
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    for w in &o.only {
+        if !ALL.contains(&w.as_str()) {
+            bail!("unknown workload {w:?}; known: {}", ALL.join(","));
+        }
+    }
+    o.etcd_bin = which(&o.etcd_bin).context("etcd not found (install etcd-server)")?;
+    o.baton_bin = std::fs::canonicalize(&o.baton_bin).with_context(|| {
+        format!(
+            "{} not found (cargo build --release -p baton)",
+            o.baton_bin.display()
+        )
+    })?;
+    Ok(Some(o))
+}
+
 fn main() -> Result<()> {
     let mut args: std::vec::IntoIter<String> =
         std::env::args().skip(1).collect::<Vec<_>>().into_iter();
@@ -47,54 +113,9 @@ fn main() -> Result<()> {
         args.next();
         return check_main(args);
     }
-    let mut quick = false;
-    let mut keep = false;
-    let mut baton_args: Vec<String> = Vec::new();
-    let mut out = PathBuf::from("target/bench/report.json");
-    let mut baton_bin = PathBuf::from("target/release/baton");
-    let mut etcd_bin = PathBuf::from("etcd");
-    let mut only: Vec<String> = ALL.iter().map(|s| s.to_string()).collect();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--keep" => keep = true,
-            "--baton-args" => {
-                baton_args = value(&mut args, "--baton-args")?
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect()
-            }
-            "--out" => out = value(&mut args, "--out")?.into(),
-            "--baton-bin" => baton_bin = value(&mut args, "--baton-bin")?.into(),
-            "--etcd-bin" => etcd_bin = value(&mut args, "--etcd-bin")?.into(),
-            "--only" => {
-                only = value(&mut args, "--only")?
-                    .split(',')
-                    .map(String::from)
-                    .collect()
-            }
-            "-h" | "--help" => {
-                println!(
-                    "usage: bench-driver [--quick] [--keep] [--out FILE] [--baton-args FLAGS] [--baton-bin PATH] [--etcd-bin PATH] [--only {}]",
-                    ALL.join(",")
-                );
-                return Ok(());
-            }
-            other => bail!("unknown argument {other:?}"),
-        }
-    }
-    for o in &only {
-        if !ALL.contains(&o.as_str()) {
-            bail!("unknown workload {o:?}; known: {}", ALL.join(","));
-        }
-    }
-    let etcd_bin = which(&etcd_bin).context("etcd not found (install etcd-server)")?;
-    let baton_bin = std::fs::canonicalize(&baton_bin).with_context(|| {
-        format!(
-            "{} not found (cargo build --release -p baton)",
-            baton_bin.display()
-        )
-    })?;
+    let Some(o) = parse_opts(args)? else {
+        return Ok(());
+    };
 
     // Nothing started here may outlive the driver: on a panic or a signal, kill it all.
     let default_hook = std::panic::take_hook();
@@ -109,56 +130,73 @@ fn main() -> Result<()> {
         .build()?;
     let started = std::time::Instant::now();
     let load_before = procs::machine();
+    let mut ctx = Ctx {
+        baton_bin: o.baton_bin.clone(),
+        etcd_bin: o.etcd_bin.clone(),
+        driver_bin: std::env::current_exe()?,
+        work: work.clone(),
+        quick: o.quick,
+        rows: Vec::new(),
+        tls_rows: Vec::new(),
+        notes: Default::default(),
+        params: Default::default(),
+        baton_args: o.baton_args.clone(),
+    };
     let result = rt.block_on(async {
-        let mut ctx = Ctx {
-            baton_bin,
-            etcd_bin: etcd_bin.clone(),
-            driver_bin: std::env::current_exe()?,
-            work: work.clone(),
-            quick,
-            rows: Vec::new(),
-            tls_rows: Vec::new(),
-            notes: Default::default(),
-            params: Default::default(),
-            baton_args: baton_args.clone(),
-        };
-        let run = async {
-            for w in ALL.iter().filter(|w| only.iter().any(|o| o == *w)) {
-                let r = match *w {
-                    "throughput" => workloads::throughput(&mut ctx).await,
-                    "failover" => workloads::failover(&mut ctx).await,
-                    "leader_kill" => workloads::leader_kill(&mut ctx).await,
-                    "fanout" => workloads::fanout(&mut ctx).await,
-                    "rss" => workloads::rss(&mut ctx).await,
-                    "renewals" => workloads::renewals(&mut ctx).await,
-                    "restart" => workloads::restart(&mut ctx).await,
-                    "tls_cost" => workloads::tls_cost(&mut ctx).await,
-                    "scale" => baton_benches::scale::scale(&mut ctx).await,
-                    _ => unreachable!(),
-                };
-                if let Err(e) = r {
-                    eprintln!("workload {w} failed: {e:#}");
-                    ctx.notes.insert(format!("error_{w}"), format!("{e:#}"));
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        };
         tokio::select! {
-            r = run => r?,
+            () = run_workloads(&mut ctx, &o.only) => Ok(()),
             _ = signal() => {
                 procs::kill_all();
-                bail!("interrupted");
+                Err(anyhow!("interrupted"))
             }
         }
-        Ok::<_, anyhow::Error>(ctx)
     });
     procs::kill_all();
-    let ctx = result?;
-    let etcd_version = std::process::Command::new(&etcd_bin)
+    result?;
+    let loads = (load_before, procs::machine());
+    write_report(&o, &ctx, started, loads)?;
+    if o.keep || ctx.notes.keys().any(|k| k.starts_with("error_")) {
+        println!("work directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(())
+}
+
+/// Run the chosen workloads in their fixed order; a failed one is noted and the rest run.
+async fn run_workloads(ctx: &mut Ctx, only: &[String]) {
+    for w in ALL.iter().filter(|w| only.iter().any(|o| o == *w)) {
+        let r = match *w {
+            "throughput" => workloads::throughput(ctx).await,
+            "failover" => workloads::failover(ctx).await,
+            "leader_kill" => workloads::leader_kill(ctx).await,
+            "fanout" => workloads::fanout(ctx).await,
+            "rss" => workloads::rss(ctx).await,
+            "renewals" => workloads::renewals(ctx).await,
+            "restart" => workloads::restart(ctx).await,
+            "tls_cost" => workloads::tls_cost(ctx).await,
+            "scale" => baton_benches::scale::scale(ctx).await,
+            _ => unreachable!("checked against ALL"),
+        };
+        if let Err(e) = r {
+            eprintln!("workload {w} failed: {e:#}");
+            ctx.notes.insert(format!("error_{w}"), format!("{e:#}"));
+        }
+    }
+}
+
+/// The JSON report to `o.out`, and the markdown tables and a summary line on stdout.
+fn write_report(
+    o: &Opts,
+    ctx: &Ctx,
+    started: std::time::Instant,
+    (load_before, load_after): (serde_json::Value, serde_json::Value),
+) -> Result<()> {
+    let etcd_version = std::process::Command::new(&o.etcd_bin)
         .arg("--version")
         .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .next()
                 .unwrap_or("")
@@ -167,9 +205,9 @@ fn main() -> Result<()> {
         .unwrap_or_default();
     let report = serde_json::json!({
         "generated_unix_s": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        "quick": quick,
+        "quick": o.quick,
         "duration_s": started.elapsed().as_secs(),
-        "machine": { "before": load_before, "after": procs::machine() },
+        "machine": { "before": load_before, "after": load_after },
         "etcd": etcd_version,
         "parameters": ctx.params,
         "baton_directory_args": ctx.baton_args,
@@ -177,10 +215,10 @@ fn main() -> Result<()> {
         "rows": ctx.rows,
         "tls_cost": ctx.tls_rows,
     });
-    if let Some(dir) = out.parent() {
+    if let Some(dir) = o.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    std::fs::write(&o.out, serde_json::to_string_pretty(&report)? + "\n")?;
     if !ctx.rows.is_empty() {
         println!("{}", report::markdown(&ctx.rows));
     }
@@ -190,18 +228,13 @@ fn main() -> Result<()> {
     }
     println!(
         "report: {} ({} s, load before: {}, after: {})",
-        out.display(),
+        o.out.display(),
         started.elapsed().as_secs(),
         report["machine"]["before"]["loadavg"]
             .as_str()
             .unwrap_or(""),
         report["machine"]["after"]["loadavg"].as_str().unwrap_or("")
     );
-    if keep || ctx.notes.keys().any(|k| k.starts_with("error_")) {
-        println!("work directory kept: {}", work.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&work);
-    }
     Ok(())
 }
 
