@@ -264,6 +264,35 @@ pub fn tail(path: &Path, max_lines: usize) -> String {
 // Processes
 // ---------------------------------------------------------------------------------------
 
+/// A background thread that runs until asked to stop: the flag it polls, and its handle.
+/// `stop` sets the flag and joins it (a second call does nothing).
+pub struct Worker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Run `body` on a new thread; it gets the stop flag to poll.
+    pub fn spawn(
+        body: impl FnOnce(std::sync::Arc<std::sync::atomic::AtomicBool>) + Send + 'static,
+    ) -> Worker {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        Worker {
+            stop,
+            thread: Some(std::thread::spawn(move || body(flag))),
+        }
+    }
+
+    /// Ask the thread to stop and wait for it.
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// `baton ARGS` with its output (stdout and stderr) going to `log`, no stdin, no
 /// `BATON_DIRECTORY` from the test's environment, leading its own process group (so a
 /// kill reaches its children) and killed if the test process dies (PR_SET_PDEATHSIG).

@@ -1,9 +1,8 @@
 //! The admin writer: `server add w-N` through the CLI all run long, each acknowledged
 //! name to be read back at the end.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::stopping;
@@ -20,8 +19,7 @@ pub(crate) struct AdminWrite {
 
 pub(crate) struct AdminWriter {
     pub(crate) writes: Arc<Mutex<Vec<AdminWrite>>>,
-    pub(crate) stop: Arc<AtomicBool>,
-    pub(crate) thread: Option<JoinHandle<()>>,
+    pub(crate) worker: crate::Worker,
 }
 
 pub(crate) fn cli(directory: &str, args: &[&str], timeout: Duration) -> CliOutput {
@@ -34,9 +32,8 @@ pub(crate) fn cli(directory: &str, args: &[&str], timeout: Duration) -> CliOutpu
 impl AdminWriter {
     pub(crate) fn start(directory: String) -> AdminWriter {
         let writes = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (w, s) = (writes.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
+        let w = writes.clone();
+        let worker = crate::Worker::spawn(move |s| {
             let mut n = 0u64;
             while !s.load(Ordering::SeqCst) && !stopping() {
                 n += 1;
@@ -58,17 +55,10 @@ impl AdminWriter {
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-        AdminWriter {
-            writes,
-            stop,
-            thread: Some(thread),
-        }
+        AdminWriter { writes, worker }
     }
 
     pub(crate) fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.worker.stop();
     }
 }

@@ -6,9 +6,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -48,8 +47,7 @@ pub(crate) struct JournalState {
 
 pub(crate) struct JournalServer {
     pub(crate) state: Arc<Mutex<JournalState>>,
-    pub(crate) stop: Arc<AtomicBool>,
-    pub(crate) thread: Option<JoinHandle<()>>,
+    pub(crate) worker: crate::Worker,
 }
 
 pub(crate) fn parse_write(s: &str, recv_ns: u64) -> Option<Write> {
@@ -72,9 +70,8 @@ impl JournalServer {
         listener.set_nonblocking(true)?;
         fs::create_dir_all(dir)?;
         let state = Arc::new(Mutex::new(JournalState::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp, dir) = (state.clone(), stop.clone(), dir.to_path_buf());
-        let thread = std::thread::spawn(move || {
+        let (st, dir) = (state.clone(), dir.to_path_buf());
+        let worker = crate::Worker::spawn(move |sp| {
             while !sp.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((conn, _)) => {
@@ -94,11 +91,7 @@ impl JournalServer {
                 }
             }
         });
-        Ok(JournalServer {
-            state,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(JournalServer { state, worker })
     }
 
     /// The fence: accept `text` unless its epoch is smaller than the highest accepted
@@ -140,10 +133,7 @@ impl JournalServer {
     }
 
     pub(crate) fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.worker.stop();
     }
 
     /// Time of the latest accepted write per role.

@@ -3,9 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::freezer::Freezer;
@@ -65,8 +64,7 @@ pub(crate) struct Sampler {
     /// two samples right after a thaw is still timed.
     pub(crate) thawed: Arc<Mutex<HashMap<String, u64>>>,
     pub(crate) out: Arc<Mutex<SamplerOut>>,
-    pub(crate) stop: Arc<AtomicBool>,
-    pub(crate) thread: Option<JoinHandle<()>>,
+    pub(crate) worker: crate::Worker,
 }
 
 impl Sampler {
@@ -77,10 +75,9 @@ impl Sampler {
         lease_ns: u64,
     ) -> Sampler {
         let out = Arc::new(Mutex::new(SamplerOut::default()));
-        let stop = Arc::new(AtomicBool::new(false));
         let thawed: Arc<Mutex<HashMap<String, u64>>> = Arc::new(Mutex::new(HashMap::new()));
-        let (o, s, th) = (out.clone(), stop.clone(), thawed.clone());
-        let thread = std::thread::spawn(move || {
+        let (o, th) = (out.clone(), thawed.clone());
+        let worker = crate::Worker::spawn(move |s| {
             let mut watch = Watch {
                 marker,
                 lease_ns,
@@ -112,16 +109,12 @@ impl Sampler {
         Sampler {
             thawed,
             out,
-            stop,
-            thread: Some(thread),
+            worker,
         }
     }
 
     pub(crate) fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.worker.stop();
     }
 }
 

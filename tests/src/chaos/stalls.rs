@@ -1,8 +1,7 @@
 //! Host stalls: how long the observer's host fails to schedule a runnable thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::now_ns;
@@ -12,16 +11,14 @@ use crate::now_ns;
 /// Context for gaps in the journal that no fault explains.
 pub(crate) struct StallMeter {
     pub(crate) stalls: Arc<Mutex<Vec<(u64, u64)>>>,
-    pub(crate) stop: Arc<AtomicBool>,
-    pub(crate) thread: Option<JoinHandle<()>>,
+    pub(crate) worker: crate::Worker,
 }
 
 impl StallMeter {
     pub(crate) fn start() -> StallMeter {
         let stalls = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (stalls.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
+        let st = stalls.clone();
+        let worker = crate::Worker::spawn(move |sp| {
             while !sp.load(Ordering::SeqCst) {
                 let before = Instant::now();
                 let t = now_ns();
@@ -32,18 +29,11 @@ impl StallMeter {
                 }
             }
         });
-        StallMeter {
-            stalls,
-            stop,
-            thread: Some(thread),
-        }
+        StallMeter { stalls, worker }
     }
 
     pub(crate) fn stop(&mut self) -> Vec<(u64, u64)> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.worker.stop();
         self.stalls.lock().unwrap().clone()
     }
 }
