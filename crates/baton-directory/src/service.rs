@@ -111,8 +111,8 @@ impl Directory for DirectoryService {
         let fwd = is_forwarded(&req);
         let caller = Caller::of(&req)?;
         let mut command = req.into_inner();
+        // Checked where every write is admitted (`Node::write_entry`).
         let request = std::mem::take(&mut command.request_id);
-        baton_core::check_request_id(&request).map_err(crate::error::invalid)?;
         let mut cmd = command_from_proto(command)?;
         let needed = match cmd {
             baton_core::Command::SetLease { .. } => Permission::Admin,
