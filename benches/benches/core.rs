@@ -71,6 +71,7 @@ fn apply(s: &mut State, cmd: Command) {
             now_ms: NOW,
             advance_ms: 0,
             cmd,
+            batch: Vec::new(),
         },
     )
     .expect("accepted");

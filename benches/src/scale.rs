@@ -132,6 +132,7 @@ fn entry(index: u64, cmd: Command) -> LogEntry {
             advance_ms: 1,
             by: String::new(),
             request: String::new(),
+            batch: Vec::new(),
         }),
     }
 }
@@ -183,7 +184,7 @@ async fn measure(dir: &std::path::Path, roles: usize) -> Result<Figures> {
             })
             .collect();
         log.blocking_append(entries.clone()).await?;
-        for r in sm.apply(entries).await? {
+        for r in sm.apply(entries).await?.into_iter().flatten() {
             if let Err(refusal) = r {
                 anyhow::bail!("a generated command was refused: {refusal}");
             }

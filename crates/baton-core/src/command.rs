@@ -1,4 +1,4 @@
-//! Commands (one per Raft entry), their outcomes, and deterministic refusals.
+//! Commands (one or more per Raft entry), their outcomes, and deterministic refusals.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,79 @@ pub struct Entry {
     /// (see `crate::requests`). Empty: no deduplication.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request: String,
+    /// Further writes committed in this same log entry, applied after `cmd` and in order,
+    /// each as if it had its own entry at the same log index (group commit: the leader
+    /// packs the writes that arrive while an append is in flight into one entry, so one
+    /// fsync makes many durable). Each keeps its own time stamp, author, request id,
+    /// validation and outcome; a refusal of one never touches the others. Empty in
+    /// single-write entries and in every entry written before batches existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<Write>,
+}
+
+/// Most writes one log entry carries (`Entry::cmd` and its `batch`): bounds the work of
+/// applying one entry, and with the commands' own bounds its size.
+pub const WRITES_PER_ENTRY_MAX: usize = 1_024;
+
+/// One write of an [`Entry`]'s batch: the fields of an entry that belong to one write.
+/// Directory time (`advance_ms`) belongs to the entry as a whole.
+///
+/// Every field is always serialized (no `skip_serializing_if`), so the type goes through
+/// formats that are not self-describing (the Raft wire format) as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    /// The proposer's wall clock when it admitted this write (see [`Entry`]).
+    pub now_ms: u64,
+    pub cmd: Command,
+    /// Who asked for it (see [`Entry::by`]).
+    pub by: String,
+    /// The client's id for it (see [`Entry::request`]).
+    pub request: String,
+}
+
+impl Entry {
+    /// An entry of one write with no author, request id or directory time: the common
+    /// case of the directory's own writes and of tests.
+    pub fn new(now_ms: u64, cmd: Command) -> Entry {
+        Entry {
+            now_ms,
+            cmd,
+            advance_ms: 0,
+            by: String::new(),
+            request: String::new(),
+            batch: Vec::new(),
+        }
+    }
+
+    /// The write `cmd` of this entry (its first), without the batch.
+    pub fn head(&self) -> Write {
+        Write {
+            now_ms: self.now_ms,
+            cmd: self.cmd.clone(),
+            by: self.by.clone(),
+            request: self.request.clone(),
+        }
+    }
+
+    /// The entry carrying `writes` in order, with `advance_ms` of directory time. `None`
+    /// for no writes.
+    pub fn of_writes(writes: Vec<Write>, advance_ms: u64) -> Option<Entry> {
+        let mut writes = writes.into_iter();
+        let head = writes.next()?;
+        Some(Entry {
+            now_ms: head.now_ms,
+            cmd: head.cmd,
+            advance_ms,
+            by: head.by,
+            request: head.request,
+            batch: writes.collect(),
+        })
+    }
+
+    /// How many writes this entry carries (1 + the batch).
+    pub fn writes(&self) -> usize {
+        1 + self.batch.len()
+    }
 }
 
 /// Which agent process registers (or holds) a server name.

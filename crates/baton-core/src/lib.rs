@@ -58,7 +58,10 @@ pub mod readiness;
 pub mod requests;
 pub mod state;
 
-pub use command::{AgentInstance, Cause, Command, Entry, Outcome, Refusal, RefusalKind};
+pub use command::{
+    AgentInstance, Cause, Command, Entry, Outcome, Refusal, RefusalKind, WRITES_PER_ENTRY_MAX,
+    Write,
+};
 pub use history::{Position, ResumeGap, Trimmed};
 pub use readiness::{Readiness, Standby};
 pub use requests::{REQUEST_ID_MAX, REQUESTS_KEPT, Requests, check_request_id};

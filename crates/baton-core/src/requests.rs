@@ -140,6 +140,7 @@ mod tests {
             advance_ms: 0,
             by: String::new(),
             request: request.into(),
+            batch: Vec::new(),
         };
         let mut st = State::default();
         let first = st.apply(1, &entry("a", "q1"));

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Cause, Command, Entry, Outcome, Refusal};
+use crate::command::{Cause, Command, Entry, Outcome, Refusal, Write};
 use crate::history::{Trimmed, deserialize_history};
 use crate::names::{
     check_database, check_delay, check_kinds, check_name, database_host, host_is_server,
@@ -323,13 +323,26 @@ pub struct Assignment {
 }
 
 impl State {
-    /// Apply one log entry at `index`. Deterministic; a refusal leaves `self` untouched
-    /// apart from `revision`, which always advances to `index`, directory time, which
-    /// always advances by the entry's `advance_ms` (the time passed, whatever the command),
-    /// and the request table, which remembers the outcome of an identified entry. An
-    /// entry whose request id was already applied changes nothing else and returns the
-    /// first outcome (see `crate::requests`).
+    /// Apply one log entry at `index` and return its first write's outcome: for an
+    /// entry of one write, its outcome; [`State::apply_all`] returns every write's.
     pub fn apply(&mut self, index: u64, entry: &Entry) -> Result<Outcome, Refusal> {
+        let mut outcomes = self.apply_all(index, entry);
+        debug_assert_eq!(outcomes.len(), entry.writes());
+        outcomes.swap_remove(0)
+    }
+
+    /// Apply one log entry at `index`: its writes in order (`cmd`, then the `batch`), each
+    /// as if it had an entry of its own at `index`, and return their outcomes in that
+    /// order. Deterministic. Directory time advances once, by the entry's `advance_ms`
+    /// (the time passed, whatever the writes), and `revision` always advances to `index`.
+    ///
+    /// Each write on its own: a refusal leaves the state untouched apart from the revision
+    /// and the request table, which remembers the outcome of an identified write; a write
+    /// whose request id was already applied (a retry, possibly earlier in this same entry)
+    /// changes nothing else and returns the first outcome (see `crate::requests`). So a
+    /// batch never refuses or applies as a whole: it is exactly its writes one after the
+    /// other, and a write's outcome does not depend on which entry carried it.
+    pub fn apply_all(&mut self, index: u64, entry: &Entry) -> Vec<Result<Outcome, Refusal>> {
         debug_assert!(
             index > self.revision || self.revision == 0,
             "log index went back"
@@ -337,37 +350,53 @@ impl State {
         self.elapsed_ms = self
             .elapsed_ms
             .saturating_add(entry.advance_ms.min(crate::ADVANCE_MAX_MS));
+        let mut outcomes = Vec::with_capacity(entry.writes());
+        outcomes.push(self.apply_write(index, &entry.head()));
+        for write in &entry.batch {
+            outcomes.push(self.apply_write(index, write));
+        }
+        outcomes
+    }
+
+    /// One write of an entry at `index` (see [`State::apply_all`]).
+    fn apply_write(&mut self, index: u64, write: &Write) -> Result<Outcome, Refusal> {
         // A retry of a write already applied: the first outcome, and no change.
-        if let Some(first) = self.requests.get(&entry.request) {
+        if let Some(first) = self.requests.get(&write.request) {
             self.revision = index;
             return first.clone();
         }
-        let result = self.apply_new(index, entry);
-        self.requests.record(&entry.request, &result);
+        let result = self.apply_new(index, write);
+        self.requests.record(&write.request, &result);
         result
     }
 
-    /// [`State::apply`] of an entry that is not a retry.
-    fn apply_new(&mut self, index: u64, entry: &Entry) -> Result<Outcome, Refusal> {
+    /// [`State::apply_write`] of a write that is not a retry.
+    fn apply_new(&mut self, index: u64, write: &Write) -> Result<Outcome, Refusal> {
         // Validate against an untouched state first, then mutate: a refusal may never
-        // leave half a change behind. A refused entry still advances the revision.
-        if let Err(r) = self.check(&entry.cmd) {
+        // leave half a change behind. A refused write still advances the revision.
+        if let Err(r) = self.check(&write.cmd) {
             self.revision = index;
             return Err(r);
         }
+        // Events this write records are numbered from here within the revision (earlier
+        // writes of the same entry may have recorded some already).
+        let first_rank = match self.history.back() {
+            Some(last) if last.revision == index => last.index + 1,
+            _ => 0,
+        };
         // `check` finds every refusal before anything changes; after it passed, `mutate`
         // cannot fail, so the state is changed in place (no copy per command).
         self.revision = index;
-        self.now_ms = self.now_ms.max(entry.now_ms);
-        let outcome = self.mutate(entry.now_ms, &entry.cmd);
-        self.place_affected(entry.now_ms, &entry.cmd);
-        if !entry.by.is_empty() {
-            // Every event this entry recorded sits at the back of the history.
+        self.now_ms = self.now_ms.max(write.now_ms);
+        let outcome = self.mutate(write.now_ms, &write.cmd);
+        self.place_affected(write.now_ms, &write.cmd);
+        if !write.by.is_empty() {
+            // Every event this write recorded sits at the back of the history.
             for e in self.history.iter_mut().rev() {
-                if e.revision != index {
+                if e.revision != index || e.index < first_rank {
                     break;
                 }
-                e.by.clone_from(&entry.by);
+                e.by.clone_from(&write.by);
             }
         }
         Ok(outcome)

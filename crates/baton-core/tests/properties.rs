@@ -271,6 +271,7 @@ fn resolve_epoch(state: &State, role: &str, sel: &EpochSel) -> u64 {
 
 /// One entry of the log as a run produced it, so that it can be replayed.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // a test's log: clarity over size
 enum Logged {
     Cmd(u64, Entry),
     Membership(u64, u32),
@@ -500,6 +501,7 @@ impl Checker {
                             now_ms: now,
                             cmd: Command::Tick,
                             advance_ms: 0,
+                            batch: Vec::new(),
                         },
                     )
                     .expect("a tick is never refused");
@@ -1122,6 +1124,7 @@ fn execute(ops: &[(u64, Op)], check: bool) -> Result<Run, TestCaseError> {
                 now_ms: at,
                 cmd: Command::Tick,
                 advance_ms: baton_core::ADVANCE_MAX_MS,
+                batch: Vec::new(),
             };
             let result = state.apply(index, &entry);
             if check {
@@ -1139,6 +1142,7 @@ fn execute(ops: &[(u64, Op)], check: bool) -> Result<Run, TestCaseError> {
                 now_ms: now,
                 cmd,
                 advance_ms: now - state.elapsed_ms,
+                batch: Vec::new(),
             };
             let result = state.apply(index, &entry);
             if check {
@@ -1162,6 +1166,58 @@ fn replay(log: &[Logged]) -> (State, Vec<Result<Outcome, Refusal>>) {
         }
     }
     (state, results)
+}
+
+/// `log` packed the way the leader's group commit packs writes: an entry joins the
+/// previous entry's batch when it carries no directory time of its own (a write proposed
+/// at the same instant as the one before it), the previous entry is a write too, and
+/// `joins` (cycled) says so. Entries are renumbered, as the packed log is shorter.
+fn packed(log: &[Logged], joins: &[bool]) -> Vec<Logged> {
+    let mut out: Vec<Logged> = Vec::new();
+    for (i, l) in log.iter().enumerate() {
+        if let (Logged::Cmd(_, e), Some(Logged::Cmd(_, prev))) = (l, out.last_mut())
+            && e.advance_ms == 0
+            && joins[i % joins.len()]
+            && prev.writes() < baton_core::WRITES_PER_ENTRY_MAX
+        {
+            prev.batch.push(e.head());
+            continue;
+        }
+        let index = out.len() as u64 + 1;
+        out.push(match l {
+            Logged::Cmd(_, e) => Logged::Cmd(index, e.clone()),
+            Logged::Membership(_, v) => Logged::Membership(index, *v),
+            Logged::Blank(_) => Logged::Blank(index),
+        });
+    }
+    out
+}
+
+/// [`replay`] of a packed log: every write's outcome, in order.
+fn replay_all(log: &[Logged]) -> (State, Vec<Result<Outcome, Refusal>>) {
+    let mut state = fresh_state();
+    let mut results = Vec::new();
+    for l in log {
+        match l {
+            Logged::Cmd(index, entry) => results.extend(state.apply_all(*index, entry)),
+            Logged::Membership(index, voters) => state.apply_membership(*index, *voters),
+            Logged::Blank(index) => state.apply_blank(*index),
+        }
+    }
+    (state, results)
+}
+
+/// What two runs must agree on whatever log indexes they ran at: everything but the
+/// revision and the events' positions.
+fn without_positions(state: &State) -> State {
+    let mut s = state.clone();
+    s.revision = 0;
+    s.trimmed = baton_core::Trimmed::Nothing;
+    for e in &mut s.history {
+        e.revision = 0;
+        e.index = 0;
+    }
+    s
 }
 
 /// `cases` per property, or `PROPTEST_CASES` from the environment for a deeper run.
@@ -1223,6 +1279,24 @@ proptest! {
         prop_assert_eq!(&resumed, &state);
     }
 
+    /// Group commit changes nothing but positions: the same writes packed into batches
+    /// (each batch one entry, one log index) give every write the same outcome and leave
+    /// the same state as one entry per write, and each batch's events sit at its index.
+    #[test]
+    fn batches_apply_like_their_writes_one_by_one(
+        ops in run_strategy(10..80),
+        joins in prop::collection::vec(any::<bool>(), 1..16),
+    ) {
+        let (state, log, results, _) = execute(&ops, false)?;
+        let packed_log = packed(&log, &joins);
+        let (again, again_results) = replay_all(&packed_log);
+        prop_assert_eq!(&again_results, &results);
+        prop_assert_eq!(without_positions(&again), without_positions(&state));
+        prop_assert_eq!(again.revision, packed_log.len() as u64);
+        let positions: Vec<_> = again.history.iter().map(|e| (e.revision, e.index)).collect();
+        prop_assert!(positions.windows(2).all(|w| w[0] < w[1]), "events out of order: {:?}", positions);
+    }
+
     /// Liveness at the state-machine level: once every pending release is acknowledged
     /// and a Tick comes late enough for every delay and cooldown to have run out, every
     /// role with an eligible server runs on one (its first with failback on), and every
@@ -1238,7 +1312,7 @@ proptest! {
         let mut apply = |state: &mut State, cmd: Command| {
             index += 1;
             let advance_ms = (late - state.elapsed_ms).min(baton_core::ADVANCE_MAX_MS);
-            let entry = Entry { by: Default::default(), request: Default::default(), now_ms: late, cmd, advance_ms };
+            let entry = Entry { by: Default::default(), request: Default::default(), now_ms: late, cmd, advance_ms, batch: Vec::new() };
             state.apply(index, &entry).unwrap();
         };
         while state.elapsed_ms < late {

@@ -59,6 +59,11 @@ pub struct NodeConfig {
     /// History events kept in the replicated state. Cluster-wide: a new leader proposes
     /// its value when the state holds another one.
     pub history_max: u32,
+    /// Most client writes the leader packs into one log entry (group commit: the writes
+    /// that arrive while an entry is being made durable go out together, one fsync for
+    /// all of them; see `crate::batcher`). 1 turns batching off, which keeps the Raft wire
+    /// readable by the version before batches (for a rolling upgrade).
+    pub write_batch_max: usize,
 }
 
 impl NodeConfig {
@@ -89,6 +94,7 @@ impl NodeConfig {
             priority: Vec::new(),
             priority_delay_ms: 5_000,
             history_max: baton_core::HISTORY_MAX_DEFAULT as u32,
+            write_batch_max: 256,
         }
     }
 
@@ -109,6 +115,13 @@ impl NodeConfig {
             return bad(format!(
                 "grace {} ms is below lease * rho = {min_grace} ms: a fast leader clock could declare a server down before its agent has fenced itself",
                 self.grace_ms
+            ));
+        }
+        if !(1..=baton_core::WRITES_PER_ENTRY_MAX).contains(&self.write_batch_max) {
+            return bad(format!(
+                "write_batch_max {} is out of range: 1 (no batching) to {}",
+                self.write_batch_max,
+                baton_core::WRITES_PER_ENTRY_MAX
             ));
         }
         if self.rho_ppm >= 100_000 {

@@ -18,6 +18,7 @@
 //!   commands are refused by the deterministic apply, each with a precise message.
 
 pub mod auth;
+pub mod batcher;
 pub mod config;
 pub mod convert;
 pub mod directory_time;

@@ -51,6 +51,9 @@ pub struct Metrics {
     /// writes alike): the time from proposing it to its being committed by a quorum and
     /// applied here.
     pub commit_seconds: Histogram,
+    /// On the node that proposed an entry: how many writes it carried (group commit;
+    /// see `crate::batcher`). Mostly 1 at low load; many under concurrent writers.
+    pub entry_writes: Histogram,
     /// On the leader: how many entries each follower's log is behind the leader's.
     pub replication_lag: Family<Label, Gauge>,
     /// Agent sessions attached to this node.
@@ -128,6 +131,7 @@ impl Metrics {
             applied_index: Gauge::default(),
             append_seconds: latency_histogram(),
             commit_seconds: latency_histogram(),
+            entry_writes: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             replication_lag: Family::default(),
             agent_sessions: Gauge::default(),
             renewals: Counter::default(),
@@ -183,6 +187,11 @@ impl Metrics {
             "baton_raft_commit_duration_seconds",
             "Time from proposing an entry to its commit and apply on the proposing leader",
             m.commit_seconds.clone(),
+        );
+        r.register(
+            "baton_raft_entry_writes",
+            "Writes carried by each log entry this node proposed",
+            m.entry_writes.clone(),
         );
         r.register(
             "baton_raft_applied_index",

@@ -242,6 +242,11 @@ pub const WIRE_V1: u8 = 1;
 /// request ids), so a node of the version before reads all but the new appends: upgrade
 /// followers first and move leadership last, as for the version byte itself.
 pub const WIRE_V2: u8 = 2;
+/// First byte of an append request with an entry that carries a batch of writes
+/// (`baton_core::Entry::batch`, group commit). Appends without one are still written as
+/// [`WIRE_V2`]; a node of the version before batches cannot read this one: upgrade every
+/// node before letting the leader batch, or run with `write_batch_max = 1` meanwhile.
+pub const WIRE_V3: u8 = 3;
 /// First byte of a payload from a node before the version byte existed: a JSON object.
 /// Still read, so that during a rolling upgrade the upgraded nodes understand the others;
 /// a node before the version byte cannot read [`WIRE_V1`] (its replies say "malformed
@@ -271,14 +276,14 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
 pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T, String> {
     use bincode::Options;
     match data.first() {
-        Some(&v @ (WIRE_V1 | WIRE_V2)) => bincode_options()
+        Some(&v @ (WIRE_V1 | WIRE_V2 | WIRE_V3)) => bincode_options()
             .deserialize(&data[1..])
             .map_err(|e| format!("malformed raft payload (format {v}): {e}")),
         Some(&LEGACY_JSON) => {
             serde_json::from_slice(data).map_err(|e| format!("malformed raft payload (JSON): {e}"))
         }
         Some(other) => Err(format!(
-            "raft payload in an unknown format {other} (this node reads {WIRE_V1}, {WIRE_V2} and JSON): \
+            "raft payload in an unknown format {other} (this node reads {WIRE_V1} to {WIRE_V3} and JSON): \
              is the sender a newer version?"
         )),
         None => Err("empty raft payload".into()),
@@ -286,46 +291,45 @@ pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T, String> {
 }
 
 /// A log entry on the wire. openraft's own entry cannot go through bincode as it is: its
-/// payload, [`baton_core::Entry`], leaves `by` out when empty (`skip_serializing_if`),
-/// which only a self-describing format can read back. So every field is written.
-#[derive(Serialize)]
-struct WireEntryRef<'a> {
-    log_id: &'a LogId<NodeId>,
-    payload: WirePayloadRef<'a>,
-}
-
-#[derive(Serialize)]
-enum WirePayloadRef<'a> {
-    Blank,
-    Normal(WireCommandRef<'a>),
-    Membership(&'a Membership<NodeId, BasicNode>),
-}
-
-#[derive(Serialize)]
-struct WireCommandRef<'a> {
-    now_ms: u64,
-    cmd: &'a baton_core::Command,
-    advance_ms: u64,
-    by: &'a str,
-    request: &'a str,
-}
-
-/// The owned form of [`WireEntryRef`], for decoding (same layout).
-#[derive(Deserialize)]
-struct WireEntry {
+/// payload, [`baton_core::Entry`], leaves `by`, `request` and `batch` out when empty
+/// (`skip_serializing_if`), which only a self-describing format can read back. So every
+/// field is written, in the layout of the format: `C` is the command of one version.
+#[derive(Serialize, Deserialize)]
+struct WireEntry<C> {
     log_id: LogId<NodeId>,
-    payload: WirePayload,
+    payload: WirePayload<C>,
 }
 
-#[derive(Deserialize)]
-enum WirePayload {
+#[derive(Serialize, Deserialize)]
+enum WirePayload<C> {
     Blank,
-    Normal(WireCommand),
+    Normal(C),
     Membership(Membership<NodeId, BasicNode>),
 }
 
-#[derive(Deserialize)]
-struct WireCommand {
+/// An append request on the wire, its entries in the layout `C`.
+#[derive(Serialize, Deserialize)]
+struct WireAppend<C> {
+    vote: Vote<NodeId>,
+    prev_log_id: Option<LogId<NodeId>>,
+    leader_commit: Option<LogId<NodeId>>,
+    entries: Vec<WireEntry<C>>,
+}
+
+/// A normal entry in [`WIRE_V3`]: every field of [`baton_core::Entry`].
+#[derive(Serialize, Deserialize)]
+struct WireCommandV3 {
+    now_ms: u64,
+    cmd: baton_core::Command,
+    advance_ms: u64,
+    by: String,
+    request: String,
+    batch: Vec<baton_core::Write>,
+}
+
+/// A normal entry in [`WIRE_V2`]: no batch.
+#[derive(Serialize, Deserialize)]
+struct WireCommandV2 {
     now_ms: u64,
     cmd: baton_core::Command,
     advance_ms: u64,
@@ -333,30 +337,9 @@ struct WireCommand {
     request: String,
 }
 
-/// The layout of [`WIRE_V1`] appends, read from nodes of the version before: entries
-/// without a request id.
-#[derive(Deserialize)]
-struct WireAppendV1 {
-    vote: Vote<NodeId>,
-    prev_log_id: Option<LogId<NodeId>>,
-    leader_commit: Option<LogId<NodeId>>,
-    entries: Vec<WireEntryV1>,
-}
-
-#[derive(Deserialize)]
-struct WireEntryV1 {
-    log_id: LogId<NodeId>,
-    payload: WirePayloadV1,
-}
-
-#[derive(Deserialize)]
-enum WirePayloadV1 {
-    Blank,
-    Normal(WireCommandV1),
-    Membership(Membership<NodeId, BasicNode>),
-}
-
-#[derive(Deserialize)]
+/// A normal entry in [`WIRE_V1`], as nodes of two versions before write it: no request
+/// id and no batch.
+#[derive(Serialize, Deserialize)]
 struct WireCommandV1 {
     now_ms: u64,
     cmd: baton_core::Command,
@@ -364,27 +347,124 @@ struct WireCommandV1 {
     by: String,
 }
 
-impl From<WireAppendV1> for WireAppend {
-    fn from(w: WireAppendV1) -> WireAppend {
+impl From<baton_core::Entry> for WireCommandV3 {
+    fn from(e: baton_core::Entry) -> Self {
+        // Every field, by name: a field added to the entry must be added here.
+        let baton_core::Entry {
+            now_ms,
+            cmd,
+            advance_ms,
+            by,
+            request,
+            batch,
+        } = e;
+        WireCommandV3 {
+            now_ms,
+            cmd,
+            advance_ms,
+            by,
+            request,
+            batch,
+        }
+    }
+}
+
+impl From<WireCommandV3> for baton_core::Entry {
+    fn from(c: WireCommandV3) -> Self {
+        baton_core::Entry {
+            now_ms: c.now_ms,
+            cmd: c.cmd,
+            advance_ms: c.advance_ms,
+            by: c.by,
+            request: c.request,
+            batch: c.batch,
+        }
+    }
+}
+
+impl From<baton_core::Entry> for WireCommandV2 {
+    /// Only for entries without a batch (see [`encode_append`]).
+    fn from(e: baton_core::Entry) -> Self {
+        debug_assert!(e.batch.is_empty(), "a batch cannot be written as format 2");
+        WireCommandV2 {
+            now_ms: e.now_ms,
+            cmd: e.cmd,
+            advance_ms: e.advance_ms,
+            by: e.by,
+            request: e.request,
+        }
+    }
+}
+
+impl From<WireCommandV2> for baton_core::Entry {
+    fn from(c: WireCommandV2) -> Self {
+        baton_core::Entry {
+            now_ms: c.now_ms,
+            cmd: c.cmd,
+            advance_ms: c.advance_ms,
+            by: c.by,
+            request: c.request,
+            batch: Vec::new(),
+        }
+    }
+}
+
+impl From<WireCommandV1> for baton_core::Entry {
+    fn from(c: WireCommandV1) -> Self {
+        baton_core::Entry {
+            now_ms: c.now_ms,
+            cmd: c.cmd,
+            advance_ms: c.advance_ms,
+            by: c.by,
+            request: String::new(),
+            batch: Vec::new(),
+        }
+    }
+}
+
+impl<C> WireAppend<C> {
+    /// openraft's request in the layout `C`.
+    fn from_rpc(rpc: &AppendEntriesRequest<TypeConfig>) -> Self
+    where
+        C: From<baton_core::Entry>,
+    {
         WireAppend {
-            vote: w.vote,
-            prev_log_id: w.prev_log_id,
-            leader_commit: w.leader_commit,
-            entries: w
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            leader_commit: rpc.leader_commit,
+            entries: rpc
                 .entries
-                .into_iter()
+                .iter()
                 .map(|e| WireEntry {
                     log_id: e.log_id,
+                    payload: match &e.payload {
+                        EntryPayload::Blank => WirePayload::Blank,
+                        EntryPayload::Normal(n) => WirePayload::Normal(C::from(n.clone())),
+                        EntryPayload::Membership(m) => WirePayload::Membership(m.clone()),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    /// Back to openraft's request.
+    fn into_rpc(self) -> AppendEntriesRequest<TypeConfig>
+    where
+        baton_core::Entry: From<C>,
+    {
+        AppendEntriesRequest {
+            vote: self.vote,
+            prev_log_id: self.prev_log_id,
+            leader_commit: self.leader_commit,
+            entries: self
+                .entries
+                .into_iter()
+                .map(|e| Entry {
+                    log_id: e.log_id,
                     payload: match e.payload {
-                        WirePayloadV1::Blank => WirePayload::Blank,
-                        WirePayloadV1::Normal(c) => WirePayload::Normal(WireCommand {
-                            now_ms: c.now_ms,
-                            cmd: c.cmd,
-                            advance_ms: c.advance_ms,
-                            by: c.by,
-                            request: String::new(),
-                        }),
-                        WirePayloadV1::Membership(m) => WirePayload::Membership(m),
+                        WirePayload::Blank => EntryPayload::Blank,
+                        WirePayload::Normal(c) => EntryPayload::Normal(c.into()),
+                        WirePayload::Membership(m) => EntryPayload::Membership(m),
                     },
                 })
                 .collect(),
@@ -392,92 +472,36 @@ impl From<WireAppendV1> for WireAppend {
     }
 }
 
-/// An append request on the wire.
-#[derive(Serialize)]
-struct WireAppendRef<'a> {
-    vote: &'a Vote<NodeId>,
-    prev_log_id: &'a Option<LogId<NodeId>>,
-    leader_commit: &'a Option<LogId<NodeId>>,
-    entries: Vec<WireEntryRef<'a>>,
-}
-
-#[derive(Deserialize)]
-struct WireAppend {
-    vote: Vote<NodeId>,
-    prev_log_id: Option<LogId<NodeId>>,
-    leader_commit: Option<LogId<NodeId>>,
-    entries: Vec<WireEntry>,
-}
-
-/// An append request as a [`WIRE_V1`] payload.
+/// An append request as a payload: [`WIRE_V3`] when an entry carries a batch, otherwise
+/// [`WIRE_V2`], which the version before batches reads, so a cluster whose leader does
+/// not batch (`write_batch_max = 1`) stays readable by it during a rolling upgrade.
 pub fn encode_append(rpc: &AppendEntriesRequest<TypeConfig>) -> Result<Vec<u8>, String> {
-    let entries = rpc
+    let batched = rpc
         .entries
         .iter()
-        .map(|e| WireEntryRef {
-            log_id: &e.log_id,
-            payload: match &e.payload {
-                EntryPayload::Blank => WirePayloadRef::Blank,
-                EntryPayload::Normal(n) => {
-                    // Every field, by name: a field added to the entry must be added here.
-                    let baton_core::Entry {
-                        now_ms,
-                        cmd,
-                        advance_ms,
-                        by,
-                        request,
-                    } = n;
-                    WirePayloadRef::Normal(WireCommandRef {
-                        now_ms: *now_ms,
-                        cmd,
-                        advance_ms: *advance_ms,
-                        by,
-                        request,
-                    })
-                }
-                EntryPayload::Membership(m) => WirePayloadRef::Membership(m),
-            },
-        })
-        .collect();
-    let mut out = encode(&WireAppendRef {
-        vote: &rpc.vote,
-        prev_log_id: &rpc.prev_log_id,
-        leader_commit: &rpc.leader_commit,
-        entries,
-    })?;
-    out[0] = WIRE_V2;
+        .any(|e| matches!(&e.payload, EntryPayload::Normal(n) if !n.batch.is_empty()));
+    let (version, mut out) = if batched {
+        (
+            WIRE_V3,
+            encode(&WireAppend::<WireCommandV3>::from_rpc(rpc))?,
+        )
+    } else {
+        (
+            WIRE_V2,
+            encode(&WireAppend::<WireCommandV2>::from_rpc(rpc))?,
+        )
+    };
+    out[0] = version;
     Ok(out)
 }
 
-/// Decode an append request of either format.
+/// Decode an append request of any format.
 pub fn decode_append(data: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, String> {
-    let w: WireAppend = match data.first() {
-        Some(&WIRE_V2) => decode(data)?,
-        Some(&WIRE_V1) => decode::<WireAppendV1>(data)?.into(),
-        _ => return decode(data),
-    };
-    Ok(AppendEntriesRequest {
-        vote: w.vote,
-        prev_log_id: w.prev_log_id,
-        leader_commit: w.leader_commit,
-        entries: w
-            .entries
-            .into_iter()
-            .map(|e| Entry {
-                log_id: e.log_id,
-                payload: match e.payload {
-                    WirePayload::Blank => EntryPayload::Blank,
-                    WirePayload::Normal(c) => EntryPayload::Normal(baton_core::Entry {
-                        now_ms: c.now_ms,
-                        cmd: c.cmd,
-                        advance_ms: c.advance_ms,
-                        by: c.by,
-                        request: c.request,
-                    }),
-                    WirePayload::Membership(m) => EntryPayload::Membership(m),
-                },
-            })
-            .collect(),
+    Ok(match data.first() {
+        Some(&WIRE_V3) => decode::<WireAppend<WireCommandV3>>(data)?.into_rpc(),
+        Some(&WIRE_V2) => decode::<WireAppend<WireCommandV2>>(data)?.into_rpc(),
+        Some(&WIRE_V1) => decode::<WireAppend<WireCommandV1>>(data)?.into_rpc(),
+        _ => decode(data)?,
     })
 }
 
@@ -511,6 +535,7 @@ mod tests {
                 advance_ms: index,
                 by: by.into(),
                 request: request.into(),
+                batch: Vec::new(),
             }),
         };
         AppendEntriesRequest {
@@ -556,6 +581,39 @@ mod tests {
             bytes.len(),
             json.len()
         );
+    }
+
+    /// An entry that carries a batch goes out as [`WIRE_V3`] and comes back whole; the
+    /// same append without one is [`WIRE_V2`], which the version before batches reads.
+    #[test]
+    fn batches_travel_as_format_3_and_appends_without_one_as_format_2() {
+        let mut rpc = append();
+        let EntryPayload::Normal(n) = &mut rpc.entries[1].payload else {
+            unreachable!("entry 11 is a normal entry")
+        };
+        n.batch = vec![
+            baton_core::Write {
+                now_ms: 9,
+                cmd: baton_core::Command::RemoveServer { name: "x".into() },
+                by: "operator eve".into(),
+                request: "r-2".into(),
+            },
+            baton_core::Write {
+                now_ms: 10,
+                cmd: baton_core::Command::Tick,
+                by: String::new(),
+                request: String::new(),
+            },
+        ];
+        let bytes = encode_append(&rpc).unwrap();
+        assert_eq!(bytes[0], WIRE_V3);
+        assert_same(&decode_append(&bytes).unwrap(), &rpc);
+        // A node of the version before refuses format 3 by name, never misreads it.
+        let e = decode::<WireAppend<WireCommandV2>>(&[WIRE_V2])
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("malformed"), "{e}");
+        assert_eq!(encode_append(&append()).unwrap()[0], WIRE_V2);
     }
 
     /// An append as a node of the version before writes it ([`WIRE_V1`], entries without

@@ -63,6 +63,9 @@ pub struct Node {
     pub env: NodeEnv,
     /// The Directory Manager: leadership, membership, controller.
     pub manager: Manager,
+    /// Every write of this node goes to Raft through it: concurrent writes share a log
+    /// entry (group commit, see `crate::batcher`).
+    batcher: crate::batcher::Batcher,
     /// The leader's liveness table and the confirmation round of renewals.
     pub liveness: Liveness,
     /// While this node leads: the monotonic time it measured for directory time.
@@ -195,6 +198,11 @@ impl Node {
         #[cfg(feature = "planted-bugs")]
         liveness.plant(env.planted);
         let metrics = crate::metrics::Metrics::new();
+        let batcher = crate::batcher::Batcher::start(
+            raft.clone(),
+            config.write_batch_max,
+            metrics.entry_writes.clone(),
+        );
         if let Some((s, _)) = &store {
             let appends = metrics.append_seconds.clone();
             s.stats()
@@ -207,6 +215,7 @@ impl Node {
             sm: view,
             env,
             manager,
+            batcher,
             liveness,
             directory_time: DirectoryTime::default(),
             sessions: AtomicU64::new(0),
@@ -476,15 +485,14 @@ impl Node {
             ));
         }
         let mut entry = Entry {
-            now_ms: self.wall_ms(),
-            cmd,
-            advance_ms: 0,
             by: caller.by(),
             request: request.to_string(),
+            ..Entry::new(self.wall_ms(), cmd)
         };
         baton_core::check_request_id(request).map_err(error::invalid)?;
         // Size first: the bound of everything after it, validation included.
-        baton_store::check_entry_size(&entry).map_err(|e| error::invalid(e.to_string()))?;
+        let bytes =
+            baton_store::check_entry_size(&entry).map_err(|e| error::invalid(e.to_string()))?;
         entry.cmd.validate().map_err(|r| error::refusal(&r))?;
         // Directory time, taken once the entry is admitted (a refused one carries none):
         // what this node measured as leader since its previous entry. On a follower it
@@ -507,16 +515,16 @@ impl Node {
                 .touch(self, server, &instance.id, replaces.as_deref());
         }
         let proposed = std::time::Instant::now();
-        let written = self.raft.client_write(entry.clone()).await;
+        let written = self.batcher.write(entry.clone(), bytes).await;
         if written.is_ok() {
             self.metrics
                 .commit_seconds
                 .observe(proposed.elapsed().as_secs_f64());
         }
         match written {
-            Ok(resp) => match resp.data {
+            Ok(committed) => match committed.result {
                 Ok(Outcome { summary }) => Ok(WriteReply {
-                    revision: resp.log_id.index,
+                    revision: committed.index,
                     summary,
                 }),
                 Err(r) => Err(error::refusal(&r)),

@@ -10,7 +10,7 @@
 //! - the majority declares the agent's server down only after lease + grace;
 //! - a leader change alone moves no role (invariant 4).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use baton_directory::{Faults, NodeConfig, RunningNode};
@@ -25,6 +25,8 @@ use tokio_stream::wrappers::ReceiverStream;
 const LEASE_MS: u64 = 1_000;
 
 struct Cluster {
+    /// Every node's `write_batch_max`.
+    write_batch_max: usize,
     nodes: BTreeMap<u64, RunningNode>,
     addrs: BTreeMap<u64, String>,
     faults: Faults,
@@ -33,11 +35,19 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        let defaults = NodeConfig::new(0, "127.0.0.1:1".parse().unwrap(), "unused".into());
+        Cluster::start_with(defaults.write_batch_max).await
+    }
+
+    /// [`Cluster::start`] with every node packing at most `write_batch_max` writes per
+    /// log entry.
+    async fn start_with(write_batch_max: usize) -> Cluster {
         let faults = Faults::default();
         let addrs: BTreeMap<u64, String> = (1..=3)
             .map(|id| (id, format!("127.0.0.1:{}", baton_tests::free_port())))
             .collect();
         let mut cluster = Cluster {
+            write_batch_max,
             nodes: BTreeMap::new(),
             dirs: addrs
                 .keys()
@@ -76,6 +86,7 @@ impl Cluster {
         c.peers = self.addrs.clone();
         c.lease_ms = LEASE_MS;
         c.grace_ms = 200;
+        c.write_batch_max = self.write_batch_max;
         c
     }
 
@@ -727,6 +738,84 @@ async fn a_retried_write_applies_once_through_leader_and_follower() {
         c.nodes[&leader]
             .node
             .read(|s| !s.servers.contains_key("srv-y"))
+    );
+    c.shutdown().await;
+}
+
+/// `writes` concurrent `AddServer`s, a third of them through a follower (forwarded one by
+/// one), `names` distinct names among them: each name is added exactly once and every
+/// other attempt is refused ALREADY_EXISTS, whatever entry carried it. Returns the
+/// revisions of the accepted writes.
+async fn concurrent_adds(c: &Cluster, writes: usize, names: usize) -> Vec<u64> {
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let follower = others(leader)[0];
+    let mut tasks = Vec::new();
+    for i in 0..writes {
+        let via = if i % 3 == 2 { follower } else { leader };
+        let node = c.nodes[&via].node.clone();
+        let name = format!("srv-{}", i % names);
+        tasks.push(tokio::spawn(async move {
+            let cmd = baton_core::Command::AddServer {
+                name: name.clone(),
+                main: false,
+                kinds: vec![],
+            };
+            (name, node.write(cmd, false).await)
+        }));
+    }
+    let mut accepted: BTreeMap<String, u64> = BTreeMap::new();
+    for t in tasks {
+        let (name, r) = t.await.unwrap();
+        match r {
+            Ok(reply) => {
+                let again = accepted.insert(name.clone(), reply.revision);
+                assert!(again.is_none(), "{name} added twice");
+            }
+            Err(s) => assert_eq!(s.code(), tonic::Code::AlreadyExists, "{name}: {s:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), names, "every name added once");
+    // Every node ends with the same servers.
+    let revision = c.nodes[&leader].node.revision();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (id, n) in &c.nodes {
+        while n.node.revision() < revision {
+            assert!(Instant::now() < deadline, "node {id} did not catch up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        n.node.read(|s| {
+            assert_eq!(s.servers.len(), names, "node {id}");
+            for name in accepted.keys() {
+                assert!(s.servers.contains_key(name), "node {id} lacks {name}");
+            }
+        });
+    }
+    accepted.into_values().collect()
+}
+
+/// Group commit on a real cluster: concurrent writes share log entries (fewer distinct
+/// revisions than writes), each gets its own outcome, and every node applies the same.
+/// With `write_batch_max = 1` every write has an entry of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_share_entries_and_each_gets_its_own_outcome() {
+    let c = Cluster::start().await;
+    let revisions = concurrent_adds(&c, 300, 200).await;
+    let distinct: BTreeSet<u64> = revisions.iter().copied().collect();
+    assert!(
+        distinct.len() < revisions.len(),
+        "{} writes in {} entries: nothing was batched",
+        revisions.len(),
+        distinct.len()
+    );
+    c.shutdown().await;
+
+    let c = Cluster::start_with(1).await;
+    let revisions = concurrent_adds(&c, 60, 40).await;
+    let distinct: BTreeSet<u64> = revisions.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        revisions.len(),
+        "batched although the limit is 1"
     );
     c.shutdown().await;
 }

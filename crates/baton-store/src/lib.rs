@@ -139,9 +139,10 @@ openraft::declare_raft_types!(
         SnapshotData = std::io::Cursor<Vec<u8>>,
 );
 
-/// What applying one log entry returns to the client that proposed it. Membership and
-/// blank entries produce `Ok(Outcome::default())`.
-pub type Response = Result<baton_core::Outcome, baton_core::Refusal>;
+/// What applying one log entry returns to the node that proposed it: the outcome of each
+/// write the entry carries, in order (`baton_core::State::apply_all`); one for an entry
+/// of one write. Membership and blank entries carry no write and return none.
+pub type Response = Vec<Result<baton_core::Outcome, baton_core::Refusal>>;
 /// A Raft node with Baton's types.
 pub type Raft = openraft::Raft<TypeConfig>;
 /// A directory node's id.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use baton_core::{Outcome, State};
+use baton_core::State;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
@@ -27,15 +27,15 @@ pub fn apply_entry(state: &mut State, entry: LogEntry) -> (Response, Option<Stor
     match entry.payload {
         EntryPayload::Blank => {
             state.apply_blank(index);
-            (Ok(Outcome::default()), None)
+            (Vec::new(), None)
         }
-        EntryPayload::Normal(cmd) => (state.apply(index, &cmd), None),
+        EntryPayload::Normal(entry) => (state.apply_all(index, &entry), None),
         EntryPayload::Membership(membership) => {
             // Voters of a joint configuration count once each.
             let voters = u32::try_from(membership.voter_ids().count()).unwrap_or(u32::MAX);
             state.apply_membership(index, voters);
             let last = StoredMembership::new(Some(entry.log_id), membership);
-            (Ok(Outcome::default()), Some(last))
+            (Vec::new(), Some(last))
         }
     }
 }

@@ -44,6 +44,7 @@ fn normal(term: u64, index: u64, cmd: Command) -> LogEntry {
             now_ms: 1_000 + index,
             cmd,
             advance_ms: 0,
+            batch: Vec::new(),
         }),
     }
 }
@@ -193,14 +194,14 @@ async fn apply_normal_membership_and_blank_entries() {
         .await
         .unwrap();
     assert_eq!(out.len(), 5);
-    assert_eq!(out[0], Ok(Outcome::default()));
-    assert_eq!(out[1], Ok(Outcome::default()));
-    assert_eq!(out[2].as_ref().unwrap().summary, "server a added");
+    // Membership and blank entries carry no write; a normal entry one outcome per write.
+    assert!(out[0].is_empty() && out[1].is_empty() && out[4].is_empty());
+    assert_eq!(out[2].len(), 1);
+    assert_eq!(out[2][0].as_ref().unwrap().summary, "server a added");
     assert_eq!(
-        out[3].as_ref().unwrap_err().kind,
+        out[3][0].as_ref().unwrap_err().kind,
         RefusalKind::AlreadyExists
     );
-    assert_eq!(out[4], Ok(Outcome::default()));
 
     assert!(rx.has_changed().unwrap());
     assert_eq!(*rx.borrow_and_update(), 4);
@@ -425,6 +426,7 @@ async fn oversized_entry_is_refused_before_it_reaches_the_log() {
             cooldown_ms: 0,
         },
         advance_ms: 0,
+        batch: Vec::new(),
     };
     let err = crate::check_entry_size(&entry).unwrap_err();
     let msg = err.to_string();
@@ -446,6 +448,7 @@ async fn oversized_entry_is_refused_before_it_reaches_the_log() {
         now_ms: u64::MAX,
         cmd: Command::Tick,
         advance_ms: u64::MAX,
+        batch: Vec::new(),
     };
     let measured = crate::check_entry_size(&small).unwrap();
     let stored = encode(
@@ -570,6 +573,7 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
             now_ms: big,
             cmd,
             advance_ms: big,
+            batch: Vec::new(),
         })
         .unwrap();
         largest = largest.max(len);
@@ -1053,17 +1057,15 @@ mod single_node {
         (raft, sm)
     }
 
-    async fn write(raft: &Raft, cmd: Command) -> crate::Response {
-        raft.client_write(baton_core::Entry {
-            by: Default::default(),
-            request: Default::default(),
-            now_ms: 5,
-            cmd,
-            advance_ms: 0,
-        })
-        .await
-        .unwrap()
-        .data
+    /// Propose one write and return its outcome.
+    async fn write(raft: &Raft, cmd: Command) -> Result<Outcome, baton_core::Refusal> {
+        let mut outcomes = raft
+            .client_write(baton_core::Entry::new(5, cmd))
+            .await
+            .unwrap()
+            .data;
+        assert_eq!(outcomes.len(), 1, "one write, one outcome");
+        outcomes.remove(0)
     }
 
     const WAIT: Option<Duration> = Some(Duration::from_secs(10));
@@ -1107,6 +1109,7 @@ mod single_node {
                 now_ms: 6,
                 cmd: add_server("b"),
                 advance_ms: 0,
+                batch: Vec::new(),
             }),
         )
         .await

@@ -73,6 +73,10 @@ pub struct DirectoryArgs {
     /// History events kept, cluster-wide (default 1000; the leader's value wins).
     #[arg(long, env = "BATON_HISTORY_MAX")]
     history_max: Option<u32>,
+    /// Most client writes the leader packs into one log entry (default 256; 1 turns
+    /// batching off, for a rolling upgrade from a version without it).
+    #[arg(long, env = "BATON_WRITE_BATCH_MAX")]
+    write_batch_max: Option<usize>,
     /// Log lines as text (colours only on a terminal) or as one JSON object per line.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: crate::LogFormat,
@@ -105,6 +109,7 @@ pub struct DirectoryFile {
     priority: Option<Vec<u64>>,
     priority_delay: Option<Dur>,
     history_max: Option<u32>,
+    write_batch_max: Option<usize>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -208,6 +213,9 @@ pub fn node_config(global: &baton_cli::GlobalOpts, args: DirectoryArgs) -> Resul
     }
     if let Some(n) = args.history_max.or(file.history_max) {
         c.history_max = n;
+    }
+    if let Some(n) = args.write_batch_max.or(file.write_batch_max) {
+        c.write_batch_max = n;
     }
     // The values first (their errors name a key), then the certificate files.
     c.validate().map_err(|e| anyhow!("{e}"))?;

@@ -89,6 +89,7 @@ impl Dir {
                 now_ms: self.now.saturating_sub(rest),
                 cmd: Command::Tick,
                 advance_ms: baton_core::ADVANCE_MAX_MS,
+                batch: Vec::new(),
             };
             self.state.apply(self.index, &entry).expect("a tick");
         }
@@ -99,6 +100,7 @@ impl Dir {
             now_ms: self.now,
             cmd,
             advance_ms: self.unproposed(),
+            batch: Vec::new(),
         };
         self.state.apply(self.index, &entry)
     }
@@ -113,6 +115,7 @@ impl Dir {
             now_ms: self.now,
             cmd,
             advance_ms,
+            batch: Vec::new(),
         };
         let r = self.state.apply(self.index, &entry);
         self.mono = self.mono.max(self.state.elapsed_ms);
