@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // Small first buffers per call (see `SmallCodec`): idle agent sessions hold them.
+        .codec_path("crate::SmallCodec")
         .file_descriptor_set_path(out.join("baton_descriptor.bin"))
         .compile_protos(&files, std::slice::from_ref(&root))?;
     for f in &files {

@@ -9,6 +9,51 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("baton_descriptor");
 }
 
+/// First size of the buffers a gRPC call encodes into and decodes from: tonic's default is
+/// 8 KiB each, allocated for every streaming call. An idle agent session holds both for as
+/// long as it lives, so at 10,000 sessions the defaults alone are 160 MiB. Baton's messages
+/// are mostly far smaller; a larger one (a Raft append, a snapshot chunk, a long list) grows
+/// its buffer as it needs.
+pub const CODEC_BUFFER_BYTES: usize = 1024;
+/// How much an encoder writes before it yields to the runtime (tonic's default).
+pub const CODEC_YIELD_BYTES: usize = 32 * 1024;
+
+/// tonic's prost codec with [`CODEC_BUFFER_BYTES`] buffers instead of 8 KiB ones: every
+/// generated client and server of this crate uses it (`codec_path` in `build.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct SmallCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Default for SmallCodec<T, U> {
+    fn default() -> Self {
+        SmallCodec(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> SmallCodec<T, U> {
+    fn buffers() -> tonic::codec::BufferSettings {
+        tonic::codec::BufferSettings::new(CODEC_BUFFER_BYTES, CODEC_YIELD_BYTES)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for SmallCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(Self::buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(Self::buffers())
+    }
+}
+
 /// Metadata key carrying the machine-readable reason of an error status.
 pub const REASON_KEY: &str = "baton-reason";
 /// The reason (under [`REASON_KEY`]) of an agent session refused because another live
@@ -28,3 +73,24 @@ pub const LEADER_ID_KEY: &str = "baton-leader-id";
 pub const LEADER_ADDR_KEY: &str = "baton-leader-addr";
 /// Set on a request a node forwarded to the leader, so it is never forwarded twice.
 pub const FORWARDED_KEY: &str = "baton-forwarded";
+
+#[cfg(test)]
+mod tests {
+    use tonic::codec::{BufferSettings, Codec, Decoder, Encoder};
+
+    use super::*;
+
+    /// Both directions of every call start with small buffers. (Messages larger than
+    /// them, Raft appends and snapshots, cross real gRPC in the directory's tests.)
+    #[test]
+    fn every_call_starts_with_small_buffers() {
+        let mut codec = SmallCodec::<v1::RaftPayload, v1::AgentMessage>::default();
+        let small = format!(
+            "{:?}",
+            BufferSettings::new(CODEC_BUFFER_BYTES, CODEC_YIELD_BYTES)
+        );
+        assert!(small.contains("buffer_size: 1024"), "{small}");
+        assert_eq!(format!("{:?}", codec.encoder().buffer_settings()), small);
+        assert_eq!(format!("{:?}", codec.decoder().buffer_settings()), small);
+    }
+}
