@@ -18,18 +18,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::journal::Journal;
-use crate::procs::{Proc, free_port};
+use baton_tests::ClusterOpts;
+
+use crate::procs::Proc;
 use crate::system::{
     Arrivals, SessionGroup, SessionStats, Sessions, System, Writer, channels_over,
 };
 use crate::workloads::Ctx;
 
-pub struct BatonNode {
-    pub id: u64,
-    pub addr: String,
-    pub data_dir: PathBuf,
-    pub proc: Proc,
-}
+/// One directory node, started by the test harness's launcher ([`baton_tests::launch`]).
+pub use baton_tests::DirNode as BatonNode;
 
 pub struct BatonCluster {
     pub nodes: Vec<BatonNode>,
@@ -156,53 +154,21 @@ impl BatonCluster {
             Some(ca) => Security::Tls(Tls::load(ca.paths("client-bench"))?),
             None => Security::Insecure,
         };
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peers = peer_ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes = Vec::new();
-        for (i, p) in ports.iter().enumerate() {
-            let id = i as u64 + 1;
-            let addr = format!("127.0.0.1:{p}");
-            let data_dir = dir.join(format!("node{id}"));
-            let mut args: Vec<String> = vec![
-                "directory".into(),
-                "--id".into(),
-                id.to_string(),
-                "--listen".into(),
-                addr.clone(),
-                "--peer-listen".into(),
-                format!("127.0.0.1:{}", peer_ports[i]),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--peers".into(),
-                peers.clone(),
-                "--lease".into(),
-                format!("{}ms", lease.as_millis()),
-            ];
-            match &ca {
-                Some(ca) => args.extend(ca.flags(&format!("node-{id}"))),
-                None => args.push("--insecure".into()),
-            }
-            args.extend(extra.iter().cloned());
-            let proc = Proc::spawn(
-                &format!("baton-node{id}"),
-                bin,
-                args,
-                vec![("RUST_LOG".into(), "warn".into())],
-                dir.join(format!("node{id}.log")),
-            )?;
-            nodes.push(BatonNode {
-                id,
-                addr,
-                data_dir,
-                proc,
-            });
-        }
+        let opts = ClusterOpts {
+            lease: Some(lease),
+            extra: extra.to_vec(),
+            insecure: ca.is_none(),
+            bin: Some(bin.to_path_buf()),
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            ..Default::default()
+        };
+        // The harness's nodes die with the thread that started them (PR_SET_PDEATHSIG):
+        // here the driver's main thread, which runs the workloads (`block_on`).
+        let nodes = baton_tests::launch(dir, 3, &opts, |id| match &ca {
+            Some(ca) => ca.flags(&format!("node-{id}")),
+            None => vec!["--insecure".into()],
+        })
+        .with_context(|| format!("starting the directory nodes ({})", bin.display()))?;
         let client = Client::with_config(
             nodes.iter().map(|n| n.addr.clone()).collect(),
             ClientConfig {
@@ -702,7 +668,7 @@ impl System for BatonCluster {
     }
 
     fn start_node(&mut self, i: usize) -> Result<()> {
-        self.nodes[i].proc.start()
+        Ok(self.nodes[i].proc.try_start()?)
     }
 
     async fn new_leader_watch(&self, old: usize) -> Result<BoxFuture<'static, Option<u64>>> {
