@@ -311,6 +311,7 @@ pub struct EtcdWriter {
     kvs: Vec<Kv>,
     /// The member each put goes to first (the leader when the writer was made).
     leader: usize,
+    /// The value of every put (256 bytes, as the report's notes say).
     value: Arc<Vec<u8>>,
 }
 
@@ -343,6 +344,7 @@ impl Writer for EtcdWriter {
 /// A fan-out topic: puts to one key, whose value is the change's number.
 #[derive(Clone)]
 pub struct EtcdTopic {
+    /// `/fan/{n}`: one key per fan-out size, so that sizes do not see each other's puts.
     key: Vec<u8>,
     /// The member the puts go to first.
     leader: usize,
