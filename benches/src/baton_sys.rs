@@ -3,25 +3,31 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use baton_client::{Client, ClientConfig, v1};
 use baton_tls::make::{self, Subject, Validity};
 use baton_tls::{Permission, Security, Tls, TlsPaths};
+// Role processes stamp their start with `date +%s%N`: the harness's wall clock.
+use baton_tests::now_ns as wall_ns;
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::procs::{Proc, free_port};
+use crate::journal::Journal;
+use baton_tests::ClusterOpts;
 
-pub struct BatonNode {
-    pub id: u64,
-    pub addr: String,
-    pub data_dir: PathBuf,
-    pub proc: Proc,
-}
+use crate::procs::Proc;
+use crate::system::{
+    Arrivals, SessionGroup, SessionStats, Sessions, System, Writer, channels_over,
+};
+use crate::workloads::Ctx;
+
+/// One directory node, started by the test harness's launcher ([`baton_tests::launch`]).
+pub use baton_tests::DirNode as BatonNode;
 
 pub struct BatonCluster {
     pub nodes: Vec<BatonNode>,
@@ -29,7 +35,15 @@ pub struct BatonCluster {
     pub dir: PathBuf,
     pub client: Client,
     pub lease: Duration,
-    agents: Vec<Proc>,
+    /// Agents started by [`BatonCluster::spawn_agent`], by server name.
+    agents: Vec<(String, Proc)>,
+    /// Sessions that hold a server up for as long as the cluster runs (the writers'
+    /// roles run there; the fan-out's roles are placed there).
+    holds: Vec<mpsc::Sender<v1::AgentMessage>>,
+    /// How the session workloads connect their sessions (and whether TLS is on).
+    sessions: Sessions,
+    /// Whether the fan-out's server `fan-srv` is held up already.
+    fan_srv_up: bool,
     /// How the bench's own clients connect: as the admin client (TLS), or plain text.
     pub security: Security,
     /// With TLS: the cluster CA, to issue agent certificates.
@@ -140,53 +154,21 @@ impl BatonCluster {
             Some(ca) => Security::Tls(Tls::load(ca.paths("client-bench"))?),
             None => Security::Insecure,
         };
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peers = peer_ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes = Vec::new();
-        for (i, p) in ports.iter().enumerate() {
-            let id = i as u64 + 1;
-            let addr = format!("127.0.0.1:{p}");
-            let data_dir = dir.join(format!("node{id}"));
-            let mut args: Vec<String> = vec![
-                "directory".into(),
-                "--id".into(),
-                id.to_string(),
-                "--listen".into(),
-                addr.clone(),
-                "--peer-listen".into(),
-                format!("127.0.0.1:{}", peer_ports[i]),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--peers".into(),
-                peers.clone(),
-                "--lease".into(),
-                format!("{}ms", lease.as_millis()),
-            ];
-            match &ca {
-                Some(ca) => args.extend(ca.flags(&format!("node-{id}"))),
-                None => args.push("--insecure".into()),
-            }
-            args.extend(extra.iter().cloned());
-            let proc = Proc::spawn(
-                &format!("baton-node{id}"),
-                bin,
-                args,
-                vec![("RUST_LOG".into(), "warn".into())],
-                dir.join(format!("node{id}.log")),
-            )?;
-            nodes.push(BatonNode {
-                id,
-                addr,
-                data_dir,
-                proc,
-            });
-        }
+        let opts = ClusterOpts {
+            lease: Some(lease),
+            extra: extra.to_vec(),
+            insecure: ca.is_none(),
+            bin: Some(bin.to_path_buf()),
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            ..Default::default()
+        };
+        // The harness's nodes die with the thread that started them (PR_SET_PDEATHSIG):
+        // here the driver's main thread, which runs the workloads (`block_on`).
+        let nodes = baton_tests::launch(dir, 3, &opts, |id| match &ca {
+            Some(ca) => ca.flags(&format!("node-{id}")),
+            None => vec!["--insecure".into()],
+        })
+        .with_context(|| format!("starting the directory nodes ({})", bin.display()))?;
         let client = Client::with_config(
             nodes.iter().map(|n| n.addr.clone()).collect(),
             ClientConfig {
@@ -201,6 +183,13 @@ impl BatonCluster {
             client,
             lease,
             agents: Vec::new(),
+            holds: Vec::new(),
+            sessions: if tls {
+                Sessions::OwnTls
+            } else {
+                Sessions::Shared
+            },
+            fan_srv_up: false,
             security,
             ca,
         };
@@ -315,7 +304,7 @@ impl BatonCluster {
     }
 
     /// Start `baton agent` for `server`, running kind `bench` with `command`.
-    pub fn spawn_agent(&mut self, server: &str, command: &str) -> Result<usize> {
+    pub fn spawn_agent(&mut self, server: &str, command: &str) -> Result<()> {
         let mut args: Vec<String> = vec![
             "agent".into(),
             "--server".into(),
@@ -343,12 +332,17 @@ impl BatonCluster {
             vec![("RUST_LOG".into(), "warn".into())],
             self.dir.join(format!("agent-{server}.log")),
         )?;
-        self.agents.push(p);
-        Ok(self.agents.len() - 1)
+        self.agents.push((server.to_string(), p));
+        Ok(())
     }
 
-    pub fn agent(&mut self, i: usize) -> &mut Proc {
-        &mut self.agents[i]
+    /// The agent of `server`.
+    pub fn agent(&mut self, server: &str) -> Result<&mut Proc> {
+        self.agents
+            .iter_mut()
+            .find(|(s, _)| s == server)
+            .map(|(_, p)| p)
+            .ok_or_else(|| anyhow!("no agent for server {server}"))
     }
 
     /// Wait until each of `servers` is up in the directory.
@@ -374,7 +368,7 @@ impl BatonCluster {
 
     /// Stop everything (agents first).
     pub fn shutdown(&mut self) {
-        for a in &mut self.agents {
+        for (_, a) in &mut self.agents {
             a.stop(Duration::from_secs(2));
         }
         for n in &mut self.nodes {
@@ -407,17 +401,6 @@ pub fn create_role(role: &str, servers: &[&str], kind: &str) -> v1::command::Com
         failback_delay_ms: 0,
         database: None,
     })
-}
-
-/// Counters shared by a group of agent-style sessions.
-#[derive(Default)]
-pub struct SessionStats {
-    /// Sessions that received their first assignment set (registered).
-    pub opened: AtomicU64,
-    pub acks: AtomicU64,
-    pub ended: AtomicU64,
-    /// Sessions registered and not ended.
-    pub live: AtomicU64,
 }
 
 /// Open an agent-style session for `server` on `ch`: Hello, then a renewal every
@@ -504,4 +487,433 @@ pub async fn open_session(
         }
     });
     Ok((tx, task))
+}
+
+/// Baton's writes: role changes (SetRole toggling `failback_delay_ms`) through
+/// baton-client, which routes them to the leader.
+#[derive(Clone)]
+pub struct BatonWriter {
+    /// Clients (one per 32 writers).
+    clients: Vec<Client>,
+    /// The roles the writers toggle (writer `i` toggles `roles[i % len]`).
+    roles: Arc<Vec<String>>,
+}
+
+impl Writer for BatonWriter {
+    async fn write(&self, i: usize, n: u64) -> Result<()> {
+        let c = &self.clients[i / 32 % self.clients.len()];
+        c.apply(v1::Command {
+            request_id: String::new(),
+            command: Some(set_role(&self.roles[i % self.roles.len()], n % 2)),
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// A fan-out topic: every history event of a role named `{prefix}{k}` after `rev`.
+#[derive(Clone)]
+pub struct BatonTopic {
+    /// `fan{n}-`: change `k` creates role `fan{n}-{k}`.
+    prefix: String,
+    /// The revision the subscribers watch after (the cluster's before they start).
+    rev: u64,
+}
+
+/// When (wall ns) one of `addrs` first reports itself leader.
+async fn new_leader_at(addrs: Vec<String>, security: Security) -> Option<u64> {
+    let mut clients = Vec::new();
+    for a in &addrs {
+        clients.push(v1::directory_client::DirectoryClient::new(
+            secure_channel(a, &security).await.ok()?,
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        for c in &mut clients {
+            if let Ok(r) = c
+                .cluster_status(v1::ClusterStatusRequest { local: true })
+                .await
+                && r.get_ref().nodes.iter().any(|n| n.state == "leader")
+            {
+                return Some(wall_ns());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+impl BatonCluster {
+    /// Client security for each of `names` (with [`Sessions::OwnPlain`] or
+    /// [`Sessions::OwnTls`], one each; with TLS an agent certificate each, issued,
+    /// written and loaded), and the seconds that took.
+    fn session_security(&self, names: &[String]) -> Result<(Vec<Security>, f64)> {
+        let t0 = Instant::now();
+        let v = match self.sessions {
+            Sessions::Shared => vec![Security::Insecure],
+            Sessions::OwnPlain | Sessions::OwnTls => names
+                .iter()
+                .map(|s| self.agent_security(s))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        if self.sessions == Sessions::OwnTls {
+            eprintln!(
+                "  {} agent certificates issued, written and loaded in {secs:.2} s ({:.2} ms each)",
+                v.len(),
+                secs * 1000.0 / v.len().max(1) as f64
+            );
+        }
+        Ok((v, secs))
+    }
+
+    /// The channels `n` sessions on `addr` use, connected now: session `i` uses
+    /// `chans[i % len]`.
+    async fn session_channels(
+        &self,
+        addr: &str,
+        n: usize,
+        security: Vec<Security>,
+    ) -> Result<Vec<Channel>> {
+        use futures::StreamExt;
+        if self.sessions == Sessions::Shared {
+            return channels_over(&[addr.to_string()], n).await;
+        }
+        futures::stream::iter(security)
+            .map(|s| async move { secure_channel(addr, &s).await })
+            .buffered(32)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Hold `server` up with one agent-style session (renewing every second) for as
+    /// long as the cluster runs.
+    async fn hold_server(&mut self, server: &str) -> Result<()> {
+        let (hold, _) = open_session(
+            self.agent_channel(&self.addrs()[0], server).await?,
+            server.to_string(),
+            Some(Duration::from_secs(1)),
+            Arc::new(SessionStats::default()),
+        )
+        .await?;
+        self.holds.push(hold);
+        self.wait_servers_up(&[server], Duration::from_secs(10))
+            .await
+    }
+
+    fn id(&self, i: usize) -> u64 {
+        self.nodes[i].id
+    }
+}
+
+impl System for BatonCluster {
+    const NAME: &'static str = "baton";
+    type Writer = BatonWriter;
+    type Topic = BatonTopic;
+
+    async fn start(ctx: &Ctx, name: &str, lease: Duration, sessions: Sessions) -> Result<Self> {
+        let mut c = BatonCluster::start(
+            &ctx.baton_bin,
+            &ctx.dir(name),
+            lease,
+            &ctx.baton_args,
+            sessions.tls(),
+        )
+        .await?;
+        c.sessions = sessions;
+        Ok(c)
+    }
+
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        BatonCluster::addrs(self)
+    }
+
+    fn describe(&self, i: usize) -> String {
+        format!("node {}", self.id(i))
+    }
+
+    async fn leader(&self) -> Result<usize> {
+        let id = BatonCluster::leader(self).await?;
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .ok_or_else(|| anyhow!("leader {id} is not a node of this cluster"))
+    }
+
+    async fn wait_healthy(&self, timeout: Duration) -> Result<()> {
+        BatonCluster::wait_healthy(self, timeout).await.map(|_| ())
+    }
+
+    fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].proc.pid()
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].data_dir.clone()
+    }
+
+    fn kill_node(&mut self, i: usize) {
+        self.nodes[i].proc.kill9();
+    }
+
+    fn stop_node(&mut self, i: usize) {
+        self.nodes[i].proc.stop(Duration::from_secs(10));
+    }
+
+    fn start_node(&mut self, i: usize) -> Result<()> {
+        Ok(self.nodes[i].proc.try_start()?)
+    }
+
+    async fn new_leader_watch(&self, old: usize) -> Result<BoxFuture<'static, Option<u64>>> {
+        let survivors: Vec<String> = (0..self.nodes.len())
+            .filter(|i| *i != old)
+            .map(|i| self.nodes[i].addr.clone())
+            .collect();
+        Ok(Box::pin(new_leader_at(survivors, self.security.clone())))
+    }
+
+    async fn raft_index(&self, i: usize) -> Result<u64> {
+        Ok(self.local_status(self.id(i)).await?.last_applied)
+    }
+
+    async fn revision(&self, i: usize) -> Result<u64> {
+        Ok(self.local_status(self.id(i)).await?.last_applied)
+    }
+
+    async fn wait_serving(&self, i: usize, rev: u64, timeout: Duration) -> Result<()> {
+        let addr = &self.nodes[i].addr;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(ch) = self.channel(addr).await {
+                let mut d = v1::directory_client::DirectoryClient::new(ch);
+                if let Ok(r) = d
+                    .list_roles(v1::ListRequest {
+                        read: Some(v1::ReadOptions { stale: true }),
+                    })
+                    .await
+                    && r.get_ref().revision >= rev
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "restarted node {} did not serve revision {rev} within {timeout:?}",
+                    self.id(i)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn bulk_writer(&mut self, name: &str, roles: usize) -> Result<BatonWriter> {
+        let srv = format!("{name}-srv");
+        self.hold_server(&srv).await?;
+        let names: Vec<String> = (0..roles).map(|i| format!("{name}-{i:03}")).collect();
+        for r in &names {
+            self.apply(create_role(r, &[&srv], "")).await?;
+        }
+        let addrs = if std::env::var_os("BENCH_LEADER_ONLY").is_some() {
+            let l = System::leader(self).await?;
+            vec![self.nodes[l].addr.clone()]
+        } else {
+            BatonCluster::addrs(self)
+        };
+        let clients = (0..8)
+            .map(|_| self.new_client(addrs.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BatonWriter {
+            clients,
+            roles: Arc::new(names),
+        })
+    }
+
+    async fn single_writer(&self, role: &str) -> Result<BatonWriter> {
+        Ok(BatonWriter {
+            clients: vec![self.new_client(BatonCluster::addrs(self))?],
+            roles: Arc::new(vec![role.to_string()]),
+        })
+    }
+
+    async fn start_roles(&mut self, servers: &[&str], roles: &[&str], j: &Journal) -> Result<()> {
+        for s in servers {
+            self.spawn_agent(s, &j.role_command())?;
+        }
+        self.wait_servers_up(servers, Duration::from_secs(20))
+            .await?;
+        for (i, r) in roles.iter().enumerate() {
+            let mut list = servers.to_vec();
+            list.rotate_left(i % servers.len());
+            self.apply(create_role(r, &list, "bench")).await?;
+        }
+        for r in roles {
+            j.wait_for(r, Duration::from_secs(10), |_| true)
+                .await
+                .ok_or_else(|| anyhow!("role {r} never started"))?;
+        }
+        Ok(())
+    }
+
+    fn kill_agent(&mut self, server: &str) {
+        if let Ok(a) = self.agent(server) {
+            a.kill9();
+        }
+    }
+
+    async fn restart_agent(&mut self, server: &str) -> Result<()> {
+        self.agent(server)?.start()?;
+        self.wait_servers_up(&[server], Duration::from_secs(20))
+            .await
+    }
+
+    async fn topic(&mut self, n: usize) -> Result<BatonTopic> {
+        if !self.fan_srv_up {
+            self.hold_server("fan-srv").await?;
+            self.fan_srv_up = true;
+        }
+        let rev = self
+            .status()
+            .await?
+            .nodes
+            .iter()
+            .map(|x| x.last_applied)
+            .max()
+            .unwrap_or(0);
+        Ok(BatonTopic {
+            prefix: format!("fan{n}-"),
+            rev,
+        })
+    }
+
+    async fn subscribe(topic: BatonTopic, ch: Channel, arr: Arc<Arrivals>) {
+        let mut w = v1::watch_client::WatchClient::new(ch);
+        let Ok(s) = w
+            .events(v1::WatchRequest {
+                role: None,
+                after_revision: topic.rev,
+                after: None,
+            })
+            .await
+        else {
+            return;
+        };
+        arr.ready.fetch_add(1, Ordering::Relaxed);
+        let mut s = s.into_inner();
+        while let Ok(Some(ev)) = s.message().await {
+            if let Some(k) = ev
+                .role
+                .strip_prefix(&topic.prefix)
+                .and_then(|k| k.parse::<usize>().ok())
+            {
+                arr.arrived(k);
+            }
+        }
+    }
+
+    async fn publish(&self, topic: &BatonTopic, k: usize) -> Result<()> {
+        self.apply(create_role(
+            &format!("{}{k}", topic.prefix),
+            &["fan-srv"],
+            "",
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn idle_sessions(&self, at: usize, n: usize) -> Result<SessionGroup> {
+        let addr = self.nodes[at].addr.clone();
+        let names: Vec<String> = (0..n).map(|i| format!("idle-{i:05}")).collect();
+        let (security, issue_s) = self.session_security(&names)?;
+        let stats = Arc::new(SessionStats::default());
+        let t0 = Instant::now();
+        let chans = self.session_channels(&addr, n, security).await?;
+        // One supervisor per session: like an agent, it opens the session again when it
+        // ends (a registration refused during a leader change, a broken stream).
+        let sem = Arc::new(tokio::sync::Semaphore::new(256));
+        let mut group = SessionGroup {
+            stats: stats.clone(),
+            open: n,
+            issue_s,
+            tasks: Vec::new(),
+        };
+        for (i, name) in names.into_iter().enumerate() {
+            let ch = chans[i % chans.len()].clone();
+            let (stats, sem) = (stats.clone(), sem.clone());
+            group.tasks.push(tokio::spawn(async move {
+                loop {
+                    let permit = sem.acquire().await;
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        open_session(
+                            ch.clone(),
+                            name.clone(),
+                            Some(Duration::from_secs(1)),
+                            stats.clone(),
+                        ),
+                    )
+                    .await;
+                    drop(permit);
+                    if let Ok(Ok((tx, task))) = r {
+                        let _ = task.await;
+                        drop(tx);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while (stats.live.load(Ordering::Relaxed) as usize) < n {
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {n} sessions open ({} opened in all)",
+                    stats.live.load(Ordering::Relaxed),
+                    stats.opened.load(Ordering::Relaxed)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let reopened = stats.opened.load(Ordering::Relaxed) as usize - n;
+        if reopened > 0 {
+            eprintln!("  {reopened} sessions had to be opened again");
+        }
+        eprintln!(
+            "  {n} sessions registered in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(group)
+    }
+
+    async fn busy_sessions(&self, at: usize, k: usize) -> Result<SessionGroup> {
+        let addr = self.nodes[at].addr.clone();
+        let stats = Arc::new(SessionStats::default());
+        let names: Vec<String> = (0..k).map(|i| format!("ren-{i:05}")).collect();
+        let (security, issue_s) = self.session_security(&names)?;
+        let chans = self.session_channels(&addr, k, security).await?;
+        let mut group = SessionGroup {
+            stats: stats.clone(),
+            open: k,
+            issue_s,
+            tasks: Vec::new(),
+        };
+        for (i, name) in names.into_iter().enumerate() {
+            let (_tx, task) =
+                open_session(chans[i % chans.len()].clone(), name, None, stats.clone()).await?;
+            group.tasks.push(task);
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while (stats.opened.load(Ordering::Relaxed) as usize) < k {
+            if Instant::now() > deadline {
+                bail!("sessions not registered");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(group)
+    }
 }

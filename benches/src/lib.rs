@@ -12,6 +12,7 @@ pub mod report;
 pub mod scale;
 pub mod stats;
 pub mod syscalls;
+pub mod system;
 pub mod workloads;
 
 /// The etcd v3 API subset the driver speaks (generated from `proto/etcd_min.proto`).

@@ -1,8 +1,10 @@
 //! Child processes in their own process groups, free ports, /proc readings.
 //!
-//! Every process the driver starts leads its own process group and is remembered in a
-//! registry; [`kill_all`] (called on exit, on a panic and on SIGINT/SIGTERM) SIGKILLs
-//! every group still alive, so nothing outlives the driver.
+//! Every process the driver starts here (etcd members, agents) leads its own process
+//! group and is remembered in a registry; [`kill_all`] (called on exit, on a panic and on
+//! SIGINT/SIGTERM) SIGKILLs every group still alive, so nothing outlives the driver. The
+//! Baton directory nodes are started by the test harness's launcher
+//! ([`baton_tests::launch`]) instead, and die with the driver by `PR_SET_PDEATHSIG`.
 
 use std::collections::BTreeSet;
 use std::fs::File;

@@ -28,6 +28,12 @@ pub struct ClusterOpts {
     pub per_node: BTreeMap<u64, Vec<String>>,
     /// Plain text (`--insecure`) instead of the default mutual TLS.
     pub insecure: bool,
+    /// The `baton` binary the nodes run (default: [`crate::baton_bin`]; the benches
+    /// pass a release build).
+    pub bin: Option<PathBuf>,
+    /// Environment variables for every node on top of the harness's (the benches quiet
+    /// the nodes' logs with `RUST_LOG=warn`).
+    pub env: Vec<(String, String)>,
 }
 
 impl ClusterOpts {
@@ -107,16 +113,17 @@ pub struct DirNode {
 
 impl DirNode {
     /// Starts `baton directory --id ID --listen ADDR --data-dir DIR/nodeID` with the
-    /// options of `opts`; `membership` adds `--peers ...` or `--join ...`.
+    /// options of `opts` and the TLS flags `tls` (certificate flags or `--insecure`);
+    /// `membership` adds `--peers ...` or `--join ...`. Its log is `DIR/nodeID.log`.
     fn spawn(
         dir: &Path,
         opts: &ClusterOpts,
-        certs: Option<&Certs>,
+        tls: Vec<String>,
         id: u64,
         addr: String,
         peer_addr: String,
         membership: impl FnOnce(&mut Vec<String>),
-    ) -> DirNode {
+    ) -> std::io::Result<DirNode> {
         let data_dir = dir.join(format!("node{id}"));
         let mut args = vec![
             "directory".to_string(),
@@ -129,10 +136,7 @@ impl DirNode {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
-        match certs {
-            Some(c) => args.extend(c.args(baton_tls::make::Subject::Node { id, hosts: vec![] })),
-            None => args.push("--insecure".into()),
-        }
+        args.extend(tls);
         membership(&mut args);
         if let Some(l) = opts.lease {
             args.extend(["--lease".into(), dur_arg(l)]);
@@ -145,19 +149,66 @@ impl DirNode {
         }
         args.extend(opts.extra.iter().cloned());
         args.extend(opts.per_node.get(&id).into_iter().flatten().cloned());
-        let proc = Proc::spawn(
+        let bin = opts.bin.as_deref().unwrap_or_else(|| crate::baton_bin());
+        let proc = Proc::try_spawn(
+            bin,
             &format!("node {id}"),
             args,
+            opts.env.clone(),
             dir.join(format!("node{id}.log")),
-        );
-        DirNode {
+        )?;
+        Ok(DirNode {
             id,
             addr,
             peer_addr,
             data_dir,
             proc,
-        }
+        })
     }
+}
+
+/// The TLS flags of node `id`: its certificate's, or `--insecure` without certificates.
+fn node_tls(certs: Option<&Certs>, id: u64) -> Vec<String> {
+    match certs {
+        Some(c) => c.args(baton_tls::make::Subject::Node { id, hosts: vec![] }),
+        None => vec!["--insecure".into()],
+    }
+}
+
+/// Starts `n` directory nodes with ids 1..=n in `dir`, on fresh loopback ports, all with
+/// the same `--peers`, the options of `opts` and the TLS flags `tls(id)`; does not wait
+/// for anything. The one place a test or a benchmark starts a cluster's nodes.
+pub fn launch(
+    dir: &Path,
+    n: usize,
+    opts: &ClusterOpts,
+    tls: impl Fn(u64) -> Vec<String>,
+) -> std::io::Result<Vec<DirNode>> {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let peers = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (port, peer))| {
+            let id = i as u64 + 1;
+            DirNode::spawn(
+                dir,
+                opts,
+                tls(id),
+                id,
+                format!("127.0.0.1:{port}"),
+                format!("127.0.0.1:{peer}"),
+                |args| {
+                    args.extend(["--peers".into(), peers.clone()]);
+                },
+            )
+        })
+        .collect()
 }
 
 /// n `baton directory` processes on loopback, in one temporary directory.
@@ -187,32 +238,9 @@ impl Cluster {
             .tempdir()
             .expect("temp dir");
         let path = dir.path().to_path_buf();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let peers = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, p))| format!("{}=127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
         let certs = (!opts.insecure).then(|| Certs::new(path.join("tls")));
-        let nodes = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (port, peer))| {
-                let id = i as u64 + 1;
-                DirNode::spawn(
-                    &path,
-                    &opts,
-                    certs.as_ref(),
-                    id,
-                    format!("127.0.0.1:{port}"),
-                    format!("127.0.0.1:{peer}"),
-                    |args| {
-                        args.extend(["--peers".into(), peers.clone()]);
-                    },
-                )
-            })
-            .collect();
+        let nodes = launch(&path, n, &opts, |id| node_tls(certs.as_ref(), id))
+            .unwrap_or_else(|e| panic!("cannot start the directory nodes: {e}"));
         Cluster {
             nodes,
             opts,
@@ -314,12 +342,13 @@ impl Cluster {
         let node = DirNode::spawn(
             &self.path,
             &self.opts,
-            self.certs.as_ref(),
+            node_tls(self.certs.as_ref(), id),
             id,
             format!("127.0.0.1:{}", free_port()),
             format!("127.0.0.1:{}", free_port()),
             |args| args.extend(["--join".into(), join]),
-        );
+        )
+        .unwrap_or_else(|e| panic!("cannot start node {id}: {e}"));
         self.nodes.push(node);
         self.node(id)
     }

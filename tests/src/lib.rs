@@ -41,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-pub use cluster::{Certs, Cluster, ClusterOpts, DirNode};
+pub use cluster::{Certs, Cluster, ClusterOpts, DirNode, launch};
 pub use journal::{Line, Report, check, journal_command, stubborn_journal_command};
 
 // ---------------------------------------------------------------------------------------
@@ -297,8 +297,13 @@ impl Worker {
 /// `BATON_DIRECTORY` from the test's environment, leading its own process group (so a
 /// kill reaches its children) and killed if the test process dies (PR_SET_PDEATHSIG).
 pub fn baton_command(args: &[String], log: File) -> std::io::Result<Command> {
+    baton_command_of(baton_bin(), args, log)
+}
+
+/// [`baton_command`] with the binary `bin` (the benches run a release build).
+pub fn baton_command_of(bin: &Path, args: &[String], log: File) -> std::io::Result<Command> {
     let err = log.try_clone()?;
-    let mut cmd = Command::new(baton_bin());
+    let mut cmd = Command::new(bin);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(log)
@@ -318,7 +323,11 @@ pub fn baton_command(args: &[String], log: File) -> std::io::Result<Command> {
 /// A long-running `baton` process in its own process group, killed (group and all) on drop.
 pub struct Proc {
     name: String,
+    /// The binary it runs (the harness's [`baton_bin`] unless the caller chose one).
+    bin: PathBuf,
     args: Vec<String>,
+    /// Environment variables set for it on top of the harness's (e.g. `RUST_LOG`).
+    envs: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -326,28 +335,50 @@ pub struct Proc {
 impl Proc {
     /// Starts `baton ARGS` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, args: Vec<String>, log: PathBuf) -> Proc {
+        Proc::try_spawn(baton_bin(), name, args, Vec::new(), log)
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+    }
+
+    /// Starts `BIN ARGS` with `envs` set and stdout and stderr appended to `log`; an error
+    /// (no such binary, an unwritable log) is returned, not a panic.
+    pub fn try_spawn(
+        bin: &Path,
+        name: &str,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> std::io::Result<Proc> {
         let mut p = Proc {
             name: name.to_string(),
+            bin: bin.to_path_buf(),
             args,
+            envs,
             log,
             child: None,
         };
-        p.start();
-        p
+        p.try_start()?;
+        Ok(p)
     }
 
     fn start(&mut self) {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open log");
-        let child = baton_command(&self.args, out)
-            .expect("clone log")
-            .spawn()
+        self.try_start()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
-        self.child = Some(child);
+    }
+
+    /// Starts it again with the same arguments, after a kill or stop (panics if it
+    /// still runs).
+    pub fn try_start(&mut self) -> std::io::Result<()> {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let out = File::options().create(true).append(true).open(&self.log)?;
+        let mut cmd = baton_command_of(&self.bin, &self.args, out)?;
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        self.child = Some(cmd.spawn().map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("{} ({}): {e}", self.name, self.bin.display()),
+            )
+        })?);
+        Ok(())
     }
 
     pub fn name(&self) -> &str {

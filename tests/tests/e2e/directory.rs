@@ -172,6 +172,16 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
     let mut c = Cluster::start(3, ClusterOpts::default());
     let mut m = Model::default();
 
+    status_contract(&c);
+    writes_through_one_node_read_from_the_others(&c, &mut m);
+    refusals_of_existing_and_missing_names(&c);
+    refusals_of_bad_names_order_and_databases(&c, &mut m);
+    leader_kill_then_writes_through_the_survivors(&mut c, &mut m);
+    acknowledged_writes_survive_kills_and_sigterm(&mut c, &mut m);
+}
+
+/// `cluster status`: a term, a leader, three voters with their addresses and states.
+fn status_contract(c: &Cluster) {
     // --- cluster status contract -------------------------------------------------------
     // (A loaded host can delay heartbeats into an election right after start: wait for a
     // status that names a leader rather than asking once.)
@@ -197,19 +207,23 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
         let id = n["id"].as_u64().unwrap();
         assert_eq!(n["address"], c.node(id).addr.as_str(), "{n}");
     }
+}
 
+/// Writes through node 1 (servers, roles, role edits); linearizable and stale reads of
+/// them through nodes 2 and 3.
+fn writes_through_one_node_read_from_the_others(c: &Cluster, m: &mut Model) {
     // --- writes through one node, reads from the others ----------------------------------
     let via = [1u64];
     for s in ["srv-1", "srv-2", "srv-3", "srv-4"] {
-        add_server(&c, &mut m, &via, s, false);
+        add_server(c, m, &via, s, false);
     }
-    add_server(&c, &mut m, &via, "srv-main", true);
-    create_role(&c, &mut m, &via, "r-alpha", &["srv-1", "srv-2", "srv-3"]);
-    create_role(&c, &mut m, &via, "r-beta", &["srv-2"]);
+    add_server(c, m, &via, "srv-main", true);
+    create_role(c, m, &via, "r-alpha", &["srv-1", "srv-2", "srv-3"]);
+    create_role(c, m, &via, "r-beta", &["srv-2"]);
     // A main server in a role: allowed, the directory has three voters.
-    create_role(&c, &mut m, &via, "r-main", &["srv-main", "srv-1"]);
+    create_role(c, m, &via, "r-main", &["srv-main", "srv-1"]);
     write(
-        &c,
+        c,
         &via,
         &["role", "add-server", "r-alpha", "srv-4", "--position", "2"],
     );
@@ -219,7 +233,7 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
         "srv-2".into(),
         "srv-3".into(),
     ];
-    write(&c, &via, &["role", "move-down", "r-alpha", "srv-1"]);
+    write(c, &via, &["role", "move-down", "r-alpha", "srv-1"]);
     m.roles.get_mut("r-alpha").unwrap().0 = vec![
         "srv-4".into(),
         "srv-1".into(),
@@ -227,7 +241,7 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
         "srv-3".into(),
     ];
     write(
-        &c,
+        c,
         &via,
         &[
             "role",
@@ -241,17 +255,17 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
     );
     m.roles.get_mut("r-beta").unwrap().1 = true;
     write(
-        &c,
+        c,
         &via,
         &["role", "set", "r-beta", "--database", "db-host\\SQL"],
     );
     m.roles.get_mut("r-beta").unwrap().2 = Some("db-host\\SQL".into());
     m.acked += 4;
 
-    wait_replicated(&c, &m, &[2, 3]);
+    wait_replicated(c, m, &[2, 3]);
     for id in [2u64, 3] {
         // Linearizable reads through each of the others.
-        let (servers, roles) = snapshot(&c, &[id]);
+        let (servers, roles) = snapshot(c, &[id]);
         m.check(&servers, &roles, &format!("node {id} (linearizable)"))
             .unwrap_or_else(|e| panic!("{e}"));
         let r = c.cli_at(&[id], &["role", "show", "r-beta"]).json();
@@ -283,97 +297,108 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
             "server entry without {key}: {main}"
         );
     }
+}
 
+/// Refusals (exact-ish message, non-zero exit, one error line, nothing changed) of
+/// names that exist already, do not exist, or repeat.
+fn refusals_of_existing_and_missing_names(c: &Cluster) {
     // --- refusals: exact-ish message, non-zero exit, one error line, nothing changed -----
     let via = [2u64];
     refused(
-        &c,
+        c,
         &via,
         &["role", "create", "r-alpha", "--servers", "srv-1"],
         &["r-alpha", "already exists"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["server", "add", "srv-1"],
         &["srv-1", "already exists"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "create", "r-x", "--servers", "srv-1,srv-nope"],
         &["srv-nope", "does not exist"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "add-server", "r-alpha", "srv-nope"],
         &["srv-nope", "does not exist"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "show", "r-nope"],
         &["r-nope", "does not exist"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "delete", "r-nope"],
         &["r-nope", "does not exist"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "create", "r-x", "--servers", "srv-1,srv-2,srv-1"],
         &["srv-1", "appears twice"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "add-server", "r-alpha", "srv-2"],
         &["srv-2", "already in role"],
     );
     // Empty list: refused; the precise wording is checked in `empty_server_list_message`.
-    refused(&c, &via, &["role", "create", "r-x", "--servers", ""], &[]);
+}
+
+/// Refusals of an empty list, malformed names, impossible moves and local databases on
+/// several servers; a local database on one server is accepted; clap refuses a
+/// malformed request.
+fn refusals_of_bad_names_order_and_databases(c: &Cluster, m: &mut Model) {
+    let via = [2u64];
+    refused(c, &via, &["role", "create", "r-x", "--servers", ""], &[]);
     refused(
-        &c,
+        c,
         &via,
         &["role", "create", "r x", "--servers", "srv-1"],
         &["role name", "whitespace"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["server", "add", "srv\tx"],
         &["server name", "whitespace"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["server", "add", &"s".repeat(65)],
         &["65 bytes", "limit is 64"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "move-up", "r-alpha", "srv-4"],
         &["srv-4", "already first"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "move-down", "r-alpha", "srv-3"],
         &["srv-3", "already last"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "remove-server", "r-beta", "srv-2"],
         &["last server", "r-beta"],
     );
     refused(
-        &c,
+        c,
         &via,
         &[
             "role",
@@ -387,20 +412,20 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
         &["move the role database to a remote server first"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "set", "r-alpha", "--database", "(local)"],
         &["move the role database to a remote server first"],
     );
     refused(
-        &c,
+        c,
         &via,
         &["role", "set", "r-alpha", "--database", "srv-2"],
         &["srv-2", "move the role database to a remote server first"],
     );
     // A local database on a one-server role is fine.
     write(
-        &c,
+        c,
         &via,
         &[
             "role",
@@ -424,7 +449,11 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
     // A malformed request never reaches the directory: clap refuses it.
     let out = c.cli(&["role", "create", "r-x"]);
     assert_eq!(out.code, 2, "{out:?}");
+}
 
+/// kill -9 the leader: writes through the survivors resume within 10 s, more writes
+/// with one node down, and the killed node comes back and catches up.
+fn leader_kill_then_writes_through_the_survivors(c: &mut Cluster, m: &mut Model) {
     // --- kill -9 the leader, write through the survivors ---------------------------------
     let leader = c.leader().expect("a leader");
     let survivors: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
@@ -458,26 +487,30 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
     assert_ne!(new_leader, leader);
     // More writes with one node down.
     for i in 0..5 {
-        add_server(&c, &mut m, &survivors, &format!("late-{i}"), false);
+        add_server(c, m, &survivors, &format!("late-{i}"), false);
     }
-    create_role(&c, &mut m, &survivors, "r-gamma", &["late-0", "late-1"]);
+    create_role(c, m, &survivors, "r-gamma", &["late-0", "late-1"]);
     // The killed node comes back and catches up.
     c.restart(leader);
     c.wait_ready(Duration::from_secs(30));
-    wait_replicated(&c, &m, &[leader]);
+    wait_replicated(c, m, &[leader]);
+}
 
+/// Every acknowledged change survives kill -9 of all three and a restart; a node stops
+/// on SIGTERM and the cluster serves meanwhile.
+fn acknowledged_writes_survive_kills_and_sigterm(c: &mut Cluster, m: &mut Model) {
     // --- every acknowledged change survives kill -9 of all three and a restart ------------
     for i in 0..10 {
         let via = [[1u64], [2], [3]][i % 3];
-        add_server(&c, &mut m, &via, &format!("durable-{i}"), false);
+        add_server(c, m, &via, &format!("durable-{i}"), false);
     }
-    write(&c, &[3], &["role", "remove-server", "r-alpha", "srv-2"]);
+    write(c, &[3], &["role", "remove-server", "r-alpha", "srv-2"]);
     m.roles
         .get_mut("r-alpha")
         .unwrap()
         .0
         .retain(|s| s != "srv-2");
-    write(&c, &[1], &["role", "delete", "r-main"]);
+    write(c, &[1], &["role", "delete", "r-main"]);
     m.roles.remove("r-main");
     m.acked += 2;
     for id in c.ids() {
@@ -488,10 +521,10 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
         c.restart(id);
     }
     c.wait_ready(Duration::from_secs(30));
-    let (servers, roles) = snapshot(&c, &[1, 2, 3]);
+    let (servers, roles) = snapshot(c, &[1, 2, 3]);
     m.check(&servers, &roles, "after kill -9 of all three and restart")
         .unwrap_or_else(|e| panic!("{e}"));
-    wait_replicated(&c, &m, &[1, 2, 3]);
+    wait_replicated(c, m, &[1, 2, 3]);
     eprintln!(
         "all {} acknowledged writes found after restarting every node",
         m.acked
@@ -499,10 +532,10 @@ fn three_nodes_replicate_refuse_and_survive_kills() {
 
     // Graceful shutdown on SIGTERM, and the cluster still serves after.
     assert!(c.stop(2), "node 2 did not exit on SIGTERM within 10 s");
-    add_server(&c, &mut m, &[1, 3], "after-sigterm", false);
+    add_server(c, m, &[1, 3], "after-sigterm", false);
     c.restart(2);
     c.wait_ready(Duration::from_secs(30));
-    wait_replicated(&c, &m, &[2]);
+    wait_replicated(c, m, &[2]);
 }
 
 #[test]

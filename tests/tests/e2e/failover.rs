@@ -2,6 +2,7 @@
 //! role command writes a journal; the journal checker is the outside observer of
 //! invariant 1 (never two instances of a role at once, epochs only go up).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use baton_tests::{
@@ -89,18 +90,33 @@ fn kill_failback_drain_with_a_clean_journal() {
     c.json(&["role", "create", "r1", "--servers", "srv-a,srv-b,srv-c"]);
     let (e1, _) = wait_running(&c, &journal, "r1", "srv-a", t0, Duration::from_secs(10));
 
+    let e2 = kill_the_active_agent(&c, &mut agents, &journal, t0, e1);
+    let e3 = failback_off_then_on(&c, &mut agents, &journal, e2);
+    let (e4, e5) = drain_then_resume(&c, &journal, e3);
+    history_then_list_edits(&c, &journal, [e1, e2, e3, e4, e5]);
+}
+
+/// kill -9 the active agent: srv-b takes over within lease + a bit, and the killed
+/// agent's role process died with it. Returns the new epoch.
+fn kill_the_active_agent(
+    c: &Cluster,
+    agents: &mut [Agent],
+    journal: &Path,
+    t0: u64,
+    e1: u64,
+) -> u64 {
     // --- kill -9 the active agent: srv-b takes over within lease + a bit -----------------
-    let old_pids = live_role_pids(&journal, "r1", t0);
+    let old_pids = live_role_pids(journal, "r1", t0);
     assert_eq!(
         old_pids.len(),
         1,
         "one r1 process before the kill: {old_pids:?}"
     );
     let t_kill = now_ns();
-    agent(&mut agents, "srv-a").kill9();
+    agent(agents, "srv-a").kill9();
     let (e2, first_b) = wait_running(
-        &c,
-        &journal,
+        c,
+        journal,
         "r1",
         "srv-b",
         t_kill,
@@ -119,18 +135,23 @@ fn kill_failback_drain_with_a_clean_journal() {
     // The killed agent's role process died with it.
     for pid in &old_pids {
         let gone = baton_tests::try_wait_until(Duration::from_secs(2), || {
-            (!role_pid_alive(&journal, *pid)).then_some(())
+            (!role_pid_alive(journal, *pid)).then_some(())
         });
         assert!(
             gone.is_some(),
             "role process {pid} of the killed agent srv-a is still alive"
         );
     }
-    assert_clean(&journal);
+    assert_clean(journal);
+    e2
+}
 
+/// The old primary comes back with failback off: the role stays; failback on: back to
+/// srv-a after the delay, gracefully. Returns the new epoch.
+fn failback_off_then_on(c: &Cluster, agents: &mut [Agent], journal: &Path, e2: u64) -> u64 {
     // --- the old primary comes back, failback off: the role stays -----------------------
     let t_back = now_ms();
-    agent(&mut agents, "srv-a").restart();
+    agent(agents, "srv-a").restart();
     c.wait_servers_up(&["srv-a"], Duration::from_secs(15));
     let watch_from = now_ns();
     let until = Instant::now() + 2 * LEASE;
@@ -144,7 +165,7 @@ fn kill_failback_drain_with_a_clean_journal() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        first_line_by(&journal, "r1", "srv-a", watch_from).is_none(),
+        first_line_by(journal, "r1", "srv-a", watch_from).is_none(),
         "r1 ran on srv-a again with failback off"
     );
 
@@ -161,9 +182,9 @@ fn kill_failback_drain_with_a_clean_journal() {
         "--failback-delay",
         "4s",
     ]);
-    let (e3, first_a) = wait_running(&c, &journal, "r1", "srv-a", t_set, Duration::from_secs(15));
+    let (e3, first_a) = wait_running(c, journal, "r1", "srv-a", t_set, Duration::from_secs(15));
     assert!(e3 > e2, "epoch {e3} after {e2}");
-    let fb = events_with(&c, "r1", "failback");
+    let fb = events_with(c, "r1", "failback");
     let fb = fb.last().expect("a failback event");
     assert_eq!(fb["from"], "srv-b", "{fb}");
     assert_eq!(fb["to"], "srv-a", "{fb}");
@@ -173,7 +194,7 @@ fn kill_failback_drain_with_a_clean_journal() {
         fb_time >= t_back + delay_ms,
         "failback at {fb_time} ms, srv-a came back at {t_back} ms: before the {delay_ms} ms delay"
     );
-    let b = role_instances(&journal, "r1")
+    let b = role_instances(journal, "r1")
         .into_iter()
         .filter(|i| i.server == "srv-b" && i.epoch == e2)
         .max_by_key(|i| i.last)
@@ -182,21 +203,19 @@ fn kill_failback_drain_with_a_clean_journal() {
         "MEASURED failback handover gap: {:.1} ms",
         ms_between(b.last, first_a.t_ns)
     );
-    assert_clean(&journal);
+    assert_clean(journal);
+    e3
+}
 
+/// Drain the active server: a graceful handover with a short gap, nothing lands there
+/// while drained; resume: failback brings the role back. Returns both new epochs.
+fn drain_then_resume(c: &Cluster, journal: &Path, e3: u64) -> (u64, u64) {
     // --- drain the active server: graceful handover with a short gap; resume -------------
     let t_drain = now_ns();
     c.json(&["server", "drain", "srv-a"]);
-    let (e4, first_b2) = wait_running(
-        &c,
-        &journal,
-        "r1",
-        "srv-b",
-        t_drain,
-        Duration::from_secs(10),
-    );
+    let (e4, first_b2) = wait_running(c, journal, "r1", "srv-b", t_drain, Duration::from_secs(10));
     assert!(e4 > e3, "epoch {e4} after {e3}");
-    let a = role_instances(&journal, "r1")
+    let a = role_instances(journal, "r1")
         .into_iter()
         .filter(|i| i.server == "srv-a" && i.epoch == e3)
         .max_by_key(|i| i.last)
@@ -206,7 +225,7 @@ fn kill_failback_drain_with_a_clean_journal() {
     assert!(gap_ms < 2_000.0, "drain handover gap {gap_ms} ms");
     let srv_a = c.server("srv-a").expect("srv-a listed");
     assert_eq!(srv_a["maintenance"], true, "{srv_a}");
-    assert_clean(&journal);
+    assert_clean(journal);
     // Nothing lands on a drained server, failback or not: watch for a while.
     let until = Instant::now() + LEASE;
     while Instant::now() < until {
@@ -218,17 +237,15 @@ fn kill_failback_drain_with_a_clean_journal() {
     c.json(&["server", "resume", "srv-a"]);
     assert_eq!(c.server("srv-a").unwrap()["maintenance"], false);
     // Failback is on: after the delay, back to srv-a.
-    let (e5, _) = wait_running(
-        &c,
-        &journal,
-        "r1",
-        "srv-a",
-        t_resume,
-        Duration::from_secs(15),
-    );
+    let (e5, _) = wait_running(c, journal, "r1", "srv-a", t_resume, Duration::from_secs(15));
     assert!(e5 > e4);
-    assert_clean(&journal);
+    assert_clean(journal);
+    (e4, e5)
+}
 
+/// The role's history names each move's cause, in revision order; then list edits and
+/// an operator move while it runs, each a graceful handover, recorded after it.
+fn history_then_list_edits(c: &Cluster, journal: &Path, [e1, e2, e3, e4, e5]: [u64; 5]) {
     // --- history: causes where they happened ----------------------------------------------
     let ev = c.events();
     let r1: Vec<&Value> = ev.iter().filter(|e| e["role"] == "r1").collect();
@@ -260,17 +277,17 @@ fn kill_failback_drain_with_a_clean_journal() {
     // --- list edits while it runs, and an operator move: graceful handovers --------------
     let t_edit = now_ns();
     c.json(&["role", "remove-server", "r1", "srv-a"]);
-    let (e6, _) = wait_running(&c, &journal, "r1", "srv-b", t_edit, Duration::from_secs(10));
+    let (e6, _) = wait_running(c, journal, "r1", "srv-b", t_edit, Duration::from_secs(10));
     assert!(e6 > e5);
     // (With failback on, an operator move down the list is undone at once by failback.)
     c.json(&["role", "set", "r1", "--failback", "off"]);
     let t_move = now_ns();
     c.json(&["role", "move", "r1", "srv-c"]);
-    let (e7, _) = wait_running(&c, &journal, "r1", "srv-c", t_move, Duration::from_secs(10));
+    let (e7, _) = wait_running(c, journal, "r1", "srv-c", t_move, Duration::from_secs(10));
     assert!(e7 > e6);
     let out = c.cli(&["role", "move", "r1", "srv-a"]);
     assert!(out.error_line().contains("not in role"), "{out:?}");
-    assert_clean(&journal);
+    assert_clean(journal);
     let tail: Vec<(String, String)> = c
         .json(&["events", "--role", "r1"])
         .as_array()

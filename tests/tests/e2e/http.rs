@@ -113,144 +113,9 @@ fn metrics_readiness_and_refusals_over_tls() {
         wait_readyz(&http[&id], &viewer, 200, Duration::from_secs(20));
     }
 
-    // The leader's metrics, and a follower's view of the same leader.
-    let leader = c.leader().expect("a leader");
-    let m = scrape(&http[&leader], &viewer);
-    assert_eq!(value(&m, "baton_raft_is_leader", &[]), Some(1.0));
-    assert_eq!(value(&m, "baton_raft_leader_id", &[]), Some(leader as f64));
-    assert!(value(&m, "baton_raft_term", &[]).unwrap() >= 1.0);
-    let applied = value(&m, "baton_raft_applied_index", &[]).unwrap();
-    assert!(applied >= 1.0);
-    // The leader commits before it applies; a scrape reads committed after applied.
-    let committed = value(&m, "baton_raft_committed_index", &[]).unwrap();
-    assert!(
-        committed >= applied,
-        "committed {committed} < applied {applied}"
-    );
-    // Every write so far went through this leader's disk and its commit path.
-    for h in [
-        "baton_raft_append_duration_seconds_count",
-        "baton_raft_commit_duration_seconds_count",
-    ] {
-        assert!(value(&m, h, &[]).unwrap_or(0.0) >= 1.0, "{h}: {m:?}");
-    }
-    assert_eq!(value(&m, "baton_ready", &[]), Some(1.0));
-    for peer in c.ids().into_iter().filter(|id| *id != leader) {
-        let lag = value(
-            &m,
-            "baton_raft_replication_lag_entries",
-            &[("peer", &peer.to_string())],
-        );
-        assert!(lag.is_some(), "no lag for peer {peer}: {m:?}");
-    }
-    assert_eq!(value(&m, "baton_servers", &[("status", "up")]), Some(2.0));
-    assert_eq!(value(&m, "baton_roles", &[("state", "running")]), Some(1.0));
-    // r1 on srv-a with srv-b ready behind it: not at risk.
-    assert_eq!(value(&m, "baton_roles_at_risk", &[]), Some(0.0));
-    assert!(
-        value(&m, "baton_client_write_duration_seconds_count", &[]).is_some(),
-        "{m:?}"
-    );
-    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
-    let f = scrape(&http[&follower], &viewer);
-    assert_eq!(value(&f, "baton_raft_is_leader", &[]), Some(0.0));
-    assert_eq!(value(&f, "baton_raft_leader_id", &[]), Some(leader as f64));
-    // Agents renew through whichever node they attached to.
-    wait_until(Duration::from_secs(10), "renewals counted", || {
-        let total: f64 = c
-            .ids()
-            .iter()
-            .map(|id| value(&scrape(&http[id], &viewer), "baton_renewals_total", &[]).unwrap())
-            .sum();
-        (total > 0.0).then_some(())
-    });
-    let failovers = |m: &[Sample]| {
-        value(m, "baton_failovers_total", &[("cause", "lease_expired")]).expect("failovers")
-    };
-    let before = failovers(&m);
-
-    // kill -9 the agent running r1: the role moves, and the leader counts a failover.
-    agents[0].kill9();
-    wait_until(Duration::from_secs(20), "r1 on srv-b", || {
-        c.active("r1").filter(|(s, _)| s == "srv-b")
-    });
-    let after = wait_until(Duration::from_secs(10), "the failover counted", || {
-        let m = scrape(&http[&leader], &viewer);
-        (failovers(&m) > before).then_some(m)
-    });
-    assert_eq!(
-        value(&after, "baton_servers", &[("status", "down")]),
-        Some(1.0)
-    );
-    // r1 now on srv-b, its only standby (srv-a) down: at risk.
-    assert_eq!(value(&after, "baton_roles_at_risk", &[]), Some(1.0));
-    // The agent that took r1 over says so on its own port.
-    let a = wait_until(Duration::from_secs(10), "srv-b's agent running r1", || {
-        let (code, body) = get(&agent_http, "/metrics", &Via::Plain).ok()?;
-        assert_eq!(code, 200, "{body}");
-        let m = parse_metrics(&body).expect("parse the agent's metrics");
-        (value(
-            &m,
-            "baton_agent_roles",
-            &[("role", "r1"), ("state", "running")],
-        ) == Some(1.0))
-        .then_some(m)
-    });
-    assert_eq!(value(&a, "baton_agent_session", &[]), Some(1.0));
-    let margin = value(&a, "baton_agent_fence_margin_seconds", &[]).unwrap();
-    assert!(margin > 0.0 && margin <= LEASE.as_secs_f64(), "{margin}");
-    let age = value(&a, "baton_agent_last_renewal_ack_age_seconds", &[]).unwrap();
-    assert!((0.0..LEASE.as_secs_f64()).contains(&age), "{age}");
-    assert_eq!(get(&agent_http, "/healthz", &Via::Plain).unwrap().0, 200);
-    assert!(
-        value(
-            &after,
-            "baton_history_events_total",
-            &[("cause", "lease_expired")]
-        )
-        .unwrap()
-            >= 1.0
-    );
-    println!(
-        "failovers_total{{lease_expired}} on the leader: {before} -> {}",
-        failovers(&after)
-    );
-
-    // The status JSON names the move too.
-    let (code, body) = get(&http[&leader], "/api/status", &viewer).unwrap();
-    assert_eq!(code, 200, "{body}");
-    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON status");
-    let r1 = status["roles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "r1")
-        .expect("r1 in the status");
-    assert_eq!(r1["active"], "srv-b");
-    assert_eq!(status["cluster"]["leader"], leader);
-    assert_eq!(
-        (&r1["standbys_ready"], &r1["standbys"], &r1["at_risk"]),
-        (
-            &serde_json::json!(0),
-            &serde_json::json!(1),
-            &serde_json::json!(true)
-        ),
-        "{r1}"
-    );
-
-    // Refusals: no client certificate fails the handshake; an agent may not read.
-    let anonymous = Via::no_client_cert(&certs).unwrap();
-    match get(&http[&leader], "/metrics", &anonymous) {
-        Ok((code, body)) => panic!("served {code} without a client certificate: {body}"),
-        Err(e) => println!("without a client certificate: refused ({e})"),
-    }
-    let agent = Via::cert(&certs, "agent-srv-b").unwrap();
-    let (code, body) = get(&http[&leader], "/metrics", &agent).unwrap();
-    assert_eq!(code, 403, "{body}");
-    assert!(body.contains("viewer"), "{body}");
-    let (code, _) = get(&http[&leader], "/nothing-here", &viewer).unwrap();
-    assert_eq!(code, 404);
-
+    let (leader, m) = leader_and_follower_metrics(&c, &http, &viewer);
+    failover_metrics(&c, &mut agents, &http, &viewer, &agent_http, leader, &m);
+    status_json_and_refusals(&http, &viewer, &certs, leader);
     // gRPC health follows readiness: SERVING now ...
     let serving = ServingStatus::Serving as i32;
     let not_serving = ServingStatus::NotServing as i32;
@@ -289,6 +154,170 @@ fn metrics_readiness_and_refusals_over_tls() {
     wait_until(Duration::from_secs(10), "health SERVING again", || {
         (grpc_health(&c, leader, "baton.v1.Directory") == Some(serving)).then_some(())
     });
+}
+
+/// The leader's metrics, a follower's view of the same leader, and renewals counted
+/// by whichever node the agents attached to. Returns the leader and its scrape.
+fn leader_and_follower_metrics(
+    c: &Cluster,
+    http: &BTreeMap<u64, String>,
+    viewer: &Via,
+) -> (u64, Vec<Sample>) {
+    // The leader's metrics, and a follower's view of the same leader.
+    let leader = c.leader().expect("a leader");
+    let m = scrape(&http[&leader], viewer);
+    assert_eq!(value(&m, "baton_raft_is_leader", &[]), Some(1.0));
+    assert_eq!(value(&m, "baton_raft_leader_id", &[]), Some(leader as f64));
+    assert!(value(&m, "baton_raft_term", &[]).unwrap() >= 1.0);
+    let applied = value(&m, "baton_raft_applied_index", &[]).unwrap();
+    assert!(applied >= 1.0);
+    // The leader commits before it applies; a scrape reads committed after applied.
+    let committed = value(&m, "baton_raft_committed_index", &[]).unwrap();
+    assert!(
+        committed >= applied,
+        "committed {committed} < applied {applied}"
+    );
+    // Every write so far went through this leader's disk and its commit path.
+    for h in [
+        "baton_raft_append_duration_seconds_count",
+        "baton_raft_commit_duration_seconds_count",
+    ] {
+        assert!(value(&m, h, &[]).unwrap_or(0.0) >= 1.0, "{h}: {m:?}");
+    }
+    assert_eq!(value(&m, "baton_ready", &[]), Some(1.0));
+    for peer in c.ids().into_iter().filter(|id| *id != leader) {
+        let lag = value(
+            &m,
+            "baton_raft_replication_lag_entries",
+            &[("peer", &peer.to_string())],
+        );
+        assert!(lag.is_some(), "no lag for peer {peer}: {m:?}");
+    }
+    assert_eq!(value(&m, "baton_servers", &[("status", "up")]), Some(2.0));
+    assert_eq!(value(&m, "baton_roles", &[("state", "running")]), Some(1.0));
+    // r1 on srv-a with srv-b ready behind it: not at risk.
+    assert_eq!(value(&m, "baton_roles_at_risk", &[]), Some(0.0));
+    assert!(
+        value(&m, "baton_client_write_duration_seconds_count", &[]).is_some(),
+        "{m:?}"
+    );
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let f = scrape(&http[&follower], viewer);
+    assert_eq!(value(&f, "baton_raft_is_leader", &[]), Some(0.0));
+    assert_eq!(value(&f, "baton_raft_leader_id", &[]), Some(leader as f64));
+    // Agents renew through whichever node they attached to.
+    wait_until(Duration::from_secs(10), "renewals counted", || {
+        let total: f64 = c
+            .ids()
+            .iter()
+            .map(|id| value(&scrape(&http[id], viewer), "baton_renewals_total", &[]).unwrap())
+            .sum();
+        (total > 0.0).then_some(())
+    });
+    (leader, m)
+}
+
+/// kill -9 the agent running r1: the role moves, the leader counts a failover and its
+/// server down, and the agent that took r1 over says so on its own port.
+fn failover_metrics(
+    c: &Cluster,
+    agents: &mut [Agent],
+    http: &BTreeMap<u64, String>,
+    viewer: &Via,
+    agent_http: &str,
+    leader: u64,
+    m: &[Sample],
+) {
+    let failovers = |m: &[Sample]| {
+        value(m, "baton_failovers_total", &[("cause", "lease_expired")]).expect("failovers")
+    };
+    let before = failovers(m);
+
+    // kill -9 the agent running r1: the role moves, and the leader counts a failover.
+    agents[0].kill9();
+    wait_until(Duration::from_secs(20), "r1 on srv-b", || {
+        c.active("r1").filter(|(s, _)| s == "srv-b")
+    });
+    let after = wait_until(Duration::from_secs(10), "the failover counted", || {
+        let m = scrape(&http[&leader], viewer);
+        (failovers(&m) > before).then_some(m)
+    });
+    assert_eq!(
+        value(&after, "baton_servers", &[("status", "down")]),
+        Some(1.0)
+    );
+    // r1 now on srv-b, its only standby (srv-a) down: at risk.
+    assert_eq!(value(&after, "baton_roles_at_risk", &[]), Some(1.0));
+    // The agent that took r1 over says so on its own port.
+    let a = wait_until(Duration::from_secs(10), "srv-b's agent running r1", || {
+        let (code, body) = get(agent_http, "/metrics", &Via::Plain).ok()?;
+        assert_eq!(code, 200, "{body}");
+        let m = parse_metrics(&body).expect("parse the agent's metrics");
+        (value(
+            &m,
+            "baton_agent_roles",
+            &[("role", "r1"), ("state", "running")],
+        ) == Some(1.0))
+        .then_some(m)
+    });
+    assert_eq!(value(&a, "baton_agent_session", &[]), Some(1.0));
+    let margin = value(&a, "baton_agent_fence_margin_seconds", &[]).unwrap();
+    assert!(margin > 0.0 && margin <= LEASE.as_secs_f64(), "{margin}");
+    let age = value(&a, "baton_agent_last_renewal_ack_age_seconds", &[]).unwrap();
+    assert!((0.0..LEASE.as_secs_f64()).contains(&age), "{age}");
+    assert_eq!(get(agent_http, "/healthz", &Via::Plain).unwrap().0, 200);
+    assert!(
+        value(
+            &after,
+            "baton_history_events_total",
+            &[("cause", "lease_expired")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    println!(
+        "failovers_total{{lease_expired}} on the leader: {before} -> {}",
+        failovers(&after)
+    );
+}
+
+/// The status JSON names the move; no client certificate fails the handshake, an
+/// agent may not read, an unknown path is 404.
+fn status_json_and_refusals(http: &BTreeMap<u64, String>, viewer: &Via, certs: &Path, leader: u64) {
+    // The status JSON names the move too.
+    let (code, body) = get(&http[&leader], "/api/status", viewer).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON status");
+    let r1 = status["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "r1")
+        .expect("r1 in the status");
+    assert_eq!(r1["active"], "srv-b");
+    assert_eq!(status["cluster"]["leader"], leader);
+    assert_eq!(
+        (&r1["standbys_ready"], &r1["standbys"], &r1["at_risk"]),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(1),
+            &serde_json::json!(true)
+        ),
+        "{r1}"
+    );
+
+    // Refusals: no client certificate fails the handshake; an agent may not read.
+    let anonymous = Via::no_client_cert(certs).unwrap();
+    match get(&http[&leader], "/metrics", &anonymous) {
+        Ok((code, body)) => panic!("served {code} without a client certificate: {body}"),
+        Err(e) => println!("without a client certificate: refused ({e})"),
+    }
+    let agent = Via::cert(certs, "agent-srv-b").unwrap();
+    let (code, body) = get(&http[&leader], "/metrics", &agent).unwrap();
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("viewer"), "{body}");
+    let (code, _) = get(&http[&leader], "/nothing-here", viewer).unwrap();
+    assert_eq!(code, 404);
 }
 
 /// Chromium, if installed: `BATON_CHROMIUM`, else `chromium` or `chromium-browser` on

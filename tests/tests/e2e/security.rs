@@ -115,6 +115,24 @@ fn endpoint(addr: &str) -> tonic::transport::Endpoint {
         .timeout(Duration::from_secs(10))
 }
 
+/// The callers the security test turns away: the TLS flags (`--ca --cert --key`) of each.
+struct Credentials {
+    /// The cluster's certificate directory.
+    certs: std::path::PathBuf,
+    /// The cluster CA's certificate (PEM).
+    ca_pem: String,
+    /// A viewer client, `vera`.
+    viewer: Vec<String>,
+    /// An operator client, `otto`.
+    operator: Vec<String>,
+    /// The agent of `srv-b`.
+    agent_b: Vec<String>,
+    /// An admin client whose certificate expired an hour ago.
+    expired: Vec<String>,
+    /// An admin client of another CA (that trusts ours).
+    foreign_args: Vec<String>,
+}
+
 #[test]
 fn every_unauthorised_call_is_refused_and_changes_nothing() {
     let mut c = Cluster::start(3, ClusterOpts::default());
@@ -127,6 +145,83 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
     c.wait_servers_up(&["srv-a"], Duration::from_secs(20));
     c.json(&["role", "create", "r1", "--servers", "srv-a"]);
     baton_tests::wait_until(Duration::from_secs(20), "r1 running", || c.active("r1"));
+    let Credentials {
+        certs,
+        ca_pem,
+        viewer,
+        operator,
+        agent_b,
+        expired,
+        foreign_args,
+    } = credentials(&c);
+
+    let before = footprint(&c);
+    let leader = c.leader().expect("a leader");
+    let write = ["role", "create", "r-evil", "--servers", "srv-a"];
+
+    // 2. A certificate from another CA: the handshake fails.
+    refused(&cli_with(&c, &foreign_args, &write), &[]);
+    // 3. An expired certificate: the handshake fails.
+    refused(&cli_with(&c, &expired, &write), &[]);
+    // 9. Plain text to a TLS port.
+    refused(&cli_with(&c, &["--insecure".into()], &write), &[]);
+    // 5. A viewer writing (reads work).
+    let read = cli_with(&c, &viewer, &["role", "list"]);
+    assert!(read.ok(), "a viewer could not read: {read:?}");
+    refused(
+        &cli_with(&c, &viewer, &write),
+        &["permission", "operator", "viewer vera"],
+    );
+    // 6. An operator adding a node or transferring leadership.
+    refused(
+        &cli_with(&c, &operator, &["cluster", "add-node", "9", "127.0.0.1:1"]),
+        &["admin", "operator otto"],
+    );
+    let target = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    refused(
+        &cli_with(
+            &c,
+            &operator,
+            &["cluster", "transfer-leader", &target.to_string()],
+        ),
+        &["admin", "operator otto"],
+    );
+    // 7. An agent certificate calling an admin write.
+    refused(
+        &cli_with(&c, &agent_b, &write),
+        &["agent srv-b", "not an admin client"],
+    );
+
+    refusals_over_grpc(&c, &certs, &ca_pem);
+
+    assert_eq!(
+        footprint(&c),
+        before,
+        "a refused call changed the directory"
+    );
+    // The forged vote asked for term 1000: had any node granted it, the term would be
+    // there now. (The refused transfer is checked by its refusal: a leader change under
+    // load is an election like any other and proves nothing either way.)
+    let term = term(&c);
+    assert!(term < 1000, "a refused vote moved the term to {term}");
+    // The admin write that is allowed is recorded with its author.
+    c.json(&["role", "create", "r-ok", "--servers", "srv-a"]);
+    let by: Vec<String> = c
+        .events()
+        .iter()
+        .filter(|e| e["role"] == "r-ok")
+        .map(|e| e["by"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        by.iter().any(|b| b == "admin e2e"),
+        "r-ok's events do not name their author: {by:?}"
+    );
+    c.kill9(1);
+}
+
+/// The certificates of the refused callers, issued by the cluster's CA (and one by
+/// another CA).
+fn credentials(c: &Cluster) -> Credentials {
     let certs = c
         .certs()
         .expect("the harness runs TLS by default")
@@ -191,50 +286,26 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
     make::write(&other, "client-mallory", &foreign, true).unwrap();
     let mut foreign_args = tls_files(&other, "client-mallory");
     foreign_args[1] = certs.join("ca.pem").display().to_string(); // trusts our CA, is not trusted
+    Credentials {
+        certs,
+        ca_pem,
+        viewer,
+        operator,
+        agent_b,
+        expired,
+        foreign_args,
+    }
+}
 
-    let before = footprint(&c);
-    let leader = c.leader().expect("a leader");
-    let write = ["role", "create", "r-evil", "--servers", "srv-a"];
-
-    // 2. A certificate from another CA: the handshake fails.
-    refused(&cli_with(&c, &foreign_args, &write), &[]);
-    // 3. An expired certificate: the handshake fails.
-    refused(&cli_with(&c, &expired, &write), &[]);
-    // 9. Plain text to a TLS port.
-    refused(&cli_with(&c, &["--insecure".into()], &write), &[]);
-    // 5. A viewer writing (reads work).
-    let read = cli_with(&c, &viewer, &["role", "list"]);
-    assert!(read.ok(), "a viewer could not read: {read:?}");
-    refused(
-        &cli_with(&c, &viewer, &write),
-        &["permission", "operator", "viewer vera"],
-    );
-    // 6. An operator adding a node or transferring leadership.
-    refused(
-        &cli_with(&c, &operator, &["cluster", "add-node", "9", "127.0.0.1:1"]),
-        &["admin", "operator otto"],
-    );
-    let target = c.ids().into_iter().find(|id| *id != leader).unwrap();
-    refused(
-        &cli_with(
-            &c,
-            &operator,
-            &["cluster", "transfer-leader", &target.to_string()],
-        ),
-        &["admin", "operator otto"],
-    );
-    // 7. An agent certificate calling an admin write.
-    refused(
-        &cli_with(&c, &agent_b, &write),
-        &["agent srv-b", "not an admin client"],
-    );
-
+/// The refusals a CLI cannot provoke: no client certificate, an agent claiming another
+/// server, a client speaking Raft, a node certificate claiming another node's id.
+fn refusals_over_grpc(c: &Cluster, certs: &Path, ca_pem: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let node1 = c.node(1).addr.clone();
     let peer1 = c.node(1).peer_addr.clone();
     rt.block_on(async {
         // 1. No client certificate: the server requires one; the handshake fails.
-        let roots = tonic::transport::Certificate::from_pem(&ca_pem);
+        let roots = tonic::transport::Certificate::from_pem(ca_pem);
         let no_cert = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(roots)
             .domain_name("127.0.0.1");
@@ -255,7 +326,7 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
         assert!(r.is_err(), "a call without a client certificate was served");
 
         // 4. An agent certificate for srv-b claiming srv-a.
-        let ch = client_security(&certs, "agent-srv-b").channel(endpoint(&node1), None);
+        let ch = client_security(certs, "agent-srv-b").channel(endpoint(&node1), None);
         let hello = v1::AgentMessage {
             msg: Some(v1::agent_message::Msg::Hello(v1::Hello {
                 server: "srv-a".into(),
@@ -280,7 +351,7 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
         );
 
         // 8. A client (non-node) certificate calling the Raft service on the peer port.
-        let ch = client_security(&certs, "client-otto").channel(endpoint(&peer1), None);
+        let ch = client_security(certs, "client-otto").channel(endpoint(&peer1), None);
         let s = v1::raft_client::RaftClient::new(ch)
             .control(v1::ControlRequest {
                 elect: Some(false),
@@ -295,7 +366,7 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
 
         // 10. A node certificate whose id does not match the node it claims to be: node
         // 3's key asks for a vote as candidate 1 at a term far ahead.
-        let ch = client_security(&certs, "node-3").channel(endpoint(&peer1), None);
+        let ch = client_security(certs, "node-3").channel(endpoint(&peer1), None);
         let vote = serde_json::json!({
             "vote": {"leader_id": {"term": 1000, "node_id": 2}, "committed": false},
             "last_log_id": null
@@ -312,30 +383,6 @@ fn every_unauthorised_call_is_refused_and_changes_nothing() {
             "{s:?}"
         );
     });
-
-    assert_eq!(
-        footprint(&c),
-        before,
-        "a refused call changed the directory"
-    );
-    // The forged vote asked for term 1000: had any node granted it, the term would be
-    // there now. (The refused transfer is checked by its refusal: a leader change under
-    // load is an election like any other and proves nothing either way.)
-    let term = term(&c);
-    assert!(term < 1000, "a refused vote moved the term to {term}");
-    // The admin write that is allowed is recorded with its author.
-    c.json(&["role", "create", "r-ok", "--servers", "srv-a"]);
-    let by: Vec<String> = c
-        .events()
-        .iter()
-        .filter(|e| e["role"] == "r-ok")
-        .map(|e| e["by"].as_str().unwrap_or_default().to_string())
-        .collect();
-    assert!(
-        by.iter().any(|b| b == "admin e2e"),
-        "r-ok's events do not name their author: {by:?}"
-    );
-    c.kill9(1);
 }
 
 /// A node and an agent pick up a new certificate and key from their files without a
