@@ -133,6 +133,7 @@ fn a_fence_is_reported_once_the_agent_is_back() {
         (c.server("srv-a")?["status"] == "down").then_some(())
     });
     agent.sigcont();
+    let thawed = now_ns();
 
     // Back: the agent registers again, its first acknowledged renewal lets the report
     // out, and the history records it.
@@ -140,6 +141,10 @@ fn a_fence_is_reported_once_the_agent_is_back() {
         let evs = fenced_events(&c, "f1");
         (!evs.is_empty()).then_some(evs)
     });
+    eprintln!(
+        "MEASURED fenced event {} ms after the thaw",
+        (now_ns() - thawed) / 1_000_000
+    );
     let e = &events[0];
     assert_eq!(e["from"], "srv-a", "{e}");
     assert!(e["to"].is_null(), "a fence moves nothing: {e}");
