@@ -71,8 +71,8 @@
 //! `Fenced` tells the directory of a self-fence, which it could not see (the agent could
 //! not reach it). Each fence of a role is numbered (1, 2, ... per agent start) and kept
 //! pending (at most [`FENCE_REPORTS_MAX`], the oldest dropped and counted); pending
-//! fences go out after every acknowledged renewal, by the same rule as the reports
-//! above, until the set sent ahead of an ack lists their numbers as recorded
+//! fences go out after every acknowledged renewal ([`FENCE_REPORTS_PER_ACK`] at a
+//! time, oldest first), by the same rule as the reports above, until the set sent ahead of an ack lists their numbers as recorded
 //! (`AssignmentSet.fences_recorded`). A node whose sets lack that field predates the
 //! message and would end the session on it: it is sent none.
 //!
@@ -114,6 +114,11 @@ const RENEWALS_TRACKED_MAX: usize = 64;
 /// is dropped (and counted). The directory remembers as many recorded numbers per
 /// server, so a pending number is never older than all of those unless it was recorded.
 pub const FENCE_REPORTS_MAX: usize = baton_core::FENCE_NUMBERS_KEPT;
+
+/// Fence reports sent per acknowledged renewal (the oldest first): the session's send
+/// queue holds 64 messages and drops what does not fit, renewals included, so a long
+/// backlog goes out over a few acks instead of at once.
+pub const FENCE_REPORTS_PER_ACK: usize = 16;
 
 /// The fencing arithmetic, kept apart so it can be tested on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -883,7 +888,7 @@ impl AgentCore {
                 }
             }
             if self.node_takes_fence_reports {
-                for f in &self.fence_reports {
+                for f in self.fence_reports.iter().take(FENCE_REPORTS_PER_ACK) {
                     msgs.push(pb::AgentMessage {
                         msg: Some(Out::Fenced(pb::Fenced {
                             role: f.role.clone(),
@@ -1476,13 +1481,23 @@ mod tests {
         assert_eq!(a.fence_reports.len(), FENCE_REPORTS_MAX);
         assert_eq!(a.fence_reports_dropped, 6);
         assert_eq!(a.fence_reports.front().map(|f| f.number), Some(7));
-        // Settled through 10, and 12 recorded: those are sent no more.
+        // Settled through 10, and 12 recorded: those are sent no more; the oldest of
+        // the rest go out, a batch per ack.
         a.on_message(T0, set_recorded(3, &[], &[12], 10));
-        let sent: Vec<u64> = fence_reports(&acked(&mut a, T0))
-            .into_iter()
-            .map(|(number, ..)| number)
-            .collect();
+        let numbers = |acts: Vec<Action>| -> Vec<u64> {
+            fence_reports(&acts)
+                .into_iter()
+                .map(|(number, ..)| number)
+                .collect()
+        };
         let expected: Vec<u64> = (11..=n).filter(|x| *x != 12).collect();
-        assert_eq!(sent, expected);
+        let first = numbers(acked(&mut a, T0));
+        assert_eq!(first, expected[..FENCE_REPORTS_PER_ACK]);
+        // Those recorded, the next batch follows with the next ack.
+        a.on_message(T0, set_recorded(4, &[], &first, 10));
+        assert_eq!(
+            numbers(acked(&mut a, T0)),
+            expected[FENCE_REPORTS_PER_ACK..2 * FENCE_REPORTS_PER_ACK]
+        );
     }
 }
