@@ -9,7 +9,8 @@
 //! - `instance`: one agent instance per server name (a second one is refused; a restart
 //!   takes the name over without a failover);
 //! - `lease`: one lease for the cluster (different node flags; a shortening is safe);
-//! - `reports`: releases reported again until committed (a leader transfer, an election);
+//! - `reports`: releases reported again until committed (a leader transfer, an election),
+//!   and a frozen agent's fence reported once it is back (history, status page, metrics);
 //! - `stop`: a role is stopped only when no process of it is left (workers that ignore
 //!   SIGTERM, through a drain, a kill -9 of the agent and a frozen agent).
 //!

@@ -68,6 +68,14 @@
 //! sent again, and one that was committed is not. The directory applies duplicates as
 //! no-ops.
 //!
+//! `Fenced` tells the directory of a self-fence, which it could not see (the agent could
+//! not reach it). Each fence of a role is numbered (1, 2, ... per agent start) and kept
+//! pending (at most [`FENCE_REPORTS_MAX`], the oldest dropped and counted); pending
+//! fences go out after every acknowledged renewal ([`FENCE_REPORTS_PER_ACK`] at a
+//! time, oldest first), by the same rule as the reports above, until the set sent ahead of an ack lists their numbers as recorded
+//! (`AssignmentSet.fences_recorded`). A node whose sets lack that field predates the
+//! message and would end the session on it: it is sent none.
+//!
 //! ## Role health
 //!
 //! A role process that exits on its own is restarted with exponential backoff. After
@@ -101,6 +109,16 @@ pub const RENEW_RETRY_MS: u64 = 100;
 /// Renewals remembered while unacknowledged; older ones cannot extend the lease further
 /// than newer ones, so dropping them is harmless.
 const RENEWALS_TRACKED_MAX: usize = 64;
+
+/// Fence reports kept pending until the directory records them; beyond this the oldest
+/// is dropped (and counted). The directory remembers as many recorded numbers per
+/// server, so a pending number is never older than all of those unless it was recorded.
+pub const FENCE_REPORTS_MAX: usize = baton_core::FENCE_NUMBERS_KEPT;
+
+/// Fence reports sent per acknowledged renewal (the oldest first): the session's send
+/// queue holds 64 messages and drops what does not fit, renewals included, so a long
+/// backlog goes out over a few acks instead of at once.
+pub const FENCE_REPORTS_PER_ACK: usize = 16;
 
 /// The fencing arithmetic, kept apart so it can be tested on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +238,17 @@ impl RoleState {
     }
 }
 
+/// A fence the directory has not recorded yet (see the module documentation, "Reports").
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PendingFence {
+    /// This agent start's count of its fences: the directory records each number once.
+    number: u64,
+    role: String,
+    epoch: u64,
+    /// When the role was stopped (the agent's clock); sent as "how long ago".
+    at_ms: u64,
+}
+
 /// One role this agent is responsible for.
 #[derive(Debug)]
 struct RoleProc {
@@ -291,6 +320,17 @@ pub struct AgentCore {
     /// (totals, for the metrics).
     pub fences: u64,
     pub restarts: u64,
+    /// Fences not recorded by the directory yet, oldest first, at most
+    /// [`FENCE_REPORTS_MAX`].
+    fence_reports: VecDeque<PendingFence>,
+    /// The number the next fence gets.
+    next_fence_number: u64,
+    /// The session's node accepts `Fenced` reports: its latest set carried
+    /// `fences_recorded`. False until then on every session.
+    node_takes_fence_reports: bool,
+    /// Fence reports dropped unsent because more than [`FENCE_REPORTS_MAX`] were
+    /// pending (total, for the metrics).
+    pub fence_reports_dropped: u64,
     out: Vec<Action>,
     /// Exists only for the simulator's planted-bug check ("no self-fence"): the agent
     /// then treats any lease it ever had as valid forever, so it never stops a role
@@ -327,6 +367,10 @@ impl AgentCore {
             shutting_down: false,
             fences: 0,
             restarts: 0,
+            fence_reports: VecDeque::new(),
+            next_fence_number: 1,
+            node_takes_fence_reports: false,
+            fence_reports_dropped: 0,
             out: Vec::new(),
             planted_no_self_fence: false,
         }
@@ -385,6 +429,7 @@ impl AgentCore {
     /// again (what was sent on the old session may have been lost with it).
     pub fn session_opened(&mut self, now_ms: u64) -> Vec<Action> {
         self.session = true;
+        self.node_takes_fence_reports = false;
         self.last_ack_or_open = now_ms;
         self.next_renew_at = now_ms;
         self.resend_reports = true;
@@ -394,6 +439,7 @@ impl AgentCore {
     /// The session ended (closed, failed, or abandoned).
     pub fn session_closed(&mut self, now_ms: u64) -> Vec<Action> {
         self.session = false;
+        self.node_takes_fence_reports = false;
         self.step(now_ms)
     }
 
@@ -522,6 +568,12 @@ impl AgentCore {
                 }
                 self.revision = set.revision;
                 self.adopt_lease(set.lease_ms);
+                if let Some(recorded) = set.fences_recorded {
+                    self.node_takes_fence_reports = true;
+                    self.fence_reports.retain(|f| {
+                        f.number > recorded.settled_through && !recorded.numbers.contains(&f.number)
+                    });
+                }
                 if self.shutting_down {
                     return;
                 }
@@ -585,8 +637,16 @@ impl AgentCore {
         let fenced = fenced_by_wrapper || now >= self.stop_at;
         if fenced && matches!(p.phase, Phase::Running) {
             tracing::warn!(role = %role, epoch = p.epoch, "role fenced: lease ran out ({status})");
-            self.fences += 1;
+            let epoch = p.epoch;
             self.roles.remove(&role);
+            // Its dead-man switch stopped it at the fence time (or the agent saw the
+            // exit late, after the fence time).
+            let at = if self.stop_at > 0 {
+                now.min(self.stop_at)
+            } else {
+                now
+            };
+            self.fenced(role, epoch, at);
             return;
         }
         match p.phase {
@@ -631,6 +691,30 @@ impl AgentCore {
                 }
             }
             Phase::Backoff { .. } | Phase::Failed { .. } => {}
+        }
+    }
+
+    /// A role was stopped because the lease ran out: count it, and keep a report for the
+    /// directory, dropping the oldest beyond [`FENCE_REPORTS_MAX`].
+    fn fenced(&mut self, role: String, epoch: u64, at_ms: u64) {
+        self.fences += 1;
+        let number = self.next_fence_number;
+        self.next_fence_number += 1;
+        self.fence_reports.push_back(PendingFence {
+            number,
+            role,
+            epoch,
+            at_ms,
+        });
+        while self.fence_reports.len() > FENCE_REPORTS_MAX {
+            if let Some(old) = self.fence_reports.pop_front() {
+                self.fence_reports_dropped += 1;
+                tracing::warn!(
+                    role = %old.role,
+                    epoch = old.epoch,
+                    "more than {FENCE_REPORTS_MAX} fences unreported: dropping the oldest report"
+                );
+            }
         }
     }
 
@@ -692,7 +776,7 @@ impl AgentCore {
     fn reconcile(&mut self, now: u64) {
         let valid = self.lease_valid(now);
         self.stop_unwanted(now, valid);
-        self.report();
+        self.report(now);
         if !valid || self.shutting_down {
             return;
         }
@@ -720,6 +804,7 @@ impl AgentCore {
         // noticed it: an agent that was frozen or suspended past it kills at once.
         let fence_kill_at = self.stop_at.saturating_add(self.fence.fence_grace_ms());
         let mut forget = Vec::new();
+        let mut fenced = Vec::new();
         for (role, p) in self.roles.iter_mut() {
             let wanted = valid && self.desired.get(role).is_some_and(|a| a.epoch == p.epoch);
             if matches!(p.phase, Phase::Running) && !wanted {
@@ -732,7 +817,7 @@ impl AgentCore {
                     (now + self.config.handover_grace_ms, why)
                 } else {
                     tracing::warn!(role, epoch = p.epoch, "lease ran out: fencing");
-                    self.fences += 1;
+                    fenced.push((role.clone(), p.epoch));
                     (fence_kill_at, StopWhy::LeaseExpired)
                 };
                 if let Some(proc) = p.proc {
@@ -769,12 +854,15 @@ impl AgentCore {
         for r in forget {
             self.roles.remove(&r);
         }
+        for (role, epoch) in fenced {
+            self.fenced(role, epoch, now);
+        }
     }
 
     /// Report what the directory waits for until it has committed it: releases of roles
-    /// of which nothing runs here any more, and roles that failed here (see the module
-    /// documentation, "Reports").
-    fn report(&mut self) {
+    /// of which nothing runs here any more, roles that failed here, and fences not
+    /// recorded yet (see the module documentation, "Reports").
+    fn report(&mut self, now: u64) {
         let resend = std::mem::take(&mut self.resend_reports);
         let releasing = &self.releasing;
         self.released_sent
@@ -797,6 +885,18 @@ impl AgentCore {
                     && self.desired.get(role).is_some_and(|a| a.epoch == p.epoch)
                 {
                     msgs.push(role_failed(role, p.epoch, reason.clone()));
+                }
+            }
+            if self.node_takes_fence_reports {
+                for f in self.fence_reports.iter().take(FENCE_REPORTS_PER_ACK) {
+                    msgs.push(pb::AgentMessage {
+                        msg: Some(Out::Fenced(pb::Fenced {
+                            role: f.role.clone(),
+                            epoch: f.epoch,
+                            ago_ms: now.saturating_sub(f.at_ms),
+                            number: f.number,
+                        })),
+                    });
                 }
             }
         }
@@ -917,6 +1017,7 @@ mod tests {
                 assignments: assignments(roles),
                 releasing: vec![],
                 lease_ms: 0,
+                fences_recorded: None,
             })),
         }
     }
@@ -934,8 +1035,44 @@ mod tests {
                 assignments: vec![],
                 releasing: assignments(roles),
                 lease_ms: 0,
+                fences_recorded: None,
             })),
         }
+    }
+
+    /// A set from a node that accepts fence reports and has recorded `numbers` (and every
+    /// number up to `settled_through`) of this agent's.
+    fn set_recorded(
+        revision: u64,
+        roles: &[(&str, u64)],
+        numbers: &[u64],
+        settled_through: u64,
+    ) -> pb::DirectoryMessage {
+        pb::DirectoryMessage {
+            msg: Some(In::Assignments(pb::AssignmentSet {
+                revision,
+                assignments: assignments(roles),
+                releasing: vec![],
+                lease_ms: 0,
+                fences_recorded: Some(pb::FencesRecorded {
+                    numbers: numbers.to_vec(),
+                    settled_through,
+                }),
+            })),
+        }
+    }
+
+    /// The fence reports among `actions`: (number, role, epoch, ago_ms).
+    fn fence_reports(actions: &[Action]) -> Vec<(u64, String, u64, u64)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(pb::AgentMessage {
+                    msg: Some(Out::Fenced(f)),
+                }) => Some((f.number, f.role.clone(), f.epoch, f.ago_ms)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The reports among `actions`: (kind, role, epoch).
@@ -946,6 +1083,7 @@ mod tests {
                 Action::Send(m) => match m.msg {
                     Some(Out::Released(r)) => Some(("released", r.role, r.epoch)),
                     Some(Out::RoleFailed(f)) => Some(("failed", f.role, f.epoch)),
+                    Some(Out::Fenced(f)) => Some(("fenced", f.role, f.epoch)),
                     _ => None,
                 },
                 _ => None,
@@ -1246,6 +1384,120 @@ mod tests {
             a.tick(late)
                 .iter()
                 .all(|x| !matches!(x, Action::Stop { .. }))
+        );
+    }
+
+    #[test]
+    fn a_fence_is_reported_after_the_next_ack_until_the_directory_records_it() {
+        let mut a = opened();
+        a.on_message(T0, set_recorded(3, &[("r1", 2)], &[], 0));
+        let (_, proc) = started(&acked(&mut a, T0), "r1").expect("started");
+        // Cut off: the session is abandoned, and at the fence time r1 is stopped.
+        let stop_at = a.stop_at;
+        assert!(a.tick(T0 + 1_001).contains(&Action::AbandonSession));
+        let fenced_at = stop_at + 7;
+        let acts = a.tick(fenced_at);
+        assert!(acts.iter().any(|x| matches!(
+            x,
+            Action::Stop {
+                why: StopWhy::LeaseExpired,
+                ..
+            }
+        )));
+        a.process_exited(fenced_at + 5, proc, false, "terminated");
+        assert_eq!(a.fences, 1);
+        // Back on a session: nothing before the node proved it takes fence reports and
+        // acknowledged a renewal.
+        let now = fenced_at + 2_000;
+        assert_eq!(fence_reports(&a.session_opened(now)), vec![]);
+        assert_eq!(
+            fence_reports(&a.on_message(now, set_recorded(4, &[("r1", 2)], &[], 0))),
+            vec![]
+        );
+        let once = vec![(1, "r1".to_string(), 2, now + 10 - fenced_at)];
+        assert_eq!(fence_reports(&acked(&mut a, now + 10)), once);
+        assert_eq!(
+            fence_reports(&a.tick(now + 11)),
+            vec![],
+            "not without an ack"
+        );
+        // Not recorded yet (lost in an election): again after the next ack, and on a
+        // new session after its first ack.
+        let later = vec![(1, "r1".to_string(), 2, now + 20 - fenced_at)];
+        assert_eq!(fence_reports(&acked(&mut a, now + 20)), later);
+        a.session_closed(now + 30);
+        a.session_opened(now + 30);
+        a.on_message(now + 30, set_recorded(4, &[("r1", 2)], &[], 0));
+        assert_eq!(fence_reports(&acked(&mut a, now + 30)).len(), 1);
+        // Recorded: the set ahead of the next ack lists it, and it is sent no more.
+        a.on_message(now + 40, set_recorded(5, &[("r1", 2)], &[1], 0));
+        assert_eq!(fence_reports(&acked(&mut a, now + 40)), vec![]);
+        assert!(a.fence_reports.is_empty());
+    }
+
+    #[test]
+    fn a_node_without_fence_reports_is_sent_none() {
+        let mut a = opened();
+        a.fenced("r1".into(), 2, T0);
+        a.on_message(T0, set(3, &[]));
+        assert_eq!(fence_reports(&acked(&mut a, T0)), vec![]);
+        assert_eq!(a.fence_reports.len(), 1, "kept for a node that takes it");
+        // A later node that takes them gets it; a new session forgets what the last
+        // node could take.
+        a.session_opened(T0);
+        a.on_message(T0, set_recorded(3, &[], &[], 0));
+        assert_eq!(fence_reports(&acked(&mut a, T0)).len(), 1);
+        a.session_opened(T0);
+        a.on_message(T0, set(3, &[]));
+        assert_eq!(fence_reports(&acked(&mut a, T0)), vec![]);
+    }
+
+    #[test]
+    fn a_role_its_wrapper_fenced_is_reported_as_of_the_fence_time() {
+        let mut a = opened();
+        a.on_message(T0, set_recorded(3, &[("r1", 2)], &[], 0));
+        let (_, proc) = started(&acked(&mut a, T0), "r1").expect("started");
+        // The agent was frozen past its fence time: the wrapper stopped the role, and
+        // the agent learns of it late.
+        let stop_at = a.stop_at;
+        a.process_exited(stop_at + 3_000, proc, true, "fenced by wrapper");
+        assert_eq!(a.fences, 1);
+        a.session_opened(stop_at + 3_000);
+        a.on_message(stop_at + 3_000, set_recorded(3, &[("r1", 2)], &[], 0));
+        assert_eq!(
+            fence_reports(&acked(&mut a, stop_at + 3_100)),
+            vec![(1, "r1".to_string(), 2, 3_100)]
+        );
+    }
+
+    #[test]
+    fn pending_fence_reports_are_bounded_and_the_dropped_counted() {
+        let mut a = opened();
+        let n = FENCE_REPORTS_MAX as u64 + 6;
+        for i in 1..=n {
+            a.fenced(format!("r{i}"), i, T0);
+        }
+        assert_eq!(a.fences, n);
+        assert_eq!(a.fence_reports.len(), FENCE_REPORTS_MAX);
+        assert_eq!(a.fence_reports_dropped, 6);
+        assert_eq!(a.fence_reports.front().map(|f| f.number), Some(7));
+        // Settled through 10, and 12 recorded: those are sent no more; the oldest of
+        // the rest go out, a batch per ack.
+        a.on_message(T0, set_recorded(3, &[], &[12], 10));
+        let numbers = |acts: Vec<Action>| -> Vec<u64> {
+            fence_reports(&acts)
+                .into_iter()
+                .map(|(number, ..)| number)
+                .collect()
+        };
+        let expected: Vec<u64> = (11..=n).filter(|x| *x != 12).collect();
+        let first = numbers(acked(&mut a, T0));
+        assert_eq!(first, expected[..FENCE_REPORTS_PER_ACK]);
+        // Those recorded, the next batch follows with the next ack.
+        a.on_message(T0, set_recorded(4, &[], &first, 10));
+        assert_eq!(
+            numbers(acked(&mut a, T0)),
+            expected[FENCE_REPORTS_PER_ACK..2 * FENCE_REPORTS_PER_ACK]
         );
     }
 }

@@ -14,6 +14,7 @@
 //! | `baton_agent_fence_margin_seconds` | time left before the agent must start stopping its roles (negative: fenced) |
 //! | `baton_agent_fences_total` | roles stopped because the lease ran out |
 //! | `baton_agent_restarts_total` | role restarts scheduled after a crash |
+//! | `baton_agent_fence_reports_dropped_total` | fence reports dropped unsent (more than 64 pending) |
 
 use std::convert::Infallible;
 use std::sync::atomic::AtomicU64;
@@ -62,6 +63,8 @@ pub struct AgentMetrics {
     pub fences: Counter,
     /// Role restarts scheduled after a crash.
     pub restarts: Counter,
+    /// Fence reports dropped before the directory recorded them (too many pending).
+    pub fence_reports_dropped: Counter,
     roles: Family<Label, Gauge>,
     session: Gauge,
     last_ack_age: Gauge<f64, AtomicU64>,
@@ -82,6 +85,7 @@ impl Default for AgentMetrics {
             registry: Registry::default(),
             fences: Counter::default(),
             restarts: Counter::default(),
+            fence_reports_dropped: Counter::default(),
             roles: Family::default(),
             session: Gauge::default(),
             last_ack_age: Gauge::default(),
@@ -118,6 +122,11 @@ impl Default for AgentMetrics {
             "baton_agent_restarts",
             "Role restarts scheduled after a crash",
             m.restarts.clone(),
+        );
+        r.register(
+            "baton_agent_fence_reports_dropped",
+            "Fence reports dropped before the directory recorded them (too many pending)",
+            m.fence_reports_dropped.clone(),
         );
         m
     }

@@ -461,8 +461,9 @@ struct Agent {
     config: AgentConfig,
     /// What the `--http` port serves (counted whether or not it is served).
     metrics: std::sync::Arc<http::AgentMetrics>,
-    /// The core's fence and restart totals already added to the metrics.
-    counted: (u64, u64),
+    /// The core's fence, restart and dropped-fence-report totals already added to the
+    /// metrics.
+    counted: (u64, u64, u64),
     procs: BTreeMap<u64, Proc>,
     /// Messages for the directory, sent after each step.
     outbox: Vec<pb::AgentMessage>,
@@ -479,7 +480,7 @@ impl Agent {
             core,
             config,
             metrics: Default::default(),
-            counted: (0, 0),
+            counted: (0, 0, 0),
             procs: BTreeMap::new(),
             outbox: Vec::new(),
             abandon: false,
@@ -489,10 +490,17 @@ impl Agent {
 
     /// Publish what the `--http` port shows.
     fn publish(&mut self, session: bool) {
-        let (fences, restarts) = (self.core.fences, self.core.restarts);
+        let (fences, restarts, dropped) = (
+            self.core.fences,
+            self.core.restarts,
+            self.core.fence_reports_dropped,
+        );
         self.metrics.fences.inc_by(fences - self.counted.0);
         self.metrics.restarts.inc_by(restarts - self.counted.1);
-        self.counted = (fences, restarts);
+        self.metrics
+            .fence_reports_dropped
+            .inc_by(dropped - self.counted.2);
+        self.counted = (fences, restarts, dropped);
         let roles = self
             .core
             .role_states()

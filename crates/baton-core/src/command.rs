@@ -253,6 +253,25 @@ pub enum Command {
     SetClusterId {
         id: String,
     },
+    /// The agent of `server`, instance `instance`, fenced itself: it stopped `epoch` of
+    /// `role` because no renewal was acknowledged within its lease, `ago_ms` before it
+    /// could report it. Records one `fenced` history event and changes no assignment
+    /// (see `crate::fences`). `number` is the instance's count of its fences: a report
+    /// whose number was recorded already changes nothing.
+    ///
+    /// Refused: an unknown server, a report from an instance that does not hold the
+    /// server name, and an epoch the role (or, for a role that no longer exists, the
+    /// directory) never handed out. Recorded as-is: a role deleted since (the fence
+    /// happened all the same), and an epoch the role had on another server (the
+    /// history that would tell may have been trimmed away).
+    ReportFenced {
+        server: String,
+        instance: String,
+        number: u64,
+        role: String,
+        epoch: u64,
+        ago_ms: u64,
+    },
 }
 
 /// Longest cluster id accepted (lowercase hexadecimal; a new cluster gets 32 digits).
@@ -296,6 +315,7 @@ impl Command {
             Command::SetLease { .. } => "set_lease",
             Command::SettleLease { .. } => "settle_lease",
             Command::SetClusterId { .. } => "set_cluster_id",
+            Command::ReportFenced { .. } => "report_fenced",
         }
     }
 }
@@ -442,6 +462,28 @@ impl Command {
                 check_text("failure reason", reason, crate::REASON_MAX_BYTES)?;
             }
             Command::Tick => {}
+            Command::ReportFenced {
+                server,
+                instance,
+                number,
+                role,
+                epoch,
+                ..
+            } => {
+                check_name("server", server)?;
+                check_name("role", role)?;
+                check_text("agent instance id", instance, INSTANCE_ID_MAX)?;
+                if *number == 0 {
+                    return Err(Refusal::invalid(
+                        "fence report number 0: agents number their fences from 1",
+                    ));
+                }
+                if *epoch == 0 {
+                    return Err(Refusal::invalid(format!(
+                        "fence report of role {role:?} at epoch 0: no role ever runs at epoch 0"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -462,6 +504,10 @@ pub enum Cause {
     Operator,
     /// First placement, or an edit of the role's list or kind.
     Placement,
+    /// An agent reported that it fenced itself: it stopped the role because no renewal
+    /// was acknowledged within its lease. Moves nothing (the event's `to` is empty);
+    /// a failover, if any, has its own event.
+    Fenced,
 }
 
 impl Cause {
@@ -473,6 +519,7 @@ impl Cause {
             Cause::RoleFailed => "role_failed",
             Cause::Operator => "operator",
             Cause::Placement => "placement",
+            Cause::Fenced => "fenced",
         }
     }
 }

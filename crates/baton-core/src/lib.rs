@@ -51,6 +51,7 @@
 
 pub mod command;
 pub mod controller;
+pub mod fences;
 pub mod history;
 pub mod names;
 mod placement;
@@ -62,6 +63,7 @@ pub use command::{
     AgentInstance, Cause, Command, Entry, Outcome, Refusal, RefusalKind, WRITES_PER_ENTRY_MAX,
     Write,
 };
+pub use fences::{FENCE_NUMBERS_KEPT, FenceReports};
 pub use history::{Position, ResumeGap, Trimmed};
 pub use readiness::{Readiness, Standby};
 pub use requests::{REQUEST_ID_MAX, REQUESTS_KEPT, Requests, check_request_id};

@@ -34,7 +34,8 @@ impl State {
             | Command::Configure { .. }
             | Command::SetLease { .. }
             | Command::SettleLease { .. }
-            | Command::SetClusterId { .. } => {
+            | Command::SetClusterId { .. }
+            | Command::ReportFenced { .. } => {
                 return;
             }
             Command::DrainServer { name } | Command::ResumeServer { name } => vec![name],

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Cause, Command, Entry, Outcome, Refusal, Write};
+use crate::fences::{FenceReports, seconds_text};
 use crate::history::{Trimmed, deserialize_history};
 use crate::names::{
     check_database, check_delay, check_kinds, check_name, database_host, host_is_server,
@@ -55,6 +56,10 @@ pub struct Server {
     /// Wall-clock time (from the log) since which `instance` holds the name.
     #[serde(default)]
     pub instance_since_ms: u64,
+    /// The fence reports of the agent instance recorded so far, so a resent report is
+    /// recorded once (see `crate::fences`). Empty in snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "FenceReports::is_empty")]
+    pub fence_reports: FenceReports,
 }
 
 impl Server {
@@ -746,6 +751,34 @@ impl State {
             | Command::SetLease { .. }
             | Command::SettleLease { .. }
             | Command::Tick => {}
+            Command::ReportFenced {
+                server,
+                instance,
+                role,
+                epoch,
+                ..
+            } => {
+                let s = self.server(server)?;
+                // Only the agent holding the server name speaks for it: a report that
+                // lands after another instance took the name over is not its to make.
+                if s.instance.id != *instance {
+                    return Err(Refusal::precondition(format!(
+                        "fence report of server {server:?} from agent instance {instance:?}, but instance {:?} holds that name",
+                        s.instance.id
+                    )));
+                }
+                // Epochs only grow: a role never had an epoch beyond its current one,
+                // and no role one beyond the last handed out.
+                let (latest, whose) = match self.roles.get(role) {
+                    Some(r) => (r.epoch, format!("role {role:?}")),
+                    None => (self.last_epoch, "the directory".to_string()),
+                };
+                if *epoch > latest {
+                    return Err(Refusal::invalid(format!(
+                        "fence report of role {role:?} at epoch {epoch}, but {whose} never handed out an epoch beyond {latest}"
+                    )));
+                }
+            }
             Command::SetClusterId { id } => {
                 if let Some(current) = &self.cluster_id
                     && current != id
@@ -844,6 +877,7 @@ impl State {
                         eligible_since_ms: self.elapsed_ms,
                         instance: Default::default(),
                         instance_since_ms: 0,
+                        fence_reports: FenceReports::default(),
                     },
                 );
                 format!("server {name} added")
@@ -1009,6 +1043,7 @@ impl State {
                         eligible_since_ms: self.elapsed_ms,
                         instance: Default::default(),
                         instance_since_ms: 0,
+                        fence_reports: FenceReports::default(),
                     });
                 s.kinds = kinds.iter().cloned().collect();
                 let became_main = *main && !s.main;
@@ -1181,8 +1216,71 @@ impl State {
                     format!("cluster id set to {id}")
                 }
             }
+            Command::ReportFenced {
+                server,
+                instance,
+                number,
+                role,
+                epoch,
+                ago_ms,
+            } => self.record_fence(now_ms, server, instance, *number, role, *epoch, *ago_ms),
         };
         Outcome { summary }
+    }
+
+    /// Record an agent's fence report (checked already): one `fenced` event, unless
+    /// this report was recorded before. Moves nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn record_fence(
+        &mut self,
+        now_ms: u64,
+        server: &str,
+        instance: &str,
+        number: u64,
+        role: &str,
+        epoch: u64,
+        ago_ms: u64,
+    ) -> String {
+        let s = self
+            .servers
+            .get_mut(server)
+            .expect("checked: the server exists");
+        if s.fence_reports.is_recorded(instance, number) {
+            return format!("fence report {number} of server {server} already recorded");
+        }
+        s.fence_reports.record(instance, number);
+        let mut detail = format!(
+            "the agent on {server} stopped the role: no renewal acknowledged within its lease ({} before it could report it)",
+            seconds_text(ago_ms)
+        );
+        if !self.roles.contains_key(role) {
+            detail.push_str("; the role no longer exists");
+        }
+        self.push_event(Event {
+            by: String::new(),
+            revision: self.revision,
+            time_ms: now_ms,
+            role: role.to_string(),
+            cause: Cause::Fenced,
+            from: Some(server.to_string()),
+            to: None,
+            epoch,
+            detail,
+            index: 0,
+        });
+        format!("role {role} epoch {epoch} fenced on {server}")
+    }
+
+    /// The fence reports of `server` recorded for agent instance `instance` (numbers,
+    /// settled-through watermark): what the session tells that agent. Empty for another
+    /// instance.
+    pub fn fences_recorded(&self, server: &str, instance: &str) -> (Vec<u64>, u64) {
+        match self.servers.get(server).map(|s| &s.fence_reports) {
+            Some(f) if f.instance == instance => {
+                (f.numbers.iter().copied().collect(), f.settled_through)
+            }
+            _ => (Vec::new(), 0),
+        }
     }
 
     /// A role being deleted has stopped on `from`: remove it for good. Returns whether
@@ -1344,6 +1442,8 @@ fn cause_text(cause: Cause, to: &str) -> String {
         Cause::RoleFailed => format!("moved to {to} after crashing"),
         Cause::Operator => format!("moved to {to} by an operator"),
         Cause::Placement => format!("placed on {to}"),
+        // A fence report assigns nothing; kept for completeness.
+        Cause::Fenced => format!("on {to} after a fence"),
     }
 }
 

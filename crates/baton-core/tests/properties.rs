@@ -638,7 +638,8 @@ impl Checker {
                         && pos(to) < pos(active)
                         && self.eligible_since[to] + role.failback_delay_ms <= now
                 }
-                Cause::LeaseExpired | Cause::RoleFailed => false,
+                // A fence report never starts a handover.
+                Cause::LeaseExpired | Cause::RoleFailed | Cause::Fenced => false,
             };
             prop_assert!(
                 ok,
@@ -1081,6 +1082,9 @@ fn effects(
         | Command::SetLease { .. }
         | Command::SettleLease { .. }
         | Command::SetClusterId { .. } => {}
+        // Not generated (agents' fence reports have tests of their own); were it, it
+        // must move nothing.
+        Command::ReportFenced { .. } => prop_assert_eq!(&state.roles, &before.roles),
     }
     Ok(())
 }

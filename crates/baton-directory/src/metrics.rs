@@ -79,6 +79,10 @@ pub struct Metrics {
     pub failovers: Family<Label, Counter>,
     /// Every history event this node applied, by cause.
     pub history_events: Family<Label, Counter>,
+    /// Fences agents reported (`fenced` history events this node applied): roles an
+    /// agent stopped because no renewal was acknowledged within its lease. No label: the
+    /// events name the server and role, and a label per server could be thousands.
+    pub fences_reported: Counter,
     /// 1 while this node is ready (see [`crate::readiness`]).
     pub ready: Gauge,
     /// The revision of the applied state.
@@ -93,14 +97,18 @@ impl std::fmt::Debug for Metrics {
 
 /// Causes and states, listed so that every label exists from the first scrape (a rate
 /// over a series that appears only at its first event misses that event).
-const CAUSES: [&str; 6] = [
+const CAUSES: [&str; 7] = [
     "placement",
     "lease_expired",
     "maintenance",
     "failback",
     "role_failed",
     "operator",
+    "fenced",
 ];
+/// The cause of an agent's fence report: an event that moves no role, so it is no
+/// failover; counted by `baton_fences_reported_total` instead.
+const FENCED: &str = "fenced";
 const SERVER_STATUSES: [&str; 4] = ["up", "down", "unknown", "maintenance"];
 const ROLE_STATES: [&str; 4] = ["running", "handover", "unassigned", "deleting"];
 
@@ -143,11 +151,14 @@ impl Metrics {
             roles_at_risk: Gauge::default(),
             failovers: Family::default(),
             history_events: Family::default(),
+            fences_reported: Counter::default(),
             ready: Gauge::default(),
             revision: Gauge::default(),
         };
         for cause in CAUSES {
-            let _ = m.failovers.get_or_create(&label("cause", cause));
+            if cause != FENCED {
+                let _ = m.failovers.get_or_create(&label("cause", cause));
+            }
             let _ = m.history_events.get_or_create(&label("cause", cause));
         }
         for status in SERVER_STATUSES {
@@ -248,6 +259,11 @@ impl Metrics {
             "baton_history_events",
             "History events this node applied, by cause",
             m.history_events.clone(),
+        );
+        r.register(
+            "baton_fences_reported",
+            "Fences agents reported: roles stopped because no renewal was acknowledged within the lease",
+            m.fences_reported.clone(),
         );
         r.register(
             "baton_ready",
@@ -383,7 +399,9 @@ pub async fn count_history(node: Arc<Node>) {
                 .history_events
                 .get_or_create(&label("cause", cause.clone()))
                 .inc();
-            if left {
+            if cause == FENCED {
+                node.metrics.fences_reported.inc();
+            } else if left {
                 node.metrics
                     .failovers
                     .get_or_create(&label("cause", cause))
@@ -445,10 +463,19 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
         for cause in CAUSES {
             assert!(
+                out.contains(&format!(
+                    "baton_history_events_total{{cause=\"{cause}\"}} 0"
+                )),
+                "{out}"
+            );
+            // A fence report moves no role: no failover series for it.
+            assert_eq!(
                 out.contains(&format!("baton_failovers_total{{cause=\"{cause}\"}} 0")),
+                cause != FENCED,
                 "{out}"
             );
         }
+        assert!(out.contains("baton_fences_reported_total 0"), "{out}");
         assert!(out.ends_with("# EOF\n"), "{out}");
     }
 }

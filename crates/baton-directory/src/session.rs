@@ -375,10 +375,16 @@ impl Agent for AgentService {
     }
 }
 
+/// What one assignment set tells the agent: (assignments, releasing, fence reports
+/// recorded).
+type SetContent = (Vec<pb::Assignment>, Vec<pb::Assignment>, pb::FencesRecorded);
+
 /// What this session last told its agent.
 struct Sent {
-    /// (assignments, releasing) of the last set sent.
-    assignments: Option<(Vec<pb::Assignment>, Vec<pb::Assignment>)>,
+    /// The content of the last set sent.
+    assignments: Option<SetContent>,
+    /// The agent instance of the session: the fence reports recorded are its own.
+    instance: String,
 }
 
 fn to_proto(a: baton_core::state::Assignment) -> pb::Assignment {
@@ -397,7 +403,12 @@ impl Sent {
             let run: Vec<pb::Assignment> =
                 s.assignments(server).into_iter().map(to_proto).collect();
             let stop: Vec<pb::Assignment> = s.releasing(server).into_iter().map(to_proto).collect();
-            (s.revision, (run, stop))
+            let (numbers, settled_through) = s.fences_recorded(server, &self.instance);
+            let fences = pb::FencesRecorded {
+                numbers,
+                settled_through,
+            };
+            (s.revision, (run, stop, fences))
         });
         if self.assignments.as_ref() == Some(&set) {
             return Ok(());
@@ -409,6 +420,7 @@ impl Sent {
                 assignments: set.0,
                 releasing: set.1,
                 lease_ms: node.lease().lease_ms,
+                fences_recorded: Some(set.2),
             })),
         };
         tx.send(Ok(msg))
@@ -462,7 +474,10 @@ async fn run_session(
     }
     tracing::info!(%server, node = node.id, "agent session opened");
 
-    let mut sent = Sent { assignments: None };
+    let mut sent = Sent {
+        assignments: None,
+        instance: instance.id.clone(),
+    };
     sent.update(node, &server, tx).await?;
     let mut applied = node.subscribe();
     let mut inflight: Option<(u64, oneshot::Receiver<Answer>)> = None;
@@ -516,6 +531,24 @@ async fn run_session(
                             };
                             if let Err(e) = node.write(cmd, false).await {
                                 tracing::warn!("recording a role failure failed: {e}");
+                            }
+                        });
+                    }
+                    Some(In::Fenced(f)) => {
+                        // Recorded once per number (a resend changes nothing); the agent
+                        // sends it again after its next ack until the set lists it.
+                        let node = node.clone();
+                        let cmd = Command::ReportFenced {
+                            server: server.clone(),
+                            instance: instance.id.clone(),
+                            number: f.number,
+                            role: f.role,
+                            epoch: f.epoch,
+                            ago_ms: f.ago_ms,
+                        };
+                        tokio::spawn(async move {
+                            if let Err(e) = node.write(cmd, false).await {
+                                tracing::warn!("recording a fence report failed: {e}");
                             }
                         });
                     }

@@ -559,6 +559,14 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
             expiry_lease_ms: big,
             lease_ms: big,
         },
+        Command::ReportFenced {
+            server: name(0),
+            instance: text(baton_core::command::INSTANCE_ID_MAX),
+            number: big,
+            role: name(1),
+            epoch: big,
+            ago_ms: big,
+        },
     ];
     let mut kinds = BTreeSet::new();
     let mut largest = 0;
@@ -578,7 +586,7 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
         .unwrap();
         largest = largest.max(len);
     }
-    assert_eq!(kinds.len(), 19, "one command of each kind: {kinds:?}");
+    assert_eq!(kinds.len(), 20, "one command of each kind: {kinds:?}");
     // ServersDown is the largest (10,000 names of 64 escaped bytes: about 1.3 MB).
     assert!(
         largest < crate::ENTRY_MAX_BYTES / 4,
@@ -627,7 +635,8 @@ fn every_kind(cmd: &Command) {
         | Command::Configure { .. }
         | Command::SetLease { .. }
         | Command::SettleLease { .. }
-        | Command::SetClusterId { .. } => {}
+        | Command::SetClusterId { .. }
+        | Command::ReportFenced { .. } => {}
     }
 }
 

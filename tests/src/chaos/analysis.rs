@@ -438,6 +438,8 @@ fn epoch_causes(events: Option<&Value>) -> HashMap<(String, u64), String> {
         .and_then(Value::as_array)
         .map(|evs| {
             evs.iter()
+                // An agent's fence report names an epoch it did not create.
+                .filter(|e| e["cause"] != "fenced")
                 .filter_map(|e| {
                     Some((
                         (e["role"].as_str()?.to_string(), e["epoch"].as_u64()?),
@@ -465,6 +467,9 @@ fn moves(o: &Observed) -> (Vec<String>, BTreeMap<String, usize>) {
             continue;
         }
         let cause = e["cause"].as_str().unwrap_or("?").to_string();
+        if cause == "fenced" {
+            continue; // an agent's fence report: a pause, not a move
+        }
         *moves_by_cause.entry(cause.clone()).or_default() += 1;
         if cause != "lease_expired" {
             continue;
