@@ -45,6 +45,7 @@ fn code_defaults() -> Vec<(&'static str, String)> {
     vec![
         ("priority-delay", human_ms(node.priority_delay_ms)),
         ("history-max", node.history_max.to_string()),
+        ("write-batch-max", node.write_batch_max.to_string()),
         ("lease", human_ms(node.lease_ms)),
     ]
 }
