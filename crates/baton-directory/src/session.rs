@@ -258,7 +258,7 @@ async fn claim_name(
                         .wait_applied(r.revision, Duration::from_millis(lease_ms))
                         .await;
                 }
-                "free" => match node.write(register.clone(), false).await {
+                "free" => match Box::pin(node.write(register.clone(), false)).await {
                     Ok(w) => {
                         return node
                             .wait_applied(w.revision, Duration::from_millis(lease_ms))
@@ -462,12 +462,12 @@ async fn run_session(
         })
     });
     if !known {
-        match node.write(register.clone(), false).await {
+        match Box::pin(node.write(register.clone(), false)).await {
             Ok(reply) => node.wait_applied(reply.revision, lease).await?,
             // Another instance holds the name: claim it (a restart takes it over once
             // the holder's lease has run out; a live holder gets this session refused).
             Err(e) if baton_proto::is_server_held(&e) => {
-                claim_name(node, &hello, &instance, tx).await?
+                Box::pin(claim_name(node, &hello, &instance, tx)).await?
             }
             Err(e) => return Err(e),
         }
@@ -513,7 +513,7 @@ async fn run_session(
                         let server = server.clone();
                         tokio::spawn(async move {
                             let cmd = Command::Released { role: r.role, server, epoch: r.epoch };
-                            if let Err(e) = node.write(cmd, false).await {
+                            if let Err(e) = Box::pin(node.write(cmd, false)).await {
                                 tracing::warn!("recording a release failed: {e}");
                             }
                         });
@@ -529,7 +529,7 @@ async fn run_session(
                                 reason: f.reason,
                                 cooldown_ms: node.manager.role_cooldown_ms(),
                             };
-                            if let Err(e) = node.write(cmd, false).await {
+                            if let Err(e) = Box::pin(node.write(cmd, false)).await {
                                 tracing::warn!("recording a role failure failed: {e}");
                             }
                         });
@@ -547,7 +547,7 @@ async fn run_session(
                             ago_ms: f.ago_ms,
                         };
                         tokio::spawn(async move {
-                            if let Err(e) = node.write(cmd, false).await {
+                            if let Err(e) = Box::pin(node.write(cmd, false)).await {
                                 tracing::warn!("recording a fence report failed: {e}");
                             }
                         });
@@ -556,7 +556,7 @@ async fn run_session(
                         // The agent stopped every role before saying so: its roles are
                         // free now, as if its lease had run out.
                         let cmd = Command::ServersDown { servers: vec![server.clone()] };
-                        node.write(cmd, false).await?;
+                        Box::pin(node.write(cmd, false)).await?;
                         tracing::info!(%server, "agent left: server declared down");
                         return Ok(());
                     }
@@ -613,7 +613,7 @@ async fn run_session(
                             let node = node.clone();
                             let cmd = register.clone();
                             tokio::spawn(async move {
-                                if let Err(e) = node.write(cmd, false).await {
+                                if let Err(e) = Box::pin(node.write(cmd, false)).await {
                                     tracing::debug!("re-registering failed: {e}");
                                 }
                             });
