@@ -62,44 +62,13 @@ impl Rng {
     }
 }
 
-/// Parses a command-line duration: a number with `ms`, `s`, `m` (or `min`) or `h`; a bare
-/// number is seconds. The error names the text and the accepted forms.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let bad = || format!("{s:?} is not a duration (write e.g. 5m, 90s, 2s, 500ms, 1h)");
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1e3,
-        "s" | "" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| bad())
-}
+/// The test tools read durations the way the `baton` CLI does (`30s`, `500ms`, `5m`,
+/// `1h 30m`): one parser for both.
+pub use baton_cli::parse_duration;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_in_every_unit_and_refuse_the_rest() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("5min"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "s", "5d", "-1s", "1e999s", "abc"] {
-            let e = parse_duration(bad).expect_err(bad);
-            assert!(e.contains("is not a duration"), "{bad:?}: {e}");
-        }
-    }
 
     #[test]
     fn the_generator_replays_from_its_seed_and_stays_in_bounds() {
