@@ -711,26 +711,59 @@ pub async fn rss(ctx: &mut Ctx) -> Result<()> {
     let n = if ctx.quick { 1000 } else { 10_000 };
     ctx.param("rss_sessions", n);
     eprintln!("== memory per session: baton ({n} sessions)");
-    let b = rss_on::<BatonCluster>(ctx, n, Sessions::Shared)
-        .await
-        .map(|r| r.0);
+    let b = rss_on::<BatonCluster>(ctx, n, Sessions::Shared).await;
     let b = soft(ctx, "rss_baton", b);
     eprintln!("== memory per session: etcd ({n} lease+keepalive+watch sessions)");
     let e = rss_on::<EtcdCluster>(ctx, n, Sessions::Shared)
         .await
-        .map(|r| r.0);
+        .map(|r| r.kb_per_session);
     let e = soft(ctx, "rss_etcd", e);
-    ctx.row("rss_kb_per_session_10000", "kB", b, e, Goal::AtMost(16.0));
+    ctx.row(
+        "rss_kb_per_session_10000",
+        "kB",
+        b.as_ref().map(|r| r.kb_per_session),
+        e,
+        Goal::AtMost(16.0),
+    );
+    // Every agent of a site connecting at once (a restart of the whole site): how long
+    // until all are registered. Baton only: etcd's recipe has no registration.
+    ctx.row(
+        "register_s_10000",
+        "s",
+        b.as_ref().map(|r| r.register_s),
+        None,
+        Goal::None,
+    );
     ctx.note(
         "rss",
         format!("VmRSS growth of the leader's process per idle session, {n} sessions attached to the leader, 100 sessions per client connection, renewing every lease/3 (3 s lease). Baton: an Agent.Session (Hello + Renew). etcd: the recipe's per-agent state, a granted lease with a keep-alive stream (TTL 3 s, every 1 s) plus a watch stream on the agent's key."),
     );
+    if let Some(r) = &b {
+        ctx.note(
+            "register",
+            format!("register_s_10000: {n} Baton agent sessions started together (at most 256 opening at a time, 100 per client connection) against the leader, until every one is registered (its RegisterAgent committed) and live. {} had to be opened again; the leader was {} before and after.", r.reopened, if r.same_leader { "the same node" } else { "NOT the same node" }),
+        );
+    }
     Ok(())
 }
 
-/// The leader's VmRSS growth per idle session with `n` sessions on it (kB), and the
-/// seconds spent on client certificates.
-async fn rss_on<S: System>(ctx: &Ctx, n: usize, mode: Sessions) -> Result<(f64, f64)> {
+/// What [`rss_on`] measured.
+struct RssRun {
+    /// The leader's VmRSS growth per idle session, kB.
+    kb_per_session: f64,
+    /// Seconds from starting the sessions until all were open (registered, for Baton).
+    register_s: f64,
+    /// Sessions that had to be opened again (a refusal or a broken stream).
+    reopened: u64,
+    /// Whether the same node led before and after the sessions were opened.
+    same_leader: bool,
+    /// Seconds spent on client certificates (0 without TLS), not counted in `register_s`.
+    issue_s: f64,
+}
+
+/// The leader's VmRSS growth per idle session with `n` sessions on it, and how the
+/// sessions opened.
+async fn rss_on<S: System>(ctx: &Ctx, n: usize, mode: Sessions) -> Result<RssRun> {
     let c = S::start(
         ctx,
         &format!("rss-{}-{mode:?}", S::NAME).to_lowercase(),
@@ -744,7 +777,10 @@ async fn rss_on<S: System>(ctx: &Ctx, n: usize, mode: Sessions) -> Result<(f64, 
         .ok_or_else(|| anyhow!("the leader is not running"))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = settle_rss(pid).await?;
+    let started = std::time::Instant::now();
     let sessions = c.idle_sessions(leader, n).await?;
+    let register_s = started.elapsed().as_secs_f64() - sessions.issue_s;
+    let same_leader = c.leader().await? == leader;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = settle_rss(pid).await?;
     eprintln!(
@@ -752,8 +788,17 @@ async fn rss_on<S: System>(ctx: &Ctx, n: usize, mode: Sessions) -> Result<(f64, 
         sessions.open,
         c.describe(leader)
     );
-    let per = (after as f64 - before as f64) / sessions.open.max(1) as f64;
-    Ok((per, sessions.issue_s))
+    let opened = sessions
+        .stats
+        .opened
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Ok(RssRun {
+        kb_per_session: (after as f64 - before as f64) / sessions.open.max(1) as f64,
+        register_s,
+        reopened: opened.saturating_sub(sessions.open as u64),
+        same_leader,
+        issue_s: sessions.issue_s,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -959,7 +1004,7 @@ pub async fn tls_cost(ctx: &mut Ctx) -> Result<()> {
         );
         let r = rss_on::<BatonCluster>(ctx, n, mode).await;
         if let Some(r) = soft(ctx, &format!("tls_cost_rss_{}", label(tls)), r) {
-            rss.insert(tls, r);
+            rss.insert(tls, (r.kb_per_session, r.issue_s));
         }
         eprintln!(
             "== tls cost: renewals, {} ({k} sessions, a connection each)",
