@@ -327,6 +327,36 @@ pub struct Assignment {
     pub database: Option<String>,
 }
 
+/// One write of an entry, borrowed: the entry's own (head) write or one of its batch,
+/// applied without copying its command or strings.
+#[derive(Clone, Copy)]
+struct WriteRef<'a> {
+    now_ms: u64,
+    cmd: &'a Command,
+    by: &'a str,
+    request: &'a str,
+}
+
+impl<'a> WriteRef<'a> {
+    fn head_of(e: &'a Entry) -> Self {
+        WriteRef {
+            now_ms: e.now_ms,
+            cmd: &e.cmd,
+            by: &e.by,
+            request: &e.request,
+        }
+    }
+
+    fn of(w: &'a Write) -> Self {
+        WriteRef {
+            now_ms: w.now_ms,
+            cmd: &w.cmd,
+            by: &w.by,
+            request: &w.request,
+        }
+    }
+}
+
 impl State {
     /// Apply one log entry at `index` and return its first write's outcome: for an
     /// entry of one write, its outcome; [`State::apply_all`] returns every write's.
@@ -356,30 +386,30 @@ impl State {
             .elapsed_ms
             .saturating_add(entry.advance_ms.min(crate::ADVANCE_MAX_MS));
         let mut outcomes = Vec::with_capacity(entry.writes());
-        outcomes.push(self.apply_write(index, &entry.head()));
+        outcomes.push(self.apply_write(index, WriteRef::head_of(entry)));
         for write in &entry.batch {
-            outcomes.push(self.apply_write(index, write));
+            outcomes.push(self.apply_write(index, WriteRef::of(write)));
         }
         outcomes
     }
 
     /// One write of an entry at `index` (see [`State::apply_all`]).
-    fn apply_write(&mut self, index: u64, write: &Write) -> Result<Outcome, Refusal> {
+    fn apply_write(&mut self, index: u64, write: WriteRef<'_>) -> Result<Outcome, Refusal> {
         // A retry of a write already applied: the first outcome, and no change.
-        if let Some(first) = self.requests.get(&write.request) {
+        if let Some(first) = self.requests.get(write.request) {
             self.revision = index;
             return first.clone();
         }
         let result = self.apply_new(index, write);
-        self.requests.record(&write.request, &result);
+        self.requests.record(write.request, &result);
         result
     }
 
     /// [`State::apply_write`] of a write that is not a retry.
-    fn apply_new(&mut self, index: u64, write: &Write) -> Result<Outcome, Refusal> {
+    fn apply_new(&mut self, index: u64, write: WriteRef<'_>) -> Result<Outcome, Refusal> {
         // Validate against an untouched state first, then mutate: a refusal may never
         // leave half a change behind. A refused write still advances the revision.
-        if let Err(r) = self.check(&write.cmd) {
+        if let Err(r) = self.check(write.cmd) {
             self.revision = index;
             return Err(r);
         }
@@ -393,15 +423,16 @@ impl State {
         // cannot fail, so the state is changed in place (no copy per command).
         self.revision = index;
         self.now_ms = self.now_ms.max(write.now_ms);
-        let outcome = self.mutate(write.now_ms, &write.cmd);
-        self.place_affected(write.now_ms, &write.cmd);
+        let outcome = self.mutate(write.now_ms, write.cmd);
+        self.place_affected(write.now_ms, write.cmd);
         if !write.by.is_empty() {
             // Every event this write recorded sits at the back of the history.
             for e in self.history.iter_mut().rev() {
                 if e.revision != index || e.index < first_rank {
                     break;
                 }
-                e.by.clone_from(&write.by);
+                e.by.clear();
+                e.by.push_str(write.by);
             }
         }
         Ok(outcome)

@@ -93,9 +93,22 @@ impl Batcher {
     pub async fn write(&self, entry: Entry, bytes: usize) -> Result<Committed, WriteError> {
         debug_assert!(entry.batch.is_empty(), "one write at a time");
         let (done, result) = oneshot::channel();
+        let Entry {
+            now_ms,
+            cmd,
+            advance_ms,
+            by,
+            request,
+            batch: _,
+        } = entry;
         let pending = Pending {
-            write: entry.head(),
-            advance_ms: entry.advance_ms,
+            write: Write {
+                now_ms,
+                cmd,
+                by,
+                request,
+            },
+            advance_ms,
             bytes,
             done,
         };
