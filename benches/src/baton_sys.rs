@@ -37,6 +37,8 @@ pub struct BatonCluster {
     pub lease: Duration,
     /// Agents started by [`BatonCluster::spawn_agent`], by server name.
     agents: Vec<(String, Proc)>,
+    /// The agents' `--http` addresses (metrics), in the order they were spawned.
+    agent_http: Vec<String>,
     /// Sessions that hold a server up for as long as the cluster runs (the writers'
     /// roles run there; the fan-out's roles are placed there).
     holds: Vec<mpsc::Sender<v1::AgentMessage>>,
@@ -132,6 +134,10 @@ pub async fn secure_channel(addr: &str, security: &Security) -> Result<Channel> 
     Ok(security.connect(ep, None).await?)
 }
 
+/// The group ids the nodes run with (node `id`: this plus `id`), by which a workload cuts
+/// one node off ([`crate::cut`]). No group of that number needs to exist.
+const NODE_GID_BASE: u32 = 61_000;
+
 impl BatonCluster {
     /// Start three nodes with `extra` flags (e.g. `--lease 2s`) and wait for a leader.
     /// With `tls`, mutual TLS as in production: a CA and certificates in `dir/tls`, and
@@ -160,6 +166,7 @@ impl BatonCluster {
             insecure: ca.is_none(),
             bin: Some(bin.to_path_buf()),
             env: vec![("RUST_LOG".into(), "warn".into())],
+            gid_base: Some(NODE_GID_BASE),
             ..Default::default()
         };
         // The harness's nodes die with the thread that started them (PR_SET_PDEATHSIG):
@@ -183,6 +190,7 @@ impl BatonCluster {
             client,
             lease,
             agents: Vec::new(),
+            agent_http: Vec::new(),
             holds: Vec::new(),
             sessions: if tls {
                 Sessions::OwnTls
@@ -316,6 +324,10 @@ impl BatonCluster {
             "--handover-grace".into(),
             "1s".into(),
         ];
+        // Metrics on loopback: the leader-failure workload reads how long ago each agent's
+        // last renewal was acknowledged.
+        let http = format!("127.0.0.1:{}", baton_tests::free_port());
+        args.extend(["--http".into(), http.clone()]);
         match &self.ca {
             Some(ca) => {
                 ca.write(&Subject::Agent {
@@ -333,6 +345,7 @@ impl BatonCluster {
             self.dir.join(format!("agent-{server}.log")),
         )?;
         self.agents.push((server.to_string(), p));
+        self.agent_http.push(http);
         Ok(())
     }
 
@@ -657,6 +670,21 @@ impl System for BatonCluster {
 
     fn data_dir(&self, i: usize) -> PathBuf {
         self.nodes[i].data_dir.clone()
+    }
+
+    fn net(&self, i: usize) -> crate::cut::Target {
+        let n = &self.nodes[i];
+        crate::cut::Target {
+            ports: [&n.addr, &n.peer_addr]
+                .iter()
+                .filter_map(|a| a.rsplit(':').next()?.parse().ok())
+                .collect(),
+            gid: NODE_GID_BASE + n.id as u32,
+        }
+    }
+
+    fn agent_metrics_addrs(&self) -> Vec<String> {
+        self.agent_http.clone()
     }
 
     fn kill_node(&mut self, i: usize) {

@@ -26,9 +26,15 @@ use crate::workloads::Ctx;
 pub const HEARTBEAT_MS: u64 = 100;
 pub const ELECTION_MS: u64 = 1000;
 
+/// The group ids the members run with (member `i`: this plus `i`), by which a workload
+/// cuts one member off ([`crate::cut`]). No group of that number needs to exist.
+const MEMBER_GID_BASE: u32 = 61_100;
+
 pub struct EtcdMember {
     pub name: String,
     pub client_addr: String,
+    /// Where the member's peers reach it (Raft).
+    pub peer_port: u16,
     pub data_dir: PathBuf,
     pub proc: Proc,
 }
@@ -90,16 +96,18 @@ impl EtcdCluster {
                 "--logger=zap".into(),
                 "--log-level=warn".into(),
             ];
-            let proc = Proc::spawn(
+            let proc = Proc::spawn_as(
                 &format!("etcd-{name}"),
                 bin,
                 args,
                 vec![],
                 dir.join(format!("{name}.log")),
+                Some(MEMBER_GID_BASE + i as u32),
             )?;
             members.push(EtcdMember {
                 name,
                 client_addr,
+                peer_port: peer_ports[i],
                 data_dir,
                 proc,
             });
@@ -518,6 +526,21 @@ impl System for EtcdCluster {
 
     fn data_dir(&self, i: usize) -> PathBuf {
         self.members[i].data_dir.clone()
+    }
+
+    fn net(&self, i: usize) -> crate::cut::Target {
+        let m = &self.members[i];
+        crate::cut::Target {
+            ports: m
+                .client_addr
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .into_iter()
+                .chain([m.peer_port])
+                .collect(),
+            gid: MEMBER_GID_BASE + i as u32,
+        }
     }
 
     fn kill_node(&mut self, i: usize) {

@@ -4,6 +4,7 @@
 
 pub mod baton_sys;
 pub mod check;
+pub mod cut;
 pub mod etcd_agent;
 pub mod etcd_sys;
 pub mod journal;

@@ -42,6 +42,8 @@ pub struct Proc {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     log: PathBuf,
+    /// The group id it runs with, where one was given ([`Proc::spawn_as`]).
+    gid: Option<u32>,
     child: Option<Child>,
 }
 
@@ -53,12 +55,26 @@ impl Proc {
         envs: Vec<(String, String)>,
         log: PathBuf,
     ) -> Result<Proc> {
+        Proc::spawn_as(name, program, args, envs, log, None)
+    }
+
+    /// [`Proc::spawn`] with the group id `gid`, where one is given (the user stays the
+    /// driver's): a workload cuts the process off by its group (`crate::cut`).
+    pub fn spawn_as(
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+        log: PathBuf,
+        gid: Option<u32>,
+    ) -> Result<Proc> {
         let mut p = Proc {
             name: name.to_string(),
             program: program.to_path_buf(),
             args,
             envs,
             log,
+            gid,
             child: None,
         };
         p.start()?;
@@ -81,6 +97,9 @@ impl Proc {
             .process_group(0);
         for (k, v) in &self.envs {
             cmd.env(k, v);
+        }
+        if let Some(g) = self.gid {
+            std::os::unix::process::CommandExt::gid(&mut cmd, g);
         }
         let child = cmd
             .spawn()

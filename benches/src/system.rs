@@ -181,6 +181,13 @@ pub trait System: Sized + Send + Sync + 'static {
     fn pid(&self, i: usize) -> Option<u32>;
     /// Node `i`'s data directory.
     fn data_dir(&self, i: usize) -> PathBuf;
+    /// How to recognise node `i`'s traffic, to cut it off with [`crate::cut::Cut`].
+    fn net(&self, i: usize) -> crate::cut::Target;
+    /// The agents' plain-HTTP metrics addresses, where the system's agents serve
+    /// `baton_agent_last_renewal_ack_age_seconds` (Baton); empty where they do not (etcd).
+    fn agent_metrics_addrs(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// SIGKILL node `i`.
     fn kill_node(&mut self, i: usize);
     /// SIGTERM node `i` and wait (up to 10 s) for it to exit.

@@ -34,6 +34,9 @@ pub struct ClusterOpts {
     /// Environment variables for every node on top of the harness's (the benches quiet
     /// the nodes' logs with `RUST_LOG=warn`).
     pub env: Vec<(String, String)>,
+    /// Run node `id` with the group id `gid_base + id` (the user stays the harness's):
+    /// a benchmark cuts one node off the network by its group (iptables' owner match).
+    pub gid_base: Option<u32>,
 }
 
 impl ClusterOpts {
@@ -150,12 +153,13 @@ impl DirNode {
         args.extend(opts.extra.iter().cloned());
         args.extend(opts.per_node.get(&id).into_iter().flatten().cloned());
         let bin = opts.bin.as_deref().unwrap_or_else(|| crate::baton_bin());
-        let proc = Proc::try_spawn(
+        let proc = Proc::try_spawn_as(
             bin,
             &format!("node {id}"),
             args,
             opts.env.clone(),
             dir.join(format!("node{id}.log")),
+            opts.gid_base.map(|g| g + id as u32),
         )?;
         Ok(DirNode {
             id,

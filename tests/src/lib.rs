@@ -329,6 +329,9 @@ pub struct Proc {
     /// Environment variables set for it on top of the harness's (e.g. `RUST_LOG`).
     envs: Vec<(String, String)>,
     log: PathBuf,
+    /// The group id it runs with (its user stays the harness's), where one was asked
+    /// for: a benchmark cuts one node's traffic off by it (iptables' owner match).
+    gid: Option<u32>,
     child: Option<Child>,
 }
 
@@ -348,12 +351,25 @@ impl Proc {
         envs: Vec<(String, String)>,
         log: PathBuf,
     ) -> std::io::Result<Proc> {
+        Proc::try_spawn_as(bin, name, args, envs, log, None)
+    }
+
+    /// [`Proc::try_spawn`], running with the group id `gid` when one is given.
+    pub fn try_spawn_as(
+        bin: &Path,
+        name: &str,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+        log: PathBuf,
+        gid: Option<u32>,
+    ) -> std::io::Result<Proc> {
         let mut p = Proc {
             name: name.to_string(),
             bin: bin.to_path_buf(),
             args,
             envs,
             log,
+            gid,
             child: None,
         };
         p.try_start()?;
@@ -372,6 +388,9 @@ impl Proc {
         let out = File::options().create(true).append(true).open(&self.log)?;
         let mut cmd = baton_command_of(&self.bin, &self.args, out)?;
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        if let Some(g) = self.gid {
+            std::os::unix::process::CommandExt::gid(&mut cmd, g);
+        }
         self.child = Some(cmd.spawn().map_err(|e| {
             std::io::Error::new(
                 e.kind(),

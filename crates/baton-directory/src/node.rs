@@ -377,6 +377,13 @@ impl Node {
         Some((id, addr))
     }
 
+    /// Resolves once this node no longer sees `from` as the leader (another leader, or
+    /// none known), or when the Raft node is gone.
+    pub async fn leader_changed(&self, from: Option<u64>) {
+        let mut m = self.raft.metrics();
+        let _ = m.wait_for(|m| m.current_leader != from).await;
+    }
+
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();

@@ -27,6 +27,8 @@ const LEASE_MS: u64 = 1_000;
 struct Cluster {
     /// Every node's `write_batch_max`.
     write_batch_max: usize,
+    /// Every node's lease.
+    lease_ms: u64,
     nodes: BTreeMap<u64, RunningNode>,
     addrs: BTreeMap<u64, String>,
     faults: Faults,
@@ -39,15 +41,26 @@ impl Cluster {
         Cluster::start_with(defaults.write_batch_max).await
     }
 
+    /// [`Cluster::start`] with a lease of `lease_ms`.
+    async fn start_with_lease(lease_ms: u64) -> Cluster {
+        let defaults = NodeConfig::new(0, "127.0.0.1:1".parse().unwrap(), "unused".into());
+        Cluster::start_opts(defaults.write_batch_max, lease_ms).await
+    }
+
     /// [`Cluster::start`] with every node packing at most `write_batch_max` writes per
     /// log entry.
     async fn start_with(write_batch_max: usize) -> Cluster {
+        Cluster::start_opts(write_batch_max, LEASE_MS).await
+    }
+
+    async fn start_opts(write_batch_max: usize, lease_ms: u64) -> Cluster {
         let faults = Faults::default();
         let addrs: BTreeMap<u64, String> = (1..=3)
             .map(|id| (id, format!("127.0.0.1:{}", baton_tests::free_port())))
             .collect();
         let mut cluster = Cluster {
             write_batch_max,
+            lease_ms,
             nodes: BTreeMap::new(),
             dirs: addrs
                 .keys()
@@ -84,8 +97,8 @@ impl Cluster {
             self.dirs[&id].path().to_path_buf(),
         );
         c.peers = self.addrs.clone();
-        c.lease_ms = LEASE_MS;
-        c.grace_ms = 200;
+        c.lease_ms = self.lease_ms;
+        c.grace_ms = baton_core::controller::min_grace_ms(self.lease_ms, c.rho_ppm).max(200);
         c.write_batch_max = self.write_batch_max;
         c
     }
@@ -1373,5 +1386,37 @@ async fn a_quorum_loss_during_a_controller_write_declares_no_live_server_down() 
         "the leader changed: the test needs the same one"
     );
     drop(live);
+    c.shutdown().await;
+}
+
+/// A cut-off leader's packets are dropped, so a follower's renewals in flight to it get
+/// no answer at all. The follower gives them up as soon as it sees the leader change,
+/// not when the batch times out a third of a lease later: its agents would otherwise go
+/// that much longer without an acknowledgement after every leader partition (up to
+/// 667 ms more at a 2 s lease). Here the lease is 30 s, so the timeout would be 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renewals_in_flight_to_a_cut_off_leader_are_given_up_when_it_is_replaced() {
+    let c = Cluster::start_with_lease(30_000).await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let f = others(leader)[0];
+    let agent = FakeAgent::start(&c.addrs[&f], "srv-f", Duration::from_millis(100)).await;
+    agent.wait_acks(3, Duration::from_secs(10)).await;
+
+    c.faults.isolate(leader, &others(leader));
+    let new_leader = c
+        .wait_leader(&others(leader), Duration::from_secs(10))
+        .await;
+    let elected = Instant::now();
+    let deadline = elected + Duration::from_secs(3);
+    while agent.acked_sends_after(elected).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal on node {f} acknowledged within 3 s of node {new_leader}'s election \
+             (a batch stuck on the cut-off leader times out only after 10 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.faults.heal();
+    drop(agent);
     c.shutdown().await;
 }
