@@ -471,9 +471,9 @@ impl GapWriter {
 }
 
 /// When an agent starts stopping its roles at a 2 s lease, counted from its last
-/// acknowledged renewal: `lease × (1 − ρ) − min(lease / 4, 500 ms)` with ρ = 1 % (the
-/// agent's `Fence::stop_at_ms`), i.e. 1,480 ms. A renewal gap at or beyond it is a fence.
-const FENCE_AFTER_MS_AT_2S: f64 = 1_480.0;
+/// acknowledged renewal: `lease × (1 − ρ) − min(lease / 8, 500 ms)` with ρ = 1 % (the
+/// agent's `Fence::stop_at_ms`), i.e. 1,730 ms. A renewal gap at or beyond it is a fence.
+const FENCE_AFTER_MS_AT_2S: f64 = 1_730.0;
 
 /// What one system's leader failures measured.
 struct Failures {
@@ -614,7 +614,7 @@ pub async fn leader_kill(ctx: &mut Ctx) -> Result<()> {
     ctx.note(
         "leader_kill",
         format!(
-            "Election timing: Baton: the directory defaults (NodeConfig::new){}; etcd --heartbeat-interval={} --election-timeout={} (etcd's defaults). {kills} leader kills (kill -9, then started again), {cuts} leader partitions (every TCP packet to or from the leader's client and peer ports dropped by iptables for 1.5 leases, then let through) and {follower_cuts} follower partitions (the same for a follower), with 3 roles on 3 agents running, lease/TTL {LEASE_S} s. Writer: one sequential client writing in a loop (Baton: baton-client with its default retry policy; etcd: 500 ms per attempt, next endpoint on failure, as clientv3's balancer). Gap = kill -9 of the leader to the first write completed after it. false_failovers and leader_failure_role_restarts: role moves and restarts in place seen in the role journal during all the failures. Renewal gap (Baton): per failure, the largest `baton_agent_last_renewal_ack_age_seconds` any agent reported, read every 20 ms from the failure until 2 s after the cluster was whole again; an agent fences at {FENCE_AFTER_MS_AT_2S} ms. {details}.",
+            "Election timing: Baton: the directory defaults (NodeConfig::new){}; etcd --heartbeat-interval={} --election-timeout={} (etcd's defaults). {kills} leader kills (kill -9, then started again), {cuts} leader partitions (for 1.5 leases, iptables drops everything the leader sends, matched by its group id, and every TCP packet to its client and peer ports; then the rules are removed) and {follower_cuts} follower partitions (the same for a follower), with 3 roles on 3 agents running, lease/TTL {LEASE_S} s. Writer: one sequential client writing in a loop (Baton: baton-client with its default retry policy; etcd: 500 ms per attempt, next endpoint on failure, as clientv3's balancer). Gap = kill -9 of the leader to the first write completed after it. false_failovers and leader_failure_role_restarts: role moves and restarts in place seen in the role journal during all the failures. Renewal gap (Baton): per failure, the largest `baton_agent_last_renewal_ack_age_seconds` any agent reported, read every 20 ms from the failure until 2 s after the cluster was whole again; an agent fences at {FENCE_AFTER_MS_AT_2S} ms. {details}.",
             if ctx.baton_args.is_empty() {
                 String::new()
             } else {
@@ -673,14 +673,17 @@ async fn leader_kill_on<S: System>(ctx: &Ctx, plan: &[Failure]) -> Result<Failur
         }
         tokio::time::sleep(Duration::from_millis((wall_ns() % 300_000_000) / 1_000_000)).await;
         let watch = c.new_leader_watch(leader).await?;
-        let t_fail = wall_ns();
+        let mut t_fail = wall_ns();
         let cut = match failure {
             Failure::Kill => {
                 c.kill_node(leader);
                 None
             }
             Failure::Partition | Failure::FollowerPartition => {
-                Some(crate::cut::Cut::apply(&c.net(leader))?)
+                let cut = crate::cut::Cut::apply(&c.net(leader))?;
+                // The cut is in place once its rules are (a few ms of iptables calls).
+                t_fail = wall_ns();
+                Some(cut)
             }
         };
         let elected = tokio::spawn(watch);

@@ -16,9 +16,10 @@ use crate::{
 /// Options of the directory nodes of a [`Cluster`].
 #[derive(Clone, Debug, Default)]
 pub struct ClusterOpts {
-    /// `--lease` (default: the binary's, 3 s).
+    /// `--lease` (default: the binary's, 2 s).
     pub lease: Option<Duration>,
-    /// `--grace` (default: the binary's, 300 ms).
+    /// `--grace` (default: the binary's, what clock-rate error needs over the lease, at
+    /// least 50 ms).
     pub grace: Option<Duration>,
     /// `--role-cooldown`.
     pub role_cooldown: Option<Duration>,

@@ -14,7 +14,7 @@
 //!
 //! One session with any directory node: the agent sends `Hello` (server name, kinds it
 //! runs, the highest revision it has seen, its instance id), then `Renew { seq }` every
-//! `lease/4`. The node sends, on the same ordered stream, `AssignmentSet`s (what this
+//! `lease/5`. The node sends, on the same ordered stream, `AssignmentSet`s (what this
 //! server must run, what it must release, the lease) and `RenewAck { seq }` once the
 //! leader confirmed a renewal. The agent answers a set with `Released` for each role it
 //! was asked to release once nothing of it runs, and `RoleFailed` for a role that keeps
@@ -86,7 +86,7 @@
 //!
 //! ## Session upkeep
 //!
-//! Renewals go out every `lease/4`, and every [`RENEW_RETRY_MS`] while the newest one is
+//! Renewals go out every `lease/5`, and every [`RENEW_RETRY_MS`] while the newest one is
 //! unanswered (an election: the first renewal the new leader can confirm goes out at
 //! once). A session with no acknowledgement for a third of a lease is abandoned
 //! ([`Action::AbandonSession`]) so the shell can attach elsewhere with most of the lease
@@ -129,16 +129,19 @@ pub struct Fence {
 
 impl Fence {
     /// Time reserved to stop every role: the SIGTERM grace plus the SIGKILL and reaping.
-    /// A quarter of the lease, at most 500 ms: longer would only shorten the time the
-    /// agent can ride out a leader election without stopping its roles.
+    /// An eighth of the lease, at most 500 ms (250 ms at a 2 s lease: a 200 ms SIGTERM
+    /// grace). A fence is the emergency stop of an agent cut off from the directory;
+    /// every millisecond reserved here is one less to ride out a directory leader
+    /// failure without stopping the roles at all (planned stops use the handover grace).
     pub fn stop_bound_ms(&self) -> u64 {
-        (self.lease_ms / 4).min(500)
+        (self.lease_ms / 8).min(500)
     }
 
-    /// How often to renew: four times per lease, so the last acknowledged renewal is
-    /// never more than a quarter of a lease old when the directory goes quiet.
+    /// How often to renew: five times per lease, so the last acknowledged renewal is
+    /// never more than a fifth of a lease old when the directory goes quiet (what a
+    /// leader failure has left to fit in, see docs/architecture.md).
     pub fn renew_every_ms(&self) -> u64 {
-        self.lease_ms / 4
+        self.lease_ms / 5
     }
 
     /// The SIGTERM grace used when fencing (and by the wrapper when the agent dies).
@@ -743,8 +746,8 @@ impl AgentCore {
         }
         // A session whose node stopped answering (frozen, cut off from the leader) is
         // abandoned well before the lease runs out, so the agent can renew through
-        // another node. A third of a lease: renewals go out every quarter lease and are
-        // answered within milliseconds, so this is several missed answers; what is left
+        // another node. A third of a lease: renewals go out every fifth of a lease and
+        // are answered within milliseconds, so this is several missed answers; what is left
         // of the lease (at least half of it) is for attaching elsewhere and renewing
         // before the roles must stop.
         if now.saturating_sub(self.last_ack_or_open) > self.fence.lease_ms / 3 {
@@ -755,7 +758,7 @@ impl AgentCore {
         }
         let due = now >= self.next_renew_at;
         // While renewals go unanswered (an election, a node that lost the leader), renew
-        // every RENEW_RETRY_MS rather than every quarter lease, so the first renewal the
+        // every RENEW_RETRY_MS rather than every fifth of a lease, so the first renewal the
         // new leader can confirm is sent right away.
         let unanswered = self
             .sent
@@ -1325,11 +1328,11 @@ mod tests {
         // Unanswered: again every RENEW_RETRY_MS.
         assert_eq!(renews(&a.tick(T0 + RENEW_RETRY_MS - 1)), 0);
         assert_eq!(renews(&a.tick(T0 + RENEW_RETRY_MS)), 1);
-        // Answered: the next one a quarter lease after the last scheduled one.
+        // Answered: the next one a fifth of a lease after the last scheduled one.
         let seq = *a.sent.last_key_value().unwrap().0;
         a.on_message(T0 + RENEW_RETRY_MS + 5, ack(seq, 3_000));
-        assert_eq!(renews(&a.tick(T0 + 749)), 0);
-        assert_eq!(renews(&a.tick(T0 + 750)), 1);
+        assert_eq!(renews(&a.tick(T0 + 599)), 0);
+        assert_eq!(renews(&a.tick(T0 + 600)), 1);
         // No ack for a third of a lease (1 s) since the last one: abandon the session.
         let last = T0 + RENEW_RETRY_MS + 5;
         assert!(!a.tick(last + 1_000).contains(&Action::AbandonSession));
@@ -1339,7 +1342,7 @@ mod tests {
 
     #[test]
     fn a_shorter_lease_from_the_directory_renews_on_its_period_at_once() {
-        // The agent assumes 3 s (renewals every 750 ms); the directory states 2 s, whose
+        // The agent assumes 3 s (renewals every 600 ms); the directory states 2 s, whose
         // session is abandoned after 666 ms without an ack. Renewals must follow the new
         // period from the moment it is known, or a session whose node answers every
         // renewal within 5 ms is abandoned.

@@ -93,7 +93,7 @@ impl AgentConfig {
             directory,
             runs,
             main: false,
-            lease_ms: 3_000,
+            lease_ms: baton_core::LEASE_MS_DEFAULT,
             rho_ppm: 10_000,
             handover_grace: Duration::from_secs(5),
             crash_limit: 3,

@@ -94,6 +94,11 @@ pub const HISTORY_MAX_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
 /// Leases the cluster accepts: long enough for an election to fit inside (with room),
 /// short enough that a failover still happens within the hour. Agents refuse any other.
 pub const LEASE_MS_RANGE: std::ops::RangeInclusive<u64> = 500..=3_600_000;
+/// The lease a new cluster starts with, and the one an agent assumes until the directory
+/// states its own. Two seconds: a directory leader failure (detection, election, agents
+/// renewing with the new leader) fits inside an agent's fence margin at this lease with
+/// the default election timeouts (docs/benchmarks.md, "Directory failover").
+pub const LEASE_MS_DEFAULT: u64 = 2_000;
 /// Most servers one [`Command::ServersDown`] may declare down. With names of at most
 /// [`NAME_MAX_BYTES`] this keeps the entry near a megabyte, far below what the log
 /// accepts; the directory splits a longer declaration into several entries.

@@ -80,15 +80,21 @@ impl NodeConfig {
             data_dir,
             peers: BTreeMap::new(),
             join: None,
-            lease_ms: 3_000,
-            grace_ms: default_grace_ms(3_000, 10_000),
+            lease_ms: baton_core::LEASE_MS_DEFAULT,
+            grace_ms: default_grace_ms(baton_core::LEASE_MS_DEFAULT, 10_000),
             rho_ppm: 10_000,
-            // An election takes about two election timeouts (followers refuse votes while
-            // they heard from a leader within the maximum), so these keep a leader kill's
-            // write gap well under a second, and far inside an agent's fence margin.
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 250,
-            election_timeout_max_ms: 500,
+            // A follower of a live leader campaigns only after openraft's leader lease
+            // (the maximum election timeout) plus its own election timeout, checked on a
+            // tick of 1.5 heartbeats: 300-445 ms of silence with these, twice that when
+            // the first candidate's log is short and a second election follows. That and
+            // the agents' next renewal must fit in an agent's fence margin (about 1 s
+            // after the failure at a 2 s lease, see `warnings`): with 150-300 ms and 50 ms
+            // heartbeats the agents of 20 leader kills went up to 1.75 s without a renewal
+            // and fenced; with these, 1.31 s at most (docs/benchmarks.md, "Directory
+            // failover inside a 2 s lease"). Three heartbeats fit in the shortest timeout.
+            heartbeat_ms: 30,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 200,
             snapshot_every: 10_000,
             role_cooldown_ms: 60_000,
             priority: Vec::new(),
@@ -191,15 +197,21 @@ impl NodeConfig {
     /// Settings that work but that an operator should know about.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        // A leader election takes up to about two maximum election timeouts (followers
-        // refuse votes for one while their leader lease runs). An agent fences about
-        // 0.74 lease - 500 ms after the last acknowledged renewal, which can be a quarter
-        // lease old; it needs ~200 ms after the election to re-attach and renew.
-        let election_ms = 2 * self.election_timeout_max_ms + self.heartbeat_ms;
-        let margin_ms = (self.lease_ms * 74 / 100).saturating_sub(500);
-        if margin_ms < election_ms + 200 {
+        // A leader failure, worst case: followers wait out openraft's leader lease (the
+        // maximum election timeout), then up to two election timeouts (a first candidate
+        // with a short log is refused but takes the term), each checked on a tick of 1.5
+        // heartbeats; then 100 ms for the agents' next renewal (they retry every 100 ms).
+        let election_ms = 3 * self.election_timeout_max_ms + 3 * self.heartbeat_ms + 100;
+        // The agent's margin after the failure (`baton_agent::Fence`): it stops its roles
+        // lease * (1 - rho) - min(lease / 8, 500 ms) after sending its last acknowledged
+        // renewal, which can be a renewal period (lease / 5) old when the leader fails.
+        let usable_ms = self.lease_ms - self.lease_ms * self.rho_ppm / 1_000_000;
+        let margin_ms = usable_ms
+            .saturating_sub((self.lease_ms / 8).min(500))
+            .saturating_sub(self.lease_ms / 5);
+        if margin_ms < election_ms {
             w.push(format!(
-                "lease {} ms is short next to a leader election (up to about {election_ms} ms): agents may pause their roles (stop and restart them in place) during an election; roles never move because of one",
+                "lease {} ms is short next to a leader failure (up to about {election_ms} ms until agents renew again with these election timeouts): agents may pause their roles (stop and restart them in place) when a leader fails; roles never move because of one",
                 self.lease_ms
             ));
         }
@@ -280,7 +292,15 @@ mod tests {
             "the defaults warn: {:?}",
             c.warnings()
         );
-        c.lease_ms = 2_000;
+        // The election timing before the defaults of 2 s leases: its worst case (1.75 s)
+        // does not fit in an agent's margin at 2 s (about 1.3 s).
+        c.heartbeat_ms = 50;
+        c.election_timeout_min_ms = 250;
+        c.election_timeout_max_ms = 500;
+        assert!(c.warnings()[0].contains("pause their roles"));
+        // Nor do the default timings at a lease of 1 s.
+        let mut c = NodeConfig::new(1, "127.0.0.1:7001".parse().unwrap(), "/tmp/x".into());
+        c.lease_ms = 1_000;
         assert!(c.warnings()[0].contains("pause their roles"));
     }
 

@@ -45,17 +45,17 @@ pub struct DirectoryArgs {
     /// Join a running cluster through a node's client address instead of --peers.
     #[arg(long, env = "BATON_JOIN")]
     join: Option<String>,
-    /// Agent lease (default 3s; at least 500ms).
+    /// Agent lease (default 2s; at least 500ms).
     #[arg(long, env = "BATON_LEASE", value_parser = parse_duration)]
     lease: Option<std::time::Duration>,
     /// Extra time past the lease before a server is declared down (default: what clock-rate
     /// error needs, lease x 1%, at least 50ms).
     #[arg(long, env = "BATON_GRACE", value_parser = parse_duration)]
     grace: Option<std::time::Duration>,
-    /// Raft heartbeat interval (default 50ms).
+    /// Raft heartbeat interval (default 30ms).
     #[arg(long, env = "BATON_HEARTBEAT", value_parser = parse_duration)]
     heartbeat: Option<std::time::Duration>,
-    /// Minimum Raft election timeout (default 250ms; the maximum is twice this).
+    /// Minimum Raft election timeout (default 100ms; the maximum is twice this).
     #[arg(long, env = "BATON_ELECTION_TIMEOUT", value_parser = parse_duration)]
     election_timeout: Option<std::time::Duration>,
     /// Snapshot (and purge the log) every N entries (default 10000).
