@@ -22,7 +22,7 @@ compose_file=$repo/deploy/docker-compose.yml
 project=batonsmoke$$
 image=baton:smoke-$$
 role=smoke
-lease_ms=3000 # the directory's default lease; the compose file keeps it
+lease_ms=2000 # the directory's default lease; the compose file keeps it
 work=$(mktemp -d "${TMPDIR:-/tmp}/baton-smoke.XXXXXX")
 writer_pid=
 
