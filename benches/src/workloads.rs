@@ -908,7 +908,7 @@ pub async fn rss(ctx: &mut Ctx) -> Result<()> {
         "kB",
         b.as_ref().map(|r| r.kb_per_session),
         e,
-        Goal::AtMost(16.0),
+        Goal::AtMost(10.0),
     );
     // Every agent of a site connecting at once (a restart of the whole site): how long
     // until all are registered. Baton only: etcd's recipe has no registration.

@@ -11,10 +11,11 @@ pub mod v1 {
 
 /// First size of the buffers a gRPC call encodes into and decodes from: tonic's default is
 /// 8 KiB each, allocated for every streaming call. An idle agent session holds both for as
-/// long as it lives, so at 10,000 sessions the defaults alone are 160 MiB. Baton's messages
-/// are mostly far smaller; a larger one (a Raft append, a snapshot chunk, a long list) grows
-/// its buffer as it needs.
-pub const CODEC_BUFFER_BYTES: usize = 1024;
+/// long as it lives, so at 10,000 sessions the defaults alone are 160 MiB. Baton's session
+/// messages (renewals, acknowledgements, the assignment set of a server with a few roles)
+/// are far smaller; a larger one (a Raft append, a snapshot chunk, a long list) grows its
+/// buffer as it needs (prost reserves a message's whole length at once).
+pub const CODEC_BUFFER_BYTES: usize = 512;
 /// How much an encoder writes before it yields to the runtime (tonic's default).
 pub const CODEC_YIELD_BYTES: usize = 32 * 1024;
 
@@ -89,7 +90,7 @@ mod tests {
             "{:?}",
             BufferSettings::new(CODEC_BUFFER_BYTES, CODEC_YIELD_BYTES)
         );
-        assert!(small.contains("buffer_size: 1024"), "{small}");
+        assert!(small.contains("buffer_size: 512"), "{small}");
         assert_eq!(format!("{:?}", codec.encoder().buffer_settings()), small);
         assert_eq!(format!("{:?}", codec.decoder().buffer_settings()), small);
     }
