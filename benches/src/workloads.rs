@@ -542,55 +542,61 @@ pub async fn leader_kill(ctx: &mut Ctx) -> Result<()> {
     );
     let e = leader_kill_on::<EtcdCluster>(ctx, &plan).await;
     let e = soft(ctx, "leader_kill_etcd", e);
-    let of = |v: &Option<Failures>, f: fn(&Failures) -> Option<f64>| v.as_ref().and_then(f);
-    let gap_p50 = |v: &Failures| percentile(&v.gaps, 50.0);
-    let gap_max = |v: &Failures| max(&v.gaps);
-    let moves = |v: &Failures| Some(v.moves as f64);
-    let restarts = |v: &Failures| Some(v.restarts as f64);
-    let renew_p50 = |v: &Failures| percentile(&v.renewal_gaps, 50.0);
-    let renew_max = |v: &Failures| max(&v.renewal_gaps);
-    ctx.row(
-        "leader_kill_write_gap_p50",
-        "ms",
-        of(&b, gap_p50),
-        of(&e, gap_p50),
-        Goal::AtMostTimesEtcd(0.5),
-    );
-    ctx.row(
-        "leader_kill_write_gap_max",
-        "ms",
-        of(&b, gap_max),
-        of(&e, gap_max),
-        Goal::AtMostTimesEtcd(0.7),
-    );
-    ctx.row(
-        "false_failovers",
-        "moves",
-        of(&b, moves),
-        of(&e, moves),
-        Goal::AtMost(0.0),
-    );
-    ctx.row(
-        "leader_failure_role_restarts",
-        "restarts",
-        of(&b, restarts),
-        of(&e, restarts),
-        Goal::AtMost(0.0),
-    );
-    ctx.row(
-        "leader_failure_renewal_gap_p50",
-        "ms",
-        of(&b, renew_p50),
-        None,
-        Goal::None,
-    );
-    ctx.row(
-        "leader_failure_renewal_gap_max",
-        "ms",
-        of(&b, renew_max),
-        None,
-        Goal::Below(FENCE_AFTER_MS_AT_2S),
-    );
+    type Stat = fn(&Failures) -> Option<f64>;
+    // (row, unit, statistic, whether etcd has it, goal)
+    let rows: [(&str, &str, Stat, bool, Goal); 6] = [
+        (
+            "leader_kill_write_gap_p50",
+            "ms",
+            |v| percentile(&v.gaps, 50.0),
+            true,
+            Goal::AtMostTimesEtcd(0.5),
+        ),
+        (
+            "leader_kill_write_gap_max",
+            "ms",
+            |v| max(&v.gaps),
+            true,
+            Goal::AtMostTimesEtcd(0.7),
+        ),
+        (
+            "false_failovers",
+            "moves",
+            |v| Some(v.moves as f64),
+            true,
+            Goal::AtMost(0.0),
+        ),
+        (
+            "leader_failure_role_restarts",
+            "restarts",
+            |v| Some(v.restarts as f64),
+            true,
+            Goal::AtMost(0.0),
+        ),
+        // etcd's agents have no renewal gauge.
+        (
+            "leader_failure_renewal_gap_p50",
+            "ms",
+            |v| percentile(&v.renewal_gaps, 50.0),
+            false,
+            Goal::None,
+        ),
+        (
+            "leader_failure_renewal_gap_max",
+            "ms",
+            |v| max(&v.renewal_gaps),
+            false,
+            Goal::Below(FENCE_AFTER_MS_AT_2S),
+        ),
+    ];
+    for (name, unit, stat, etcd_has_it, goal) in rows {
+        let etcd = if etcd_has_it {
+            e.as_ref().and_then(stat)
+        } else {
+            None
+        };
+        ctx.row(name, unit, b.as_ref().and_then(stat), etcd, goal);
+    }
     let dist = |v: &[f64]| {
         format!(
             "p50 {:.0} ms, max {:.0} ms",

@@ -34,8 +34,8 @@ use baton_proto::v1::agent_server::Agent;
 use baton_proto::v1::directory_message::Msg as Out;
 use baton_proto::v1::raft_client::RaftClient;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{invalid, unavailable};
