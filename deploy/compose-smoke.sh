@@ -316,7 +316,7 @@ cat <<EOF
   binary + image build                     $(secs "$t_build")
   stack start -> leader, 3 nodes healthy   $(secs $((t_leader - t_up)))
   role create -> first output line         $(secs $((t_run1 - t_create)))
-  agent kill -> directory moved the role   $(secs $((t_decided - t_kill)))   (the event's time; due lease + grace after the last renewal, sent every lease/4)
+  agent kill -> directory moved the role   $(secs $((t_decided - t_kill)))   (the event's time; due lease + grace after the last renewal, sent every lease/5)
   agent kill -> move seen by the client    $(secs $((t_moved - t_kill)))
   agent kill -> role output on new server  $(secs $((t_run2 - t_kill)))
   leader kill -> new leader reported       $(secs $((t_newleader - t_lkill)))
