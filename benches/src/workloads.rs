@@ -680,17 +680,15 @@ async fn leader_kill_on<S: System>(ctx: &Ctx, plan: &[Failure]) -> Result<Failur
         tokio::time::sleep(Duration::from_millis((wall_ns() % 300_000_000) / 1_000_000)).await;
         let watch = c.new_leader_watch(leader).await?;
         let mut t_fail = wall_ns();
-        let cut = match failure {
-            Failure::Kill => {
-                c.kill_node(leader);
-                None
-            }
-            Failure::Partition | Failure::FollowerPartition => {
-                let cut = crate::cut::Cut::apply(&c.net(leader))?;
-                // The cut is in place once its rules are (a few ms of iptables calls).
-                t_fail = wall_ns();
-                Some(cut)
-            }
+        // A leader failure (follower partitions were handled above): killed, or cut off.
+        let cut = if failure == Failure::Kill {
+            c.kill_node(leader);
+            None
+        } else {
+            let cut = crate::cut::Cut::apply(&c.net(leader))?;
+            // The cut is in place once its rules are (a few ms of iptables calls).
+            t_fail = wall_ns();
+            Some(cut)
         };
         let elected = tokio::spawn(watch);
         let ok = gw

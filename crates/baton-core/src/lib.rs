@@ -53,6 +53,7 @@ pub mod command;
 pub mod controller;
 pub mod fences;
 pub mod history;
+pub mod lease;
 pub mod names;
 mod placement;
 pub mod readiness;
@@ -65,6 +66,7 @@ pub use command::{
 };
 pub use fences::{FENCE_NUMBERS_KEPT, FenceReports};
 pub use history::{Position, ResumeGap, Trimmed};
+pub use lease::Fence;
 pub use readiness::{Readiness, Standby};
 pub use requests::{REQUEST_ID_MAX, REQUESTS_KEPT, Requests, check_request_id};
 pub use state::{Event, Release, Role, RoleState, Server, ServerStatus, State};

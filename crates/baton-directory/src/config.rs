@@ -202,13 +202,14 @@ impl NodeConfig {
         // with a short log is refused but takes the term), each checked on a tick of 1.5
         // heartbeats; then 100 ms for the agents' next renewal (they retry every 100 ms).
         let election_ms = 3 * self.election_timeout_max_ms + 3 * self.heartbeat_ms + 100;
-        // The agent's margin after the failure (`baton_agent::Fence`): it stops its roles
-        // lease * (1 - rho) - min(lease / 8, 500 ms) after sending its last acknowledged
-        // renewal, which can be a renewal period (lease / 5) old when the leader fails.
-        let usable_ms = self.lease_ms - self.lease_ms * self.rho_ppm / 1_000_000;
-        let margin_ms = usable_ms
-            .saturating_sub((self.lease_ms / 8).min(500))
-            .saturating_sub(self.lease_ms / 5);
+        // The agent's margin after the failure: it stops its roles at `stop_at_ms` after
+        // sending its last acknowledged renewal, which can be a renewal period old when
+        // the leader fails.
+        let fence = baton_core::Fence {
+            lease_ms: self.lease_ms,
+            rho_ppm: self.rho_ppm,
+        };
+        let margin_ms = fence.stop_at_ms(0).saturating_sub(fence.renew_every_ms());
         if margin_ms < election_ms {
             w.push(format!(
                 "lease {} ms is short next to a leader failure (up to about {election_ms} ms until agents renew again with these election timeouts): agents may pause their roles (stop and restart them in place) when a leader fails; roles never move because of one",
