@@ -514,7 +514,26 @@ async fn controller_loop(node: Arc<Node>, term: u64) {
     // for, since when this leader has seen that pair, ms on the manager's clock).
     let mut settling: Option<(u64, u64, u64)> = None;
     loop {
+        let wait_from_ms = m.mono_ms();
         ticker.tick().await;
+        // A leader that was itself paused (SIGSTOP, a VM or GC stall) confirmed no
+        // renewal meanwhile, yet its followers may answer its first heartbeat after the
+        // pause before this loop looks at the quorum: restart every clock, as on a
+        // regained quorum (leases only lengthen). A quarter lease is far below what a
+        // pause needs to expire a lease renewed every fifth of one. Found by the e2e
+        // test `crash_quarantine_and_directory_freeze` (every node frozen, then resumed:
+        // roles moved) once heartbeats came every 30 ms.
+        // (Only the wait for the tick is timed, where the loop spends its time: a slow
+        // write of the loop's own does not count as a pause.)
+        let paused_ms = m.mono_ms().saturating_sub(wait_from_ms);
+        if paused_ms > period.as_millis() as u64 + node.lease().lease_ms / 4 {
+            node.liveness.restart_clocks(term);
+            tracing::warn!(
+                term,
+                paused_ms,
+                "this leader was paused: liveness clocks restarted"
+            );
+        }
         settle_lease(&node, &mut settling).await;
         let since_quorum_ack = {
             let metrics = node.raft.metrics();
