@@ -140,7 +140,13 @@ pub(crate) fn is_transport_failure(status: &Status) -> bool {
 
 /// The leader address hinted by a status, in canonical form.
 pub fn leader_hint(status: &Status) -> Option<String> {
-    let raw = status.metadata().get(LEADER_ADDR_KEY)?.to_str().ok()?;
+    leader_hint_in(status.metadata())
+}
+
+/// The leader address hinted by a reply's or a status's metadata, in canonical form (a
+/// follower that forwarded a request names the leader on its reply).
+pub fn leader_hint_in(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    let raw = metadata.get(LEADER_ADDR_KEY)?.to_str().ok()?;
     crate::parse_address(raw).ok()
 }
 

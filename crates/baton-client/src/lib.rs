@@ -472,7 +472,10 @@ impl Client {
             match result {
                 Ok(Ok(response)) => {
                     if route == Route::Leader {
-                        self.set_leader(Some(target));
+                        // A follower that forwarded the call names the leader: go there
+                        // directly next time, one hop fewer.
+                        let next = error::leader_hint_in(response.metadata()).unwrap_or(target);
+                        self.set_leader(Some(next));
                     }
                     return Ok(response.into_inner());
                 }

@@ -21,6 +21,9 @@ enum Mode {
     Leader,
     /// Serves stale reads; refuses the rest with UNAVAILABLE naming this leader.
     Follower { leader: String },
+    /// Serves everything (as a follower that forwards to its leader does) and names this
+    /// leader on every reply.
+    Forwarder { leader: String },
     /// Refuses everything except stale reads with UNAVAILABLE and no hint (an election).
     NoLeader,
     /// Never answers.
@@ -44,7 +47,7 @@ impl Fake {
     async fn gate(&self, stale: bool) -> Result<(), Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         match &self.mode {
-            Mode::Leader => Ok(()),
+            Mode::Leader | Mode::Forwarder { .. } => Ok(()),
             Mode::Follower { .. } | Mode::NoLeader if stale => Ok(()),
             Mode::Follower { leader } => {
                 let mut s = Status::unavailable(format!("node {} is not the leader", self.addr));
@@ -75,10 +78,17 @@ impl Directory for Fake {
             .unwrap()
             .push(r.get_ref().request_id.clone());
         self.gate(false).await?;
-        Ok(Response::new(v1::WriteReply {
+        let mut reply = Response::new(v1::WriteReply {
             revision: 7,
             summary: format!("applied on {}", self.addr),
-        }))
+        });
+        if let Mode::Forwarder { leader } = &self.mode {
+            reply.metadata_mut().insert(
+                LEADER_ADDR_KEY,
+                MetadataValue::try_from(leader.as_str()).unwrap(),
+            );
+        }
+        Ok(reply)
     }
     async fn get_role(&self, r: Request<v1::GetRoleRequest>) -> Result<Response<v1::Role>, Status> {
         let r = r.into_inner();
@@ -253,6 +263,36 @@ async fn follows_the_leader_hint_and_remembers_the_leader() {
 
     // Clones share what was learnt.
     assert_eq!(client.clone().leader(), client.leader());
+}
+
+/// A follower that served a write by forwarding it names the leader on its reply: the
+/// client's next calls go to the leader directly, instead of paying the extra hop on
+/// every write. A hint that is not an address is ignored (the serving node is kept).
+#[tokio::test]
+async fn a_forwarded_reply_moves_the_next_calls_to_the_leader_it_names() {
+    let leader = start(Mode::Leader).await;
+    let forwarder = start(Mode::Forwarder {
+        leader: format!("http://{}", leader.addr),
+    })
+    .await;
+    let client = Client::with_config(vec![forwarder.addr.clone()], fast_config()).unwrap();
+
+    let reply = client.apply(create("r1")).await.unwrap();
+    assert_eq!(reply.summary, format!("applied on {}", forwarder.addr));
+    assert_eq!(client.leader().as_deref(), Some(leader.addr.as_str()));
+    client.apply(create("r2")).await.unwrap();
+    client.apply(create("r3")).await.unwrap();
+    assert_eq!((forwarder.calls(), leader.calls()), (1, 2));
+
+    let confused = start(Mode::Forwarder {
+        leader: "not an address".into(),
+    })
+    .await;
+    let client = Client::with_config(vec![confused.addr.clone()], fast_config()).unwrap();
+    client.apply(create("r4")).await.unwrap();
+    assert_eq!(client.leader().as_deref(), Some(confused.addr.as_str()));
+    client.apply(create("r5")).await.unwrap();
+    assert_eq!(confused.calls(), 2);
 }
 
 /// Every attempt of one write carries the same request id, so the directory can answer a

@@ -77,16 +77,22 @@ pub fn not_leader(leader: Option<(u64, String)>) -> Status {
         None => unavailable("not the leader, and no leader is known (election in progress?)"),
     };
     if let Some((id, addr)) = leader {
-        if let Ok(v) = id.to_string().parse() {
-            s.metadata_mut().insert(LEADER_ID_KEY, v);
-        }
-        if HINT_LEADER_ADDRESS.load(std::sync::atomic::Ordering::Relaxed)
-            && let Ok(v) = addr.parse()
-        {
-            s.metadata_mut().insert(LEADER_ADDR_KEY, v);
-        }
+        let usable = HINT_LEADER_ADDRESS.load(std::sync::atomic::Ordering::Relaxed);
+        hint_leader(s.metadata_mut(), id, usable.then_some(addr.as_str()));
     }
     s
+}
+
+/// Name the leader in `metadata`: its id, and the address clients reach it at when
+/// known. On a refusal, where to go instead; on a reply a follower served by forwarding,
+/// where to go next time (baton-client switches to it, sparing the extra hop).
+pub fn hint_leader(metadata: &mut tonic::metadata::MetadataMap, id: u64, addr: Option<&str>) {
+    if let Ok(v) = id.to_string().parse() {
+        metadata.insert(LEADER_ID_KEY, v);
+    }
+    if let Some(Ok(v)) = addr.map(str::parse) {
+        metadata.insert(LEADER_ADDR_KEY, v);
+    }
 }
 
 /// A deterministic refusal from apply, as a status.

@@ -76,6 +76,11 @@ pub struct Node {
     pub metrics: crate::metrics::Metrics,
     /// Whether the node is ready, as `crate::readiness::run` last found.
     pub readiness: crate::readiness::Readiness,
+    /// The leader's address for clients (its `--advertise`), as (term, leader id,
+    /// address), learnt from the leader's own status by the readiness check. With a
+    /// separate peer port the membership holds only peer addresses, which clients cannot
+    /// use; this is what a follower names when it tells a client where the leader is.
+    leader_client_addr: Mutex<Option<(u64, u64, String)>>,
     /// Channels to other nodes by address, for forwarding; bounded by the membership.
     channels: Mutex<HashMap<String, Channel>>,
     /// Test-only link cuts between nodes.
@@ -221,6 +226,7 @@ impl Node {
             sessions: AtomicU64::new(0),
             metrics,
             readiness: crate::readiness::Readiness::default(),
+            leader_client_addr: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
             faults,
             writes_paused_until_ms: std::sync::atomic::AtomicU64::new(0),
@@ -375,6 +381,39 @@ impl Node {
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
         Some((id, addr))
+    }
+
+    /// The current leader's id and, where known, the address clients reach it at: the
+    /// one it advertised in its status in this term, else its membership address when
+    /// that is also its client address (no separate peer port). `None`: no leader known.
+    pub fn leader_for_clients(&self) -> Option<(u64, Option<String>)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let learnt = self
+            .leader_client_addr
+            .lock()
+            .expect("leader address lock")
+            .clone()
+            .filter(|(term, leader, _)| *term == m.current_term && *leader == id)
+            .map(|(_, _, addr)| addr);
+        let shared = error::HINT_LEADER_ADDRESS.load(std::sync::atomic::Ordering::Relaxed);
+        let addr = learnt.or_else(|| {
+            shared
+                .then(|| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.addr.clone())
+                })
+                .flatten()
+        });
+        Some((id, addr))
+    }
+
+    /// Record the client address the leader of `term` advertised (see
+    /// [`Node::leader_for_clients`]).
+    pub fn learn_leader_address(&self, term: u64, leader: u64, addr: String) {
+        *self.leader_client_addr.lock().expect("leader address lock") = Some((term, leader, addr));
     }
 
     /// Resolves once this node no longer sees `from` as the leader (another leader, or

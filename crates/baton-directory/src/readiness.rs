@@ -134,6 +134,7 @@ pub async fn check(node: &Node) -> Result<(), String> {
             status.state, status.term, m.current_term
         ));
     }
+    node.learn_leader_address(status.term, leader, status.address.clone());
     if status.last_applied.saturating_sub(applied) > READY_LAG_MAX_ENTRIES {
         return Err(format!(
             "applied index {applied} is {} entries behind the leader's ({})",

@@ -9,7 +9,6 @@ use baton_proto::v1::directory_server::DirectoryServer;
 use baton_proto::v1::raft_server::RaftServer;
 use baton_proto::v1::watch_server::WatchServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use baton_tls::Security;
 use tonic::service::interceptor::InterceptedService;
@@ -93,8 +92,8 @@ pub async fn start(config: NodeConfig, faults: Faults) -> Result<RunningNode, Di
             tracing::warn!(
                 "TLS is OFF (--insecure): anyone who reaches this node's ports can read and change the directory, join it, and speak for any agent"
             );
-            let peer = peer.map(TcpListenerStream::new);
-            serve(node, TcpListenerStream::new(client), peer).await
+            let peer = peer.map(baton_tls::net::plain_incoming);
+            serve(node, baton_tls::net::plain_incoming(client), peer).await
         }
     }?;
     let node = running.node.clone();
@@ -189,7 +188,8 @@ where
     let builder = || {
         tonic::transport::Server::builder()
             .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-            .tcp_nodelay(true)
+            // No `tcp_nodelay` here: a server given its connections ignores it; both
+            // accept loops (`baton_tls::net`) set it on every connection.
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
     };

@@ -77,6 +77,19 @@ impl DirectoryService {
         }
     }
 
+    /// A reply served through the leader (forwarded there), with the leader named in its
+    /// metadata so that the client sends its next request there directly.
+    fn hinted<T>(&self, reply: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
+        reply.map(|mut r| {
+            if let Some((id, addr)) = self.node.leader_for_clients()
+                && id != self.node.id
+            {
+                crate::error::hint_leader(r.metadata_mut(), id, addr.as_deref());
+            }
+            r
+        })
+    }
+
     fn local_status(&self) -> pb::NodeStatus {
         let m = self.node.raft.metrics().borrow().clone();
         let (members, voters) = self.node.members();
@@ -143,7 +156,7 @@ impl Directory for DirectoryService {
             // The audit line: who changed what, on the node the client called.
             tracing::info!(by = %caller.by(), command = what, revision = reply.revision, "admin write");
         }
-        Ok(Response::new(reply))
+        self.hinted(Ok(Response::new(reply)))
     }
 
     async fn get_role(
@@ -156,7 +169,7 @@ impl Directory for DirectoryService {
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.get_role(forwarded(inner, &caller)).await,
+            Gate::Forward(mut c) => self.hinted(c.get_role(forwarded(inner, &caller)).await),
             Gate::Local => self
                 .node
                 .read(|s| s.role(&inner.name).map(|r| role_to_proto(s, r)))
@@ -175,7 +188,7 @@ impl Directory for DirectoryService {
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.list_roles(forwarded(inner, &caller)).await,
+            Gate::Forward(mut c) => self.hinted(c.list_roles(forwarded(inner, &caller)).await),
             Gate::Local => Ok(Response::new(self.node.read(|s| pb::RoleList {
                 roles: s.roles.values().map(|r| role_to_proto(s, r)).collect(),
                 revision: s.revision,
@@ -193,7 +206,7 @@ impl Directory for DirectoryService {
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.candidates(forwarded(inner, &caller)).await,
+            Gate::Forward(mut c) => self.hinted(c.candidates(forwarded(inner, &caller)).await),
             Gate::Local => self
                 .node
                 .read(|s| s.candidates(&inner.name))
@@ -212,7 +225,7 @@ impl Directory for DirectoryService {
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.list_servers(forwarded(inner, &caller)).await,
+            Gate::Forward(mut c) => self.hinted(c.list_servers(forwarded(inner, &caller)).await),
             Gate::Local => Ok(Response::new(self.node.read(|s| pb::ServerList {
                 servers: s.servers.values().map(|v| server_to_proto(s, v)).collect(),
                 revision: s.revision,
@@ -230,7 +243,7 @@ impl Directory for DirectoryService {
         let inner = req.into_inner();
         let stale = inner.read.as_ref().is_some_and(|r| r.stale);
         match self.gate(fwd, stale).await? {
-            Gate::Forward(mut c) => c.events(forwarded(inner, &caller)).await,
+            Gate::Forward(mut c) => self.hinted(c.events(forwarded(inner, &caller)).await),
             Gate::Local => {
                 let (mut events, revision) = self.node.read(|s| {
                     let events = s

@@ -713,9 +713,20 @@ async fn a_retried_write_applies_once_through_leader_and_follower() {
     };
 
     let first = to_follower.apply(add("srv-x", "retry-1")).await.unwrap();
+    // The follower's reply names the leader, so a client sends its next write there
+    // directly; the leader's own replies name no one.
+    let hint = first.metadata().get(baton_proto::LEADER_ADDR_KEY);
+    assert_eq!(
+        hint.and_then(|h| h.to_str().ok()),
+        Some(c.addrs[&leader].to_string().as_str()),
+        "{:?}",
+        first.metadata()
+    );
     let first = first.into_inner();
-    for client in [&mut to_leader, &mut to_follower] {
+    for (client, through_follower) in [(&mut to_leader, false), (&mut to_follower, true)] {
         let again = client.apply(add("srv-x", "retry-1")).await.unwrap();
+        let hinted = again.metadata().contains_key(baton_proto::LEADER_ADDR_KEY);
+        assert_eq!(hinted, through_follower, "{:?}", again.metadata());
         assert_eq!(again.into_inner().summary, first.summary);
     }
     // Without the id, or under another, it is a new write, refused as before.

@@ -757,3 +757,62 @@ fn peers_do_not_add_a_node_to_a_formed_cluster() {
     add_server(&c, &mut m, &[1, 2, 3], "s2", false);
     wait_replicated(&c, &m, &[1, 2, 3]);
 }
+
+/// A client that knows only a follower writes through it: the follower forwards the
+/// write and names the leader's client address on its reply (learnt from the leader's
+/// own status: with separate peer ports, as here, the membership holds only peer
+/// addresses, which clients cannot use). The client's next writes go to the leader
+/// directly, one hop fewer.
+#[test]
+fn a_client_writing_through_a_follower_moves_to_the_leader() {
+    let c = Cluster::start(3, ClusterOpts::default());
+    let leader = c.leader().expect("a leader");
+    let follower = *c
+        .ids()
+        .iter()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let args = c.certs().expect("the harness runs with TLS").admin_args();
+    let tls = baton_tls::Tls::load(baton_tls::TlsPaths {
+        ca: args[1].clone().into(),
+        cert: args[3].clone().into(),
+        key: args[5].clone().into(),
+    })
+    .expect("load the admin certificate");
+    let client = baton_client::Client::with_config(
+        vec![c.node(follower).addr.clone()],
+        baton_client::ClientConfig {
+            security: baton_tls::Security::Tls(tls),
+            ..Default::default()
+        },
+    )
+    .expect("a client");
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let leader_addr = c.node(leader).addr.clone();
+    let mut n = 0;
+    wait_until(
+        Duration::from_secs(20),
+        "a reply through the follower to name the leader",
+        || {
+            n += 1;
+            let add = baton_client::v1::Command {
+                request_id: String::new(),
+                command: Some(baton_client::v1::command::Command::AddServer(
+                    baton_client::v1::AddServer {
+                        name: format!("via-follower-{n}"),
+                        main: false,
+                        kinds: vec![],
+                    },
+                )),
+            };
+            rt.block_on(client.apply(add)).expect("the write");
+            (client.leader().as_deref() == Some(leader_addr.as_str())).then_some(())
+        },
+    );
+    let servers = c.json(&["server", "list"]);
+    assert_eq!(
+        servers.as_array().map(Vec::len),
+        Some(n),
+        "every write applied once: {servers}"
+    );
+}
