@@ -43,6 +43,12 @@ pub struct ClientConfig {
     /// HTTP/2 keep-alive ping interval on channels from [`Client::channel_to_any`], so a
     /// long-lived stream to a node that vanished (no FIN/RST) fails instead of hanging.
     pub keepalive_interval: Duration,
+    /// HTTP/2 ping interval (and answer deadline) on the channels of the client's own
+    /// calls, while a call is in flight (an idle channel sends none). A node cut off the
+    /// network without a FIN or RST (a partitioned leader) then fails the call within
+    /// about twice this, and it is retried on another node, instead of waiting out
+    /// `rpc_timeout`.
+    pub call_keepalive: Duration,
     /// Mutual TLS (the CA, this client's certificate and key) or plain text. The
     /// library's default is plain text; Baton's binaries refuse to start without one or
     /// the other being asked for.
@@ -60,6 +66,10 @@ impl Default for ClientConfig {
             // would only add to the write gap.
             backoff_max: Duration::from_millis(250),
             keepalive_interval: Duration::from_secs(2),
+            // Twice this bounds how long a write waits on a leader that was cut off; a
+            // busy node still answers a ping in far less (pings are answered by the
+            // connection task, not behind the writes).
+            call_keepalive: Duration::from_secs(1),
             security: baton_tls::Security::Insecure,
         }
     }
@@ -544,9 +554,13 @@ impl Client {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
+        let cfg = &self.inner.config;
         let endpoint = self
             .endpoint(addr)?
-            .connect_timeout(self.inner.config.connect_timeout);
+            .connect_timeout(cfg.connect_timeout)
+            .http2_keep_alive_interval(cfg.call_keepalive)
+            .keep_alive_timeout(cfg.call_keepalive)
+            .keep_alive_while_idle(false);
         let channel = self.inner.config.security.channel(endpoint, None);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
@@ -648,6 +662,7 @@ mod tests {
         let c = ClientConfig::default();
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
         assert_eq!(c.rpc_timeout, Duration::from_secs(5));
+        assert_eq!(c.call_keepalive, Duration::from_secs(1));
         assert_eq!(c.retry_budget, Duration::from_secs(10));
         assert_eq!(c.backoff_initial, Duration::from_millis(50));
         assert_eq!(c.backoff_max, Duration::from_millis(250));

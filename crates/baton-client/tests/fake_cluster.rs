@@ -370,6 +370,81 @@ async fn a_hung_node_costs_one_rpc_timeout() {
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
 
+/// A TCP relay to `target` that can go silent: from then on it forwards nothing, in
+/// either direction, and keeps every socket open (no FIN, no RST), as a node cut off by
+/// a partition looks to its clients. Returns its address and the switch.
+async fn silenceable_relay(target: String) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (l, addr) = listener().await;
+    let s = silent.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = l.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            for (mut from, mut to) in [(ri, wo), (ro, wi)] {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if s.load(Ordering::SeqCst) {
+                            // Hold both halves open and forward nothing, for good.
+                            std::future::pending::<()>().await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, silent)
+}
+
+/// A call in flight to a leader that goes silent (cut off without a FIN or RST) fails
+/// after the HTTP/2 pings of `call_keepalive` go unanswered, and is retried on another
+/// node, well before `rpc_timeout` (10 s here) would have ended it.
+#[tokio::test]
+async fn a_call_to_a_node_that_goes_silent_moves_on_after_the_keepalive() {
+    let leader = start(Mode::Leader).await;
+    let (relay, silent) = silenceable_relay(leader.addr.clone()).await;
+    // The other node serves by forwarding and names the relay as the leader, so the
+    // client believes the relay leads whichever node it tries first.
+    let other = start(Mode::Forwarder {
+        leader: relay.clone(),
+    })
+    .await;
+    let client = Client::with_config(
+        vec![relay.clone(), other.addr.clone()],
+        ClientConfig {
+            rpc_timeout: Duration::from_secs(10),
+            retry_budget: Duration::from_secs(20),
+            call_keepalive: Duration::from_millis(200),
+            ..fast_config()
+        },
+    )
+    .unwrap();
+    client.apply(create("r1")).await.unwrap();
+    assert_eq!(client.leader().as_deref(), Some(relay.as_str()));
+    let before = leader.calls();
+
+    silent.store(true, Ordering::SeqCst);
+    let t = std::time::Instant::now();
+    let reply = client.apply(create("r2")).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(reply.summary, format!("applied on {}", other.addr));
+    // The silent relay forwarded nothing more to the node behind it.
+    assert_eq!(leader.calls(), before);
+}
+
 #[tokio::test]
 async fn refusals_return_at_once_with_code_reason_and_message() {
     let leader = start(Mode::Leader).await;

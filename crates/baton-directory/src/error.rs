@@ -60,25 +60,29 @@ pub fn unavailable(message: impl Into<String>) -> Status {
     status(Code::Unavailable, "UNAVAILABLE", message)
 }
 
-/// UNAVAILABLE with the leader's id and address, so the client retries there.
-/// Whether `not_leader` may name the leader's address for clients to go to. The address
-/// it knows is the leader's Raft membership address: the peer port when nodes have one,
-/// which clients cannot use (only nodes get in). Then the hint carries the leader's id
-/// only, and clients try their other configured nodes (any of them forwards). Cleared
-/// by [`crate::start`] for a node with a separate peer port; one such node per process.
+/// Whether the leader's Raft membership address is also its client address, so that a
+/// node may name it to clients. With a separate peer port it is not (clients cannot use
+/// the peer port; only nodes get in): then a node names the address the leader
+/// advertised in its own status, once its readiness check has learnt it
+/// (`Node::leader_for_clients`), and until then the leader's id only (clients try their
+/// other configured nodes; any of them forwards). Cleared by [`crate::start`] for a node
+/// with a separate peer port; one such node per process.
 pub static HINT_LEADER_ADDRESS: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(true);
 
-pub fn not_leader(leader: Option<(u64, String)>) -> Status {
+/// The refusal of a node that does not lead. `leader`: the leader's id and the address
+/// clients reach it at, where known (`Node::leader_for_clients`); both go in the
+/// metadata, so that a client follows at once.
+pub fn not_leader(leader: Option<(u64, Option<String>)>) -> Status {
     let mut s = match &leader {
-        Some((id, addr)) => {
+        Some((id, Some(addr))) => {
             unavailable(format!("not the leader; the leader is node {id} at {addr}"))
         }
+        Some((id, None)) => unavailable(format!("not the leader; the leader is node {id}")),
         None => unavailable("not the leader, and no leader is known (election in progress?)"),
     };
     if let Some((id, addr)) = leader {
-        let usable = HINT_LEADER_ADDRESS.load(std::sync::atomic::Ordering::Relaxed);
-        hint_leader(s.metadata_mut(), id, usable.then_some(addr.as_str()));
+        hint_leader(s.metadata_mut(), id, addr.as_deref());
     }
     s
 }

@@ -418,7 +418,7 @@ impl Liveness {
                 t.claims.remove(server);
                 return Ok(ClaimDecision::Free);
             }
-            Some(_) if t.term.is_none() => return Err(not_leader(node.leader())),
+            Some(_) if t.term.is_none() => return Err(not_leader(node.leader_for_clients())),
             Some(h) => h,
         };
         let count = t.renewals.get(server).copied().unwrap_or(0);
@@ -525,7 +525,7 @@ async fn run_round(node: &Node) -> Result<u64, Status> {
     // node's as leader.
     let m = node.raft.metrics().borrow().clone();
     if m.state != ServerState::Leader || m.current_leader != Some(node.id) {
-        return Err(not_leader(node.leader()));
+        return Err(not_leader(node.leader_for_clients()));
     }
     let read_index = m.last_log_index.unwrap_or(0);
     let membership = m.membership_config.membership().clone();

@@ -166,7 +166,7 @@ impl Manager {
         req: pb::ClaimRequest,
     ) -> Result<pb::ClaimReply, Status> {
         if !node.is_leader() {
-            return Err(not_leader(node.leader()));
+            return Err(not_leader(node.leader_for_clients()));
         }
         let holder = node.read(|st| {
             st.servers

@@ -613,7 +613,7 @@ impl Node {
                                 }
                             })
                     }
-                    other => Err(error::not_leader(other)),
+                    _ => Err(error::not_leader(self.leader_for_clients())),
                 }
             }
             Err(RaftError::APIError(e)) => Err(error::unavailable(e.to_string())),

@@ -72,7 +72,7 @@ impl DirectoryService {
             Err(Ok(Some((_, addr)))) if !forwarded => Ok(Gate::Forward(DirectoryClient::new(
                 self.node.channel(&addr)?,
             ))),
-            Err(Ok(leader)) => Err(not_leader(leader)),
+            Err(Ok(_)) => Err(not_leader(self.node.leader_for_clients())),
             Err(Err(status)) => Err(status),
         }
     }
