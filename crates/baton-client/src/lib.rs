@@ -13,7 +13,7 @@ mod error;
 pub use address::parse_address;
 pub use backoff::Backoff;
 pub use baton_proto::v1;
-pub use error::{ClientError, Disposition, classify, leader_hint};
+pub use error::{ClientError, Disposition, classify, leader_hint, leader_hint_in};
 
 use rand::RngExt;
 use rand::seq::SliceRandom;
@@ -483,8 +483,13 @@ impl Client {
                 Ok(Ok(response)) => {
                     if route == Route::Leader {
                         // A follower that forwarded the call names the leader: go there
-                        // directly next time, one hop fewer.
-                        let next = error::leader_hint_in(response.metadata()).unwrap_or(target);
+                        // directly next time, one hop fewer. Only to a configured address:
+                        // the call succeeded, so nothing needs an address this client was
+                        // not given, which it may not reach (a container's name, a
+                        // private network) and would then try before every write.
+                        let next = error::leader_hint_in(response.metadata())
+                            .filter(|hint| addrs.contains(hint))
+                            .unwrap_or(target);
                         self.set_leader(Some(next));
                     }
                     return Ok(response.into_inner());
