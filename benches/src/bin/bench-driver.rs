@@ -12,7 +12,8 @@
 //! `baton_benches::check`) and exits 1 naming every row out of bounds.
 //!
 //! `BENCH_LEADER_ONLY=1` gives the Baton writers only the leader's address (an experiment:
-//! baton-client otherwise may keep writing through a follower that forwards).
+//! otherwise a writer's first write may go through a follower, which forwards it and names
+//! the leader, and baton-client moves to the leader from then on).
 
 use std::path::PathBuf;
 
