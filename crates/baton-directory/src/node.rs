@@ -101,6 +101,9 @@ pub struct Node {
     /// Whether Raft RPCs are served: not until the identity check with the peers passed
     /// (see `crate::identity`).
     raft_open: std::sync::atomic::AtomicBool,
+    /// Set by the first `AppendEntries` accepted from a leader (see
+    /// [`Node::listen_before_campaigning`]).
+    heard_leader: watch::Sender<bool>,
     /// Why the node refused to go on, once it did.
     refusal: watch::Sender<Option<String>>,
 }
@@ -233,6 +236,7 @@ impl Node {
             origin: tokio::time::Instant::now(),
             switch_generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             raft_open: std::sync::atomic::AtomicBool::new(store.is_none()),
+            heard_leader: watch::channel(false).0,
             refusal: watch::channel(None).0,
             blank_at_start: store.as_ref().is_some_and(|(_, blank)| *blank),
             store: store.map(|(s, _)| s),
@@ -352,6 +356,56 @@ impl Node {
     /// Serve Raft RPCs from now on.
     pub fn open_raft(&self) {
         self.raft_open.store(true, Ordering::SeqCst);
+    }
+
+    /// Record that a leader's `AppendEntries` reached this node and was accepted.
+    pub fn heard_from_leader(&self) {
+        self.heard_leader
+            .send_if_modified(|h| !std::mem::replace(h, true));
+    }
+
+    /// How long a node that restarted with data waits to hear from the leader before it
+    /// may campaign: two maximum election timeouts, plus a second for the leader's
+    /// replication to come back to it (openraft waits 500 ms between attempts at a peer
+    /// it could not reach, and the first append to a restarted node may time out while
+    /// its connection is set up).
+    pub fn listen_first_ms(&self) -> u64 {
+        2 * self.config.election_timeout_max_ms + 1_000
+    }
+
+    /// A node that restarts with data listens before it campaigns: its election timer
+    /// stays off (it was turned off before Raft started serving) until a leader's
+    /// append reaches it, or [`Node::listen_first_ms`] passes without one.
+    ///
+    /// Why: a restarted node is unreachable to the leader while it restarts and checks
+    /// its identity with its peers, so the leader's replication to it backs off (500 ms
+    /// between attempts), and with 30 ms heartbeats the first append to it can time out
+    /// while its connection is set up. Meanwhile its own election timer (100-200 ms)
+    /// ran out: it campaigned with a log as long as the leader's and won, deposing a
+    /// healthy leader (e2e tests that restart a follower saw it under load). openraft
+    /// 0.9 has no pre-vote; this holds the effect for the case that costs most. A whole
+    /// cluster restarting at once elects a leader that much later.
+    pub async fn listen_before_campaigning(self: Arc<Self>) {
+        let limit = Duration::from_millis(self.listen_first_ms());
+        let generation = self.switch_generation.load(Ordering::SeqCst);
+        let mut heard = self.heard_leader.subscribe();
+        let in_time = tokio::time::timeout(limit, heard.wait_for(|h| *h))
+            .await
+            .is_ok();
+        // A leadership transfer that switched the timers since decides them itself.
+        if self.switch_generation.load(Ordering::SeqCst) == generation {
+            self.raft.runtime_config().elect(true);
+        }
+        if !in_time {
+            tracing::info!(
+                "no leader reached this node within {limit:?} of its restart: it may campaign"
+            );
+        }
+    }
+
+    /// Turn the election timer off until [`Node::listen_before_campaigning`] turns it on.
+    pub fn hold_elections(&self) {
+        self.raft.runtime_config().elect(false);
     }
 
     /// A (cached, lazily connected) channel to another node.

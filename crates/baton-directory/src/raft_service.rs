@@ -103,7 +103,11 @@ impl RaftRpc for RaftService {
             rpc.vote.leader_id().voted_for().unwrap_or(0),
             "append",
         )?;
-        encode(&self.node.raft.append_entries(rpc).await)
+        let reply = self.node.raft.append_entries(rpc).await;
+        if reply.as_ref().is_ok_and(|r| r.is_success()) {
+            self.node.heard_from_leader();
+        }
+        encode(&reply)
     }
 
     async fn vote(

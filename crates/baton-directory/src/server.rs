@@ -231,10 +231,17 @@ where
         // peers confirmed it did not lose data it had (see `crate::identity`). In the
         // background: peers started one after the other must be able to answer it.
         let n = node.clone();
+        let restarted = !node.blank_at_start;
+        if restarted {
+            node.hold_elections();
+        }
         tokio::spawn(async move {
             match crate::identity::check_peers(&n, n.blank_at_start).await {
                 Ok(peers) => {
                     n.open_raft();
+                    if restarted {
+                        tokio::spawn(n.clone().listen_before_campaigning());
+                    }
                     tokio::spawn(crate::identity::run(n.clone()));
                     if peers == crate::identity::Peers::ClusterExists {
                         // `--peers` forms a cluster only when none exists yet.

@@ -1431,3 +1431,53 @@ async fn renewals_in_flight_to_a_cut_off_leader_are_given_up_when_it_is_replaced
     drop(agent);
     c.shutdown().await;
 }
+
+/// A follower that restarts with its data does not depose a healthy leader. While it was
+/// down the leader's replication to it backed off (500 ms between attempts), so for a
+/// while after its restart nothing reaches it (here: a cut link for 600 ms after the
+/// restart); with its own election timer running it campaigned, and its higher term
+/// deposed the leader. It now listens first
+/// (`Node::listen_before_campaigning`): the leader and the term stay, and it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_follower_does_not_depose_the_leader() {
+    let mut c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let f = others(leader)[0];
+    let term = c.nodes[&leader].node.raft.metrics().borrow().current_term;
+    for round in 0..3 {
+        c.stop_node(f).await;
+        // The scenario: the follower stays down long enough for the leader's
+        // replication to it to fail and back off.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        c.start_node(f).await;
+        // And after its restart the leader does not reach it for a while (on real
+        // machines: the replication's back-off, then a first append that times out
+        // while the connection is set up).
+        c.faults.cut(leader, f);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        c.faults.heal();
+        let applied = c.nodes[&leader].node.revision();
+        // Watch for twice the node's listening window: no election, and it catches up.
+        let window = Duration::from_millis(2 * c.nodes[&f].node.listen_first_ms());
+        let start = Instant::now();
+        let mut caught_up = false;
+        while start.elapsed() < window {
+            for (id, n) in &c.nodes {
+                // (A node just restarted shows term 0 until its store is loaded.)
+                let m = n.node.raft.metrics().borrow().clone();
+                assert!(
+                    m.current_term <= term,
+                    "round {round}: node {id} moved to term {} (leader {:?})",
+                    m.current_term,
+                    m.current_leader
+                );
+            }
+            caught_up |= c.nodes[&f].node.revision() >= applied;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(caught_up, "round {round}: node {f} did not catch up");
+        assert!(c.nodes[&leader].node.is_leader());
+        assert_eq!(c.nodes[&f].node.raft.metrics().borrow().current_term, term);
+    }
+    c.shutdown().await;
+}
