@@ -360,8 +360,10 @@ impl Node {
 
     /// Record that a leader's `AppendEntries` reached this node and was accepted.
     pub fn heard_from_leader(&self) {
-        self.heard_leader
-            .send_if_modified(|h| !std::mem::replace(h, true));
+        // Every accepted append calls this: a shared read, and the write only once.
+        if !*self.heard_leader.borrow() {
+            self.heard_leader.send_replace(true);
+        }
     }
 
     /// How long a node that restarted with data waits to hear from the leader before it
@@ -441,7 +443,9 @@ impl Node {
     /// one it advertised in its status in this term, else its membership address when
     /// that is also its client address (no separate peer port). `None`: no leader known.
     pub fn leader_for_clients(&self) -> Option<(u64, Option<String>)> {
-        let m = self.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: every write's reply asks (see `DirectoryService::hinted`).
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let id = m.current_leader?;
         let learnt = self
             .leader_client_addr

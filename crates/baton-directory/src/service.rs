@@ -81,7 +81,9 @@ impl DirectoryService {
     /// metadata so that the client sends its next request there directly.
     fn hinted<T>(&self, reply: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
         reply.map(|mut r| {
-            if let Some((id, addr)) = self.node.leader_for_clients()
+            // On the leader (most replies), nothing to name and nothing to look up.
+            if !self.node.is_leader()
+                && let Some((id, addr)) = self.node.leader_for_clients()
                 && id != self.node.id
             {
                 crate::error::hint_leader(r.metadata_mut(), id, addr.as_deref());
