@@ -37,6 +37,17 @@ fn encode<T: Serialize>(v: &T) -> Result<Response<pb::RaftPayload>, Status> {
 /// A forwarded command: JSON, as it always was (its schema is baton-core's, and it is
 /// sent once per forwarded write, not per follower).
 fn decode_command(p: &pb::RaftPayload) -> Result<baton_core::Command, Status> {
+    // Bounded before it is decoded: a member's runaway payload (the Raft service takes
+    // messages of up to 64 MB) is refused at once, instead of stalling this thread (and
+    // the heartbeats queued behind it) while it is parsed only to be refused for its size.
+    if p.data.len() > baton_store::COMMAND_MAX_BYTES {
+        return Err(invalid(format!(
+            "a forwarded command of {} bytes is over the limit of {} bytes (no valid command \
+             encodes larger)",
+            p.data.len(),
+            baton_store::COMMAND_MAX_BYTES
+        )));
+    }
     serde_json::from_slice(&p.data)
         .map_err(|e| invalid(format!("malformed forwarded command: {e}")))
 }

@@ -105,7 +105,8 @@
 //!
 //! ## Limits
 //!
-//! [`ENTRY_MAX_BYTES`] bounds one encoded log entry, [`SNAPSHOT_MAX_BYTES`] one snapshot
+//! [`ENTRY_MAX_BYTES`] bounds one encoded log entry ([`COMMAND_MAX_BYTES`] the entry of
+//! any valid command), [`SNAPSHOT_MAX_BYTES`] one snapshot
 //! (built, received or read back), [`CACHE_CAPACITY_BYTES`] sled's page cache, and
 //! [`PURGE_BATCH_KEYS`] the keys removed in one sled batch, [`LOCK_WAIT`] how long open
 //! waits for the directory's lock.
@@ -192,6 +193,12 @@ pub const FORMAT: &str = "baton-store/1";
 /// Largest encoded log entry (checksum included). Commands are small (names are at most 64
 /// bytes, lists are bounded by baton-core); this stops a runaway entry from reaching disk.
 pub const ENTRY_MAX_BYTES: usize = 8 << 20;
+/// Largest encoded log entry of any *valid* command (every kind at its limits stays below
+/// it: the largest, a `servers_down` of 10,000 names, is about 1.3 MB; a test asserts
+/// it). A node may refuse a command whose encoding is larger without decoding it: the
+/// decode of an 8 MB payload blocks a thread for tens of milliseconds (hundreds in a
+/// debug build), long enough to delay a leader's heartbeats.
+pub const COMMAND_MAX_BYTES: usize = ENTRY_MAX_BYTES / 4;
 /// Check, before proposing, that `entry` fits in the log: its encoding as a log entry,
 /// with the largest possible log id and checksum included, is at most
 /// [`ENTRY_MAX_BYTES`]. Returns that size. A proposer that skipped this would have the

@@ -589,7 +589,7 @@ fn the_largest_valid_commands_fit_in_the_log_many_times_over() {
     assert_eq!(kinds.len(), 20, "one command of each kind: {kinds:?}");
     // ServersDown is the largest (10,000 names of 64 escaped bytes: about 1.3 MB).
     assert!(
-        largest < crate::ENTRY_MAX_BYTES / 4,
+        largest < crate::COMMAND_MAX_BYTES,
         "largest valid command: {largest} bytes"
     );
     // One more server in the list, or one more byte of reason, is refused by validation.
