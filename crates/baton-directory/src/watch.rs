@@ -19,24 +19,26 @@
 //! OUT_OF_RANGE as the stream's last item. The check covers every role even for a
 //! filtered watcher (the state does not keep which roles the dropped events were about).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use baton_core::Position;
 use baton_proto::v1 as pb;
 use baton_proto::v1::watch_server::Watch;
-use tokio::sync::mpsc;
+
+use tokio::sync::watch;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert::event_to_proto;
 use crate::error::history_trimmed;
 use crate::node::Node;
 
-/// Events buffered per watcher; a watcher that falls this far behind waits (the stream
-/// applies back-pressure), it does not make the node buffer without bound.
-const WATCH_BUFFER: usize = 256;
+/// Events one read of the state takes for a watcher: a watcher far behind (resuming from
+/// an old position) reads the history in steps of this many, between which it sends
+/// (and may wait on its client), so the node holds at most this many per stream.
+const WATCH_READ_MAX: usize = 256;
 
 pub struct WatchService {
     pub node: Arc<Node>,
@@ -65,50 +67,93 @@ impl Watch for WatchService {
             after_revision,
             after,
         } = req.into_inner();
-        let mut after = resume_position(after, after_revision);
+        let after = resume_position(after, after_revision);
         // Refuse the call itself when events are already gone: the client sees the
         // status at once, not after an empty stream.
         self.node
             .read(|s| s.check_resume(after))
             .map_err(|gap| history_trimmed(&gap))?;
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let node = self.node.clone();
-        tokio::spawn(async move {
-            let mut applied = node.subscribe();
-            loop {
-                // New events are at the back of the history: a binary search finds them,
-                // so a wake-up costs what changed, not the length of the history.
-                let read = node.read(|s| {
-                    s.check_resume(after)?;
-                    let batch: Vec<pb::Event> = s
-                        .events_after(after)
-                        .filter(|e| role.as_ref().is_none_or(|r| &e.role == r))
-                        .map(event_to_proto)
-                        .collect();
-                    // Every event up to the newest was looked at (filtered out or sent).
-                    Ok((batch, s.history.back().map(|e| e.position())))
-                });
-                let (batch, newest) = match read {
-                    Ok(read) => read,
-                    Err(gap) => {
-                        let _ = tx.send(Err(history_trimmed(&gap))).await;
-                        return;
-                    }
-                };
-                for e in batch {
-                    if tx.send(Ok(e)).await.is_err() {
-                        return;
+        let watcher = Watcher {
+            applied: self.node.subscribe(),
+            node: self.node.clone(),
+            role,
+            after,
+            pending: VecDeque::new(),
+            ended: false,
+        };
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            watcher,
+            |mut w| async move { w.next().await.map(|item| (item, w)) },
+        ))))
+    }
+}
+
+/// One open stream. No task of its own: the response stream *is* the watcher, polled by
+/// the connection when it can send, so an event reaches the client with one wake-up
+/// (the applied revision's) instead of two (a task's, then the stream's behind a
+/// channel), and a stream whose client stopped reading is simply not polled: it holds
+/// at most one read's events ([`WATCH_READ_MAX`]), and the node buffers nothing more.
+struct Watcher {
+    node: Arc<Node>,
+    /// Wakes the stream when a revision is applied.
+    applied: watch::Receiver<u64>,
+    /// Only this role's events (all if `None`).
+    role: Option<String>,
+    /// Every event up to here was sent or filtered out.
+    after: Position,
+    /// Events read from the state and not yet sent.
+    pending: VecDeque<pb::Event>,
+    /// The stream's last item was sent (a refusal), or the node is stopping.
+    ended: bool,
+}
+
+impl Watcher {
+    async fn next(&mut self) -> Option<Result<pb::Event, Status>> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(Ok(e));
+            }
+            if self.ended {
+                return None;
+            }
+            // New events are at the back of the history: a binary search finds them, so
+            // a wake-up costs what changed, not the length of the history.
+            let role = &self.role;
+            let read = self.node.read(|s| {
+                s.check_resume(self.after)?;
+                let mut batch = VecDeque::new();
+                let mut examined = None;
+                for e in s.events_after(self.after) {
+                    examined = Some(e.position());
+                    if role.as_ref().is_none_or(|r| &e.role == r) {
+                        batch.push_back(event_to_proto(e));
+                        if batch.len() == WATCH_READ_MAX {
+                            break;
+                        }
                     }
                 }
-                if let Some(newest) = newest {
-                    after = after.max(newest);
+                Ok((batch, examined))
+            });
+            match read {
+                Ok((batch, examined)) => {
+                    // Every event up to the last examined was sent or filtered out.
+                    if let Some(p) = examined {
+                        self.after = self.after.max(p);
+                    }
+                    self.pending = batch;
+                    // A full read may have more behind it: read again before waiting.
+                    if examined.is_some() {
+                        continue;
+                    }
                 }
-                tokio::select! {
-                    r = applied.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
+                Err(gap) => {
+                    self.ended = true;
+                    return Some(Err(history_trimmed(&gap)));
                 }
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            if self.applied.changed().await.is_err() {
+                self.ended = true;
+            }
+        }
     }
 }

@@ -1047,6 +1047,102 @@ async fn watch_resumes_inside_a_revision_and_refuses_trimmed_positions() {
     c.shutdown().await;
 }
 
+/// A watcher far behind (resuming from the oldest event, 600 events back) receives every
+/// event kept, in order and without a gap, although a watcher reads the history in steps
+/// of at most 256; a filtered watcher gets exactly its role's events; both then follow
+/// new writes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_far_behind_catches_up_in_order_and_then_follows() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let f = others(leader)[0];
+    let every = Duration::from_millis(LEASE_MS / 3);
+    let a = FakeAgent::start(&c.addrs[&leader], "srv-a", every).await;
+    a.wait_acks(2, Duration::from_secs(10)).await;
+    // 600 roles placed on srv-a, 50 writes at a time: an event each.
+    let mut last = 0;
+    for chunk in 0..12 {
+        let writes =
+            (0..50).map(|i| c.write(create_role(&format!("w{}", chunk * 50 + i), &["srv-a"])));
+        for r in futures::future::join_all(writes).await {
+            last = last.max(r.revision);
+        }
+    }
+    c.nodes[&f]
+        .node
+        .wait_applied(last, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let kept: Vec<(u64, u32, String)> = c.nodes[&f].node.read(|s| {
+        s.history
+            .iter()
+            .map(|e| (e.revision, e.index, e.role.clone()))
+            .collect()
+    });
+    let placed = kept.iter().filter(|(_, _, r)| r.starts_with('w')).count();
+    assert!(placed >= 600, "{placed} placement events of 600 roles");
+
+    let mut w = watch_client(&c.addrs[&f]).await;
+    let mut all = w
+        .events(pb::WatchRequest {
+            role: None,
+            after_revision: 0,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < kept.len() {
+        let e = next_event(&mut all).await;
+        got.push((e.revision, e.index, e.role));
+    }
+    assert_eq!(got, kept, "the catch-up differs from the history kept");
+    let mut one = w
+        .events(pb::WatchRequest {
+            role: Some("w321".into()),
+            after_revision: 0,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mine: Vec<_> = kept
+        .iter()
+        .filter(|(_, _, r)| r == "w321")
+        .cloned()
+        .collect();
+    assert!(!mine.is_empty());
+    for expected in &mine {
+        let e = next_event(&mut one).await;
+        assert_eq!(&(e.revision, e.index, e.role), expected);
+    }
+    // A role watcher of a role created later.
+    let mut late = w
+        .events(pb::WatchRequest {
+            role: Some("late".into()),
+            after_revision: 0,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Live: new events reach the watcher of everything; the role watcher skips the
+    // other role's event and gets its own.
+    c.write(create_role("live", &["srv-a"])).await;
+    c.write(create_role("late", &["srv-a"])).await;
+    for role in ["live", "late"] {
+        let e = next_event(&mut all).await;
+        assert_eq!(e.role, role, "{e:?}");
+        assert!(e.revision > last);
+    }
+    let e = next_event(&mut late).await;
+    assert_eq!(e.role, "late", "{e:?}");
+    drop(a);
+    c.shutdown().await;
+}
+
 /// The internal propose path (agent sessions, the controller, and what a follower
 /// forwards to the leader) refuses malformed commands as the public `Apply` does, before
 /// they take a log entry; a command too large for the log is refused with its size and
