@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the directory's hot pure code (baton-core): `State::apply` of
-//! typical commands, placement over 10,000 roles, and the controller's expiry scan over
-//! 10,000 servers. `cargo bench -p baton-benches --bench core`.
+//! typical commands, placement over 10,000 roles, the controller's expiry scan over
+//! 10,000 servers, and the agent sessions' assignment sets at 100,000 roles.
+//! `cargo bench -p baton-benches --bench core`.
 //!
 //! States are built through `apply` only (RegisterAgent, CreateRole), so these benches
 //! follow the core's types as they change.
@@ -201,5 +202,37 @@ fn bench_controller(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_placement, bench_controller);
+/// What a node does for its agent sessions after each applied change, at 10,000 servers
+/// and 100,000 roles: one server's sets by scanning every role (what each session did
+/// on its own), against every server's sets in one pass (built once per change and
+/// shared). With N sessions woken, a change costs N of the first or one of the second.
+fn bench_sessions(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sessions");
+    g.sample_size(20);
+    let s = state(10_000, 100_000, 0, false);
+    g.bench_function("one_server_by_scan/100000_roles", |b| {
+        b.iter(|| {
+            let run = s.assignments(black_box("srv-5"));
+            let stop = s.releasing(black_box("srv-5"));
+            assert!(!run.is_empty() && stop.is_empty());
+            (run, stop)
+        })
+    });
+    g.bench_function("every_server_in_one_pass/100000_roles", |b| {
+        b.iter(|| {
+            let sets = black_box(&s).server_sets();
+            assert!(sets.len() > 9_000);
+            sets
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_apply,
+    bench_placement,
+    bench_controller,
+    bench_sessions
+);
 criterion_main!(benches);

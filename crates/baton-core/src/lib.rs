@@ -69,7 +69,7 @@ pub use history::{Position, ResumeGap, Trimmed};
 pub use lease::Fence;
 pub use readiness::{Readiness, Standby};
 pub use requests::{REQUEST_ID_MAX, REQUESTS_KEPT, Requests, check_request_id};
-pub use state::{Event, Release, Role, RoleState, Server, ServerStatus, State};
+pub use state::{Event, Release, Role, RoleState, Server, ServerSet, ServerStatus, State};
 
 /// The kind a role gets when none is given.
 pub const DEFAULT_KIND: &str = "default";

@@ -327,6 +327,27 @@ pub struct Assignment {
     pub database: Option<String>,
 }
 
+impl Assignment {
+    fn of(r: &Role) -> Assignment {
+        Assignment {
+            role: r.name.clone(),
+            epoch: r.epoch,
+            kind: r.kind.clone(),
+            database: r.database.clone(),
+        }
+    }
+}
+
+/// One server's roles as its agent needs them (see [`State::server_sets`]), each list in
+/// role-name order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerSet {
+    /// [`State::assignments`]: run these.
+    pub run: Vec<Assignment>,
+    /// [`State::releasing`]: stop these and acknowledge.
+    pub stop: Vec<Assignment>,
+}
+
 /// One write of an entry, borrowed: the entry's own (head) write or one of its batch,
 /// applied without copying its command or strings.
 #[derive(Clone, Copy)]
@@ -492,12 +513,7 @@ impl State {
         self.roles
             .values()
             .filter(|r| r.active.as_deref() == Some(server) && r.release.is_none())
-            .map(|r| Assignment {
-                role: r.name.clone(),
-                epoch: r.epoch,
-                kind: r.kind.clone(),
-                database: r.database.clone(),
-            })
+            .map(Assignment::of)
             .collect()
     }
 
@@ -506,13 +522,29 @@ impl State {
         self.roles
             .values()
             .filter(|r| r.active.as_deref() == Some(server) && r.release.is_some())
-            .map(|r| Assignment {
-                role: r.name.clone(),
-                epoch: r.epoch,
-                kind: r.kind.clone(),
-                database: r.database.clone(),
-            })
+            .map(Assignment::of)
             .collect()
+    }
+
+    /// [`State::assignments`] and [`State::releasing`] of every server that holds a role,
+    /// in one pass over the roles. Each of those scans every role; a node serving many
+    /// agents, all woken by the same change, builds this once instead of scanning once
+    /// per agent (10,000 agents and 100,000 roles would be 10^9 roles looked at per
+    /// change). A server that holds no role is absent.
+    pub fn server_sets(&self) -> BTreeMap<String, ServerSet> {
+        let mut sets: BTreeMap<String, ServerSet> = BTreeMap::new();
+        for r in self.roles.values() {
+            let Some(on) = &r.active else { continue };
+            let set = match sets.get_mut(on.as_str()) {
+                Some(set) => set,
+                None => sets.entry(on.clone()).or_default(),
+            };
+            match r.release {
+                None => set.run.push(Assignment::of(r)),
+                Some(_) => set.stop.push(Assignment::of(r)),
+            }
+        }
+        sets
     }
 
     /// Roles whose active server is `server` (including ones being handed over).

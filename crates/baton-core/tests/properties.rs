@@ -728,6 +728,14 @@ impl Checker {
     /// Invariant 1 at the directory level.
     fn single_active(&self, state: &State) -> Result<(), TestCaseError> {
         let mut assigned: BTreeMap<String, String> = BTreeMap::new();
+        // The one-pass sets agents are served from are the per-server ones.
+        let sets = state.server_sets();
+        for server in state.servers.keys() {
+            let set = sets.get(server).cloned().unwrap_or_default();
+            prop_assert_eq!(&set.run, &state.assignments(server));
+            prop_assert_eq!(&set.stop, &state.releasing(server));
+        }
+        prop_assert!(sets.keys().all(|s| state.servers.contains_key(s)));
         for server in state.servers.keys() {
             // What the agent must run and what it must stop and acknowledge are disjoint
             // and together are the roles held by the server.

@@ -106,6 +106,9 @@ pub struct Node {
     heard_leader: watch::Sender<bool>,
     /// Why the node refused to go on, once it did.
     refusal: watch::Sender<Option<String>>,
+    /// Every server's assignment set at the last revision an agent session read, shared
+    /// by all the sessions that change woke (see `crate::session::SetsCache`).
+    pub(crate) server_sets: crate::session::SetsCache,
 }
 
 /// The cluster's lease settings in force on this node (see [`Node::lease`]).
@@ -238,6 +241,7 @@ impl Node {
             raft_open: std::sync::atomic::AtomicBool::new(store.is_none()),
             heard_leader: watch::channel(false).0,
             refusal: watch::channel(None).0,
+            server_sets: Default::default(),
             blank_at_start: store.as_ref().is_some_and(|(_, blank)| *blank),
             store: store.map(|(s, _)| s),
         }))

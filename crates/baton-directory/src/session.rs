@@ -415,13 +415,67 @@ fn to_proto(a: baton_core::state::Assignment) -> pb::Assignment {
     }
 }
 
+/// Every server's assignment set (roles to run, roles to release) at one revision.
+///
+/// Every agent session on a node wakes on each applied revision and reads its server's
+/// set. Read per session, that is a scan of every role per session per change (10,000
+/// agents and 100,000 roles: 10^9 roles looked at for one write). The first session to
+/// read a revision builds every server's set in one pass ([`baton_core::State::server_sets`])
+/// and the others look theirs up: one scan per change, and per session only its own
+/// roles. Keyed by revision: every applied entry sets the revision, and the state at a
+/// revision is the same on every node and at every read (a snapshot installs the state
+/// of its own revision), so a set built at revision R is the set at R.
+#[derive(Default)]
+pub(crate) struct SetsCache(std::sync::Mutex<Option<Arc<CachedSets>>>);
+
+struct CachedSets {
+    revision: u64,
+    sets: std::collections::BTreeMap<String, (Vec<pb::Assignment>, Vec<pb::Assignment>)>,
+}
+
+impl SetsCache {
+    /// `server`'s roles to run and to release in `s` (read under the state's lock, so
+    /// that the revision and the sets are of one state).
+    fn of(
+        &self,
+        s: &baton_core::State,
+        server: &str,
+    ) -> (Vec<pb::Assignment>, Vec<pb::Assignment>) {
+        let cached = {
+            // Held while building: the sessions woken by the same change wait for the
+            // one build instead of each scanning the roles.
+            let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.as_ref() {
+                Some(c) if c.revision == s.revision => c.clone(),
+                _ => {
+                    let sets = s
+                        .server_sets()
+                        .into_iter()
+                        .map(|(server, set)| {
+                            let proto = |v: Vec<baton_core::state::Assignment>| {
+                                v.into_iter().map(to_proto).collect()
+                            };
+                            (server, (proto(set.run), proto(set.stop)))
+                        })
+                        .collect();
+                    let c = Arc::new(CachedSets {
+                        revision: s.revision,
+                        sets,
+                    });
+                    *cache = Some(c.clone());
+                    c
+                }
+            }
+        };
+        cached.sets.get(server).cloned().unwrap_or_default()
+    }
+}
+
 impl Sent {
     /// Send the server's assignment set if it differs from the last one sent.
     async fn update(&mut self, node: &Node, server: &str, tx: &Outbound) -> Result<(), Status> {
         let (revision, set) = node.read(|s| {
-            let run: Vec<pb::Assignment> =
-                s.assignments(server).into_iter().map(to_proto).collect();
-            let stop: Vec<pb::Assignment> = s.releasing(server).into_iter().map(to_proto).collect();
+            let (run, stop) = node.server_sets.of(s, server);
             let (numbers, settled_through) = s.fences_recorded(server, &self.instance);
             let fences = pb::FencesRecorded {
                 numbers,
@@ -645,5 +699,93 @@ async fn run_session(
             }
             _ = tx.closed() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SetsCache;
+    use baton_core::{Command, Entry, State};
+
+    fn apply(s: &mut State, cmd: Command) {
+        let index = s.revision + 1;
+        let entry = Entry {
+            by: Default::default(),
+            request: Default::default(),
+            now_ms: 1_700_000_000_000,
+            advance_ms: 0,
+            cmd,
+            batch: Vec::new(),
+        };
+        s.apply(index, &entry).expect("accepted");
+    }
+
+    fn roles(sets: &[baton_proto::v1::Assignment]) -> Vec<&str> {
+        sets.iter().map(|a| a.role.as_str()).collect()
+    }
+
+    /// The shared sets are rebuilt at each revision: every session reads its own
+    /// server's current roles, never another revision's.
+    #[test]
+    fn the_shared_sets_follow_every_revision() {
+        let mut s = State::default();
+        s.apply_membership(1, 3);
+        for server in ["a", "b"] {
+            apply(
+                &mut s,
+                Command::RegisterAgent {
+                    server: server.into(),
+                    kinds: vec![],
+                    main: false,
+                    instance: Default::default(),
+                    replaces: None,
+                },
+            );
+        }
+        let cache = SetsCache::default();
+        for (role, list) in [("r1", ["a", "b"]), ("r2", ["b", "a"]), ("r3", ["a", "b"])] {
+            apply(
+                &mut s,
+                Command::CreateRole {
+                    name: role.into(),
+                    kind: String::new(),
+                    servers: list.iter().map(|x| x.to_string()).collect(),
+                    failback: false,
+                    failback_delay_ms: 0,
+                    database: None,
+                },
+            );
+            // Read after every change, as the sessions do.
+            let (run_a, _) = cache.of(&s, "a");
+            let (run_b, _) = cache.of(&s, "b");
+            assert_eq!(
+                roles(&run_a),
+                s.assignments("a")
+                    .iter()
+                    .map(|x| x.role.as_str())
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(
+                roles(&run_b),
+                s.assignments("b")
+                    .iter()
+                    .map(|x| x.role.as_str())
+                    .collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(roles(&cache.of(&s, "a").0), ["r1", "r3"]);
+        assert_eq!(roles(&cache.of(&s, "b").0), ["r2"]);
+        // A server with no roles, and one the directory does not know, get empty sets.
+        assert_eq!(cache.of(&s, "nobody"), (vec![], vec![]));
+
+        // "a" goes down: its roles move to "b" at the next revision.
+        apply(
+            &mut s,
+            Command::ServersDown {
+                servers: vec!["a".into()],
+            },
+        );
+        assert_eq!(cache.of(&s, "a"), (vec![], vec![]));
+        assert_eq!(roles(&cache.of(&s, "b").0), ["r1", "r2", "r3"]);
     }
 }
