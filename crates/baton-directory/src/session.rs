@@ -419,12 +419,21 @@ fn to_proto(a: baton_core::state::Assignment) -> pb::Assignment {
 ///
 /// Every agent session on a node wakes on each applied revision and reads its server's
 /// set. Read per session, that is a scan of every role per session per change (10,000
-/// agents and 100,000 roles: 10^9 roles looked at for one write). The first session to
-/// read a revision builds every server's set in one pass ([`baton_core::State::server_sets`])
-/// and the others look theirs up: one scan per change, and per session only its own
-/// roles. Keyed by revision: every applied entry sets the revision, and the state at a
-/// revision is the same on every node and at every read (a snapshot installs the state
-/// of its own revision), so a set built at revision R is the set at R.
+/// agents and 100,000 roles: 10^9 roles looked at for one write). With many sessions,
+/// the first to read a revision builds every server's set in one pass
+/// ([`baton_core::State::server_sets`]) and the others look theirs up: one pass per
+/// change, and per session only its own roles. The pass copies every assigned role, so
+/// it costs about ten scans (`cargo bench -p baton-benches --bench core -- sessions`:
+/// 75 ms against 7.8 ms at 100,000 roles); below [`SHARED_SETS_SESSIONS_MIN`] sessions
+/// each scans for itself.
+///
+/// Keyed by revision: every applied entry sets the revision, and the state at a revision
+/// is the same on every node and at every read (a snapshot installs the state of its own
+/// revision), so a set built at revision R is the set at R.
+/// Sessions on a node from which they share one pass over the roles (see [`SetsCache`]):
+/// the pass costs about ten scans.
+const SHARED_SETS_SESSIONS_MIN: u64 = 10;
+
 #[derive(Default)]
 pub(crate) struct SetsCache(std::sync::Mutex<Option<Arc<CachedSets>>>);
 
@@ -440,7 +449,13 @@ impl SetsCache {
         &self,
         s: &baton_core::State,
         server: &str,
+        sessions: u64,
     ) -> (Vec<pb::Assignment>, Vec<pb::Assignment>) {
+        if sessions < SHARED_SETS_SESSIONS_MIN {
+            let proto =
+                |v: Vec<baton_core::state::Assignment>| v.into_iter().map(to_proto).collect();
+            return (proto(s.assignments(server)), proto(s.releasing(server)));
+        }
         let cached = {
             // Held while building: the sessions woken by the same change wait for the
             // one build instead of each scanning the roles.
@@ -475,7 +490,7 @@ impl Sent {
     /// Send the server's assignment set if it differs from the last one sent.
     async fn update(&mut self, node: &Node, server: &str, tx: &Outbound) -> Result<(), Status> {
         let (revision, set) = node.read(|s| {
-            let (run, stop) = node.server_sets.of(s, server);
+            let (run, stop) = node.server_sets.of(s, server, node.sessions());
             let (numbers, settled_through) = s.fences_recorded(server, &self.instance);
             let fences = pb::FencesRecorded {
                 numbers,
@@ -704,7 +719,7 @@ async fn run_session(
 
 #[cfg(test)]
 mod tests {
-    use super::SetsCache;
+    use super::{SHARED_SETS_SESSIONS_MIN, SetsCache};
     use baton_core::{Command, Entry, State};
 
     fn apply(s: &mut State, cmd: Command) {
@@ -725,7 +740,8 @@ mod tests {
     }
 
     /// The shared sets are rebuilt at each revision: every session reads its own
-    /// server's current roles, never another revision's.
+    /// server's current roles, never another revision's, whether it shares the pass or
+    /// scans for itself.
     #[test]
     fn the_shared_sets_follow_every_revision() {
         let mut s = State::default();
@@ -743,6 +759,12 @@ mod tests {
             );
         }
         let cache = SetsCache::default();
+        // As many sessions read it (the shared pass), and as few do (each scans): the same.
+        let of = |s: &State, server: &str| {
+            let shared = cache.of(s, server, SHARED_SETS_SESSIONS_MIN);
+            assert_eq!(shared, cache.of(s, server, 1), "{server}");
+            shared
+        };
         for (role, list) in [("r1", ["a", "b"]), ("r2", ["b", "a"]), ("r3", ["a", "b"])] {
             apply(
                 &mut s,
@@ -756,8 +778,8 @@ mod tests {
                 },
             );
             // Read after every change, as the sessions do.
-            let (run_a, _) = cache.of(&s, "a");
-            let (run_b, _) = cache.of(&s, "b");
+            let (run_a, _) = of(&s, "a");
+            let (run_b, _) = of(&s, "b");
             assert_eq!(
                 roles(&run_a),
                 s.assignments("a")
@@ -773,10 +795,10 @@ mod tests {
                     .collect::<Vec<_>>()
             );
         }
-        assert_eq!(roles(&cache.of(&s, "a").0), ["r1", "r3"]);
-        assert_eq!(roles(&cache.of(&s, "b").0), ["r2"]);
+        assert_eq!(roles(&of(&s, "a").0), ["r1", "r3"]);
+        assert_eq!(roles(&of(&s, "b").0), ["r2"]);
         // A server with no roles, and one the directory does not know, get empty sets.
-        assert_eq!(cache.of(&s, "nobody"), (vec![], vec![]));
+        assert_eq!(of(&s, "nobody"), (vec![], vec![]));
 
         // "a" goes down: its roles move to "b" at the next revision.
         apply(
@@ -785,7 +807,7 @@ mod tests {
                 servers: vec!["a".into()],
             },
         );
-        assert_eq!(cache.of(&s, "a"), (vec![], vec![]));
-        assert_eq!(roles(&cache.of(&s, "b").0), ["r1", "r2", "r3"]);
+        assert_eq!(of(&s, "a"), (vec![], vec![]));
+        assert_eq!(roles(&of(&s, "b").0), ["r1", "r2", "r3"]);
     }
 }
