@@ -820,14 +820,14 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<()> {
         "ms",
         p99(&b, 0),
         p99(&e, 0),
-        Goal::AtMostTimesEtcd(0.5),
+        Goal::AtMostTimesEtcd(1.0),
     );
     ctx.row(
         "fanout_p99_10000",
         "ms",
         p99(&b, 1),
         p99(&e, 1),
-        Goal::AtMostTimesEtcd(0.5),
+        Goal::AtMostTimesEtcd(1.0),
     );
     ctx.note(
         "fanout",
