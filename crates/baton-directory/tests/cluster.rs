@@ -1082,31 +1082,30 @@ async fn a_watcher_far_behind_catches_up_in_order_and_then_follows() {
     let placed = kept.iter().filter(|(_, _, r)| r.starts_with('w')).count();
     assert!(placed >= 600, "{placed} placement events of 600 roles");
 
-    let mut w = watch_client(&c.addrs[&f]).await;
-    let mut all = w
-        .events(pb::WatchRequest {
-            role: None,
-            after_revision: 0,
-            after: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let w = watch_client(&c.addrs[&f]).await;
+    // A stream from the oldest event kept, of one role or of all.
+    let from_start = |role: Option<&str>| {
+        let mut w = w.clone();
+        let role = role.map(str::to_string);
+        async move {
+            w.events(pb::WatchRequest {
+                role,
+                after_revision: 0,
+                after: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let mut all = from_start(None).await;
     let mut got = Vec::new();
     while got.len() < kept.len() {
         let e = next_event(&mut all).await;
         got.push((e.revision, e.index, e.role));
     }
     assert_eq!(got, kept, "the catch-up differs from the history kept");
-    let mut one = w
-        .events(pb::WatchRequest {
-            role: Some("w321".into()),
-            after_revision: 0,
-            after: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut one = from_start(Some("w321")).await;
     let mine: Vec<_> = kept
         .iter()
         .filter(|(_, _, r)| r == "w321")
@@ -1118,15 +1117,7 @@ async fn a_watcher_far_behind_catches_up_in_order_and_then_follows() {
         assert_eq!(&(e.revision, e.index, e.role), expected);
     }
     // A role watcher of a role created later.
-    let mut late = w
-        .events(pb::WatchRequest {
-            role: Some("late".into()),
-            after_revision: 0,
-            after: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut late = from_start(Some("late")).await;
 
     // Live: new events reach the watcher of everything; the role watcher skips the
     // other role's event and gets its own.
