@@ -415,6 +415,10 @@ fn to_proto(a: baton_core::state::Assignment) -> pb::Assignment {
     }
 }
 
+/// Sessions on a node from which they share one pass over the roles (see [`SetsCache`]):
+/// the pass costs about ten scans.
+const SHARED_SETS_SESSIONS_MIN: u64 = 10;
+
 /// Every server's assignment set (roles to run, roles to release) at one revision.
 ///
 /// Every agent session on a node wakes on each applied revision and reads its server's
@@ -430,10 +434,6 @@ fn to_proto(a: baton_core::state::Assignment) -> pb::Assignment {
 /// Keyed by revision: every applied entry sets the revision, and the state at a revision
 /// is the same on every node and at every read (a snapshot installs the state of its own
 /// revision), so a set built at revision R is the set at R.
-/// Sessions on a node from which they share one pass over the roles (see [`SetsCache`]):
-/// the pass costs about ten scans.
-const SHARED_SETS_SESSIONS_MIN: u64 = 10;
-
 #[derive(Default)]
 pub(crate) struct SetsCache(std::sync::Mutex<Option<Arc<CachedSets>>>);
 

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use baton_core::Position;
 use baton_proto::v1 as pb;
 use baton_proto::v1::watch_server::Watch;
-
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
