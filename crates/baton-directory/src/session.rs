@@ -402,6 +402,10 @@ type SetContent = (Vec<pb::Assignment>, Vec<pb::Assignment>, pb::FencesRecorded)
 struct Sent {
     /// The content of the last set sent.
     assignments: Option<SetContent>,
+    /// The revision the set was last read at. The set is a function of the state, and
+    /// the state of the revision (see [`SetsCache`]): at the same revision there is
+    /// nothing to read again. Most renewal acks find it so.
+    read_at: Option<u64>,
     /// The agent instance of the session: the fence reports recorded are its own.
     instance: String,
 }
@@ -413,6 +417,10 @@ fn to_proto(a: baton_core::state::Assignment) -> pb::Assignment {
         kind: a.kind,
         database: a.database,
     }
+}
+
+fn to_protos(v: Vec<baton_core::state::Assignment>) -> Vec<pb::Assignment> {
+    v.into_iter().map(to_proto).collect()
 }
 
 /// Sessions on a node from which they share one pass over the roles (see [`SetsCache`]):
@@ -452,9 +460,10 @@ impl SetsCache {
         sessions: u64,
     ) -> (Vec<pb::Assignment>, Vec<pb::Assignment>) {
         if sessions < SHARED_SETS_SESSIONS_MIN {
-            let proto =
-                |v: Vec<baton_core::state::Assignment>| v.into_iter().map(to_proto).collect();
-            return (proto(s.assignments(server)), proto(s.releasing(server)));
+            return (
+                to_protos(s.assignments(server)),
+                to_protos(s.releasing(server)),
+            );
         }
         let cached = {
             // Held while building: the sessions woken by the same change wait for the
@@ -466,12 +475,7 @@ impl SetsCache {
                     let sets = s
                         .server_sets()
                         .into_iter()
-                        .map(|(server, set)| {
-                            let proto = |v: Vec<baton_core::state::Assignment>| {
-                                v.into_iter().map(to_proto).collect()
-                            };
-                            (server, (proto(set.run), proto(set.stop)))
-                        })
+                        .map(|(server, set)| (server, (to_protos(set.run), to_protos(set.stop))))
                         .collect();
                     let c = Arc::new(CachedSets {
                         revision: s.revision,
@@ -489,15 +493,22 @@ impl SetsCache {
 impl Sent {
     /// Send the server's assignment set if it differs from the last one sent.
     async fn update(&mut self, node: &Node, server: &str, tx: &Outbound) -> Result<(), Status> {
-        let (revision, set) = node.read(|s| {
+        let read = node.read(|s| {
+            if self.read_at == Some(s.revision) {
+                return None;
+            }
             let (run, stop) = node.server_sets.of(s, server, node.sessions());
             let (numbers, settled_through) = s.fences_recorded(server, &self.instance);
             let fences = pb::FencesRecorded {
                 numbers,
                 settled_through,
             };
-            (s.revision, (run, stop, fences))
+            Some((s.revision, (run, stop, fences)))
         });
+        let Some((revision, set)) = read else {
+            return Ok(());
+        };
+        self.read_at = Some(revision);
         if self.assignments.as_ref() == Some(&set) {
             return Ok(());
         }
@@ -564,6 +575,7 @@ async fn run_session(
 
     let mut sent = Sent {
         assignments: None,
+        read_at: None,
         instance: instance.id.clone(),
     };
     sent.update(node, &server, tx).await?;
